@@ -1,0 +1,111 @@
+"""Val bits-per-char reached in the same wall-clock budget: a plain PyTorch loop vs charrnn.
+
+The plain loop is the classic char-rnn recipe (nn.LSTM 2x512, embedding 512, seq 100, batch 64,
+Adam 2e-3, dropout 0.2, clip 5, hidden state carried) on the same 90/10 split; charrnn runs its
+default preset through the real CLI with only ``--time``. Both are scored by the same whole-split
+evaluation. Usage: python bench/quality.py [--minutes 10] [--corpus tinyshakespeare.txt]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import corpus, emit  # noqa: E402
+
+from charrnn.evaluate import evaluate  # noqa: E402
+
+
+class PlainLSTM(nn.Module):
+    def __init__(self, vocab: int) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, 512)
+        self.rnn = nn.LSTM(512, 512, num_layers=2, dropout=0.2, batch_first=True)
+        self.drop = nn.Dropout(0.2)
+        self.head = nn.Linear(512, vocab)
+
+    def forward(self, x, state=None):
+        out, state = self.rnn(self.embed(x), state)
+        return self.head(self.drop(out)), state
+
+
+def plain_loop(path: Path, seconds: float) -> dict:
+    text = path.read_text()
+    chars = sorted(set(text))
+    lookup = {c: i for i, c in enumerate(chars)}
+    ids = np.array([lookup[c] for c in text], dtype=np.int64)
+    n = int(0.9 * len(ids))
+    train, val = ids[:n], ids[n:]
+    torch.manual_seed(1337)
+    model = PlainLSTM(len(chars))
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    B, T = 64, 100
+    per = (len(train) - 1) // B
+    xs = torch.from_numpy(train[: B * per].reshape(B, per))
+    ys = torch.from_numpy(train[1 : B * per + 1].reshape(B, per))
+    state, k, steps = None, 0, 0
+    start = time.monotonic()
+    while time.monotonic() - start < seconds:
+        if (k + 1) * T > per:
+            k, state = 0, None
+        x, y = xs[:, k * T : (k + 1) * T], ys[:, k * T : (k + 1) * T]
+        logits, state = model(x, state)
+        state = tuple(s.detach() for s in state)
+        loss = nn.functional.cross_entropy(logits.reshape(-1, len(chars)), y.reshape(-1))
+        opt.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        opt.step()
+        k += 1
+        steps += 1
+    elapsed = time.monotonic() - start
+    score = evaluate(model, val, torch.device("cpu"))
+    return {"val_bpc": score.bpc, "steps": steps, "chars_per_s": steps * B * T / elapsed, "train_s": elapsed}
+
+
+def charrnn_run(path: Path, seconds: float, extra: list[str]) -> dict:
+    with tempfile.TemporaryDirectory() as out:
+        cmd = [sys.executable, "-m", "charrnn", "train", str(path), "--time", f"{seconds}s", "--out", out, "--quiet", *extra]
+        subprocess.run(cmd, check=True)
+        lines = [json.loads(l) for l in (Path(out) / "metrics.jsonl").read_text().splitlines()]
+    vals = [l["val_bpc"] for l in lines if l["val_bpc"] is not None]
+    last = lines[-1]
+    return {"val_bpc": min(vals), "final_val_bpc": vals[-1], "steps": last["step"],
+            "chars_per_s": np.mean([l["chars_per_s"] for l in lines[1:]] or [0]), "train_s": last["elapsed"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--minutes", type=float, default=10.0)
+    ap.add_argument("--corpus", default="tinyshakespeare.txt")
+    ap.add_argument("--only", choices=["plain", "charrnn"], default=None)
+    ap.add_argument("--extra", default="", help="extra flags for charrnn train, e.g. '--preset tiny'")
+    args = ap.parse_args()
+    path = corpus(args.corpus)
+    seconds = args.minutes * 60
+    results = {}
+    if args.only in (None, "plain"):
+        results["plain"] = plain_loop(path, seconds)
+        emit(bench="quality", who="plain_lstm_2x512", corpus=args.corpus, minutes=args.minutes, **results["plain"])
+    if args.only in (None, "charrnn"):
+        results["charrnn"] = charrnn_run(path, seconds, args.extra.split())
+        emit(bench="quality", who="charrnn " + (args.extra or "default preset"), corpus=args.corpus,
+             minutes=args.minutes, **results["charrnn"])
+    if len(results) == 2:
+        emit(bench="quality", ratio="plain_val_bpc/charrnn_val_bpc",
+             value=results["plain"]["val_bpc"] / results["charrnn"]["val_bpc"],
+             delta_bpc=results["plain"]["val_bpc"] - results["charrnn"]["val_bpc"])
+
+
+if __name__ == "__main__":
+    main()

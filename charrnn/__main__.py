@@ -1,0 +1,3 @@
+from charrnn.cli import main
+
+main()

@@ -1,0 +1,125 @@
+"""Checkpoint files: written atomically, read without ever unpickling arbitrary objects.
+
+A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, saved with
+``torch.save`` and read with ``torch.load(weights_only=True)``: a file crafted to run code on
+load is refused by the restricted unpickler before anything executes.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from charrnn.errors import CharrnnError
+
+FORMAT = "charrnn"
+VERSION = 1
+RUN_FILES = ("best.pt", "last.pt")
+
+
+def save(obj: dict[str, Any], path: Path) -> None:
+    """Write to a temp file in the same directory, fsync, then rename over ``path``.
+
+    The rename is atomic, so at every instant ``path`` is either the previous complete
+    checkpoint or the new complete one, never a torn file.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save({"format": FORMAT, "version": VERSION, **obj}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as e:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise CharrnnError(f"cannot write checkpoint {path} ({e.strerror or e})") from None
+
+
+def resolve(path: str | Path) -> Path:
+    """A checkpoint file, or a run directory's best.pt (falling back to last.pt)."""
+    p = Path(path)
+    if p.is_dir():
+        for name in RUN_FILES:
+            if (p / name).is_file():
+                return p / name
+        raise CharrnnError(f"{p}: run directory holds no best.pt or last.pt")
+    if not p.exists():
+        raise CharrnnError(f"{p}: no such checkpoint")
+    return p
+
+
+def latest_run(root: Path = Path("checkpoints")) -> Path:
+    """The most recently written checkpoint under ``root`` (its run's best.pt)."""
+    found = [f for name in RUN_FILES for f in root.glob(f"*/{name}")] if root.is_dir() else []
+    if not found:
+        raise CharrnnError(
+            f"no trained model found under ./{root}; train one first with: charrnn train CORPUS.txt"
+        )
+    newest_dir = max(found, key=lambda f: f.stat().st_mtime).parent
+    return resolve(newest_dir)
+
+
+def load(path: str | Path) -> dict[str, Any]:
+    """Load and check a charrnn checkpoint; every failure is a one-line ``CharrnnError``."""
+    p = resolve(path)
+    try:
+        obj = torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "unsupported global" in str(e).lower():
+            raise CharrnnError(
+                f"{p}: refused: the file holds objects other than tensors and plain data "
+                "(it could run code if loaded); not a charrnn checkpoint"
+            ) from None
+        raise CharrnnError(f"{p}: corrupt or not a checkpoint (not a PyTorch file)") from None
+    except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile, OSError, AttributeError, TypeError) as e:
+        raise CharrnnError(f"{p}: corrupt, truncated or not a checkpoint ({_short(e)})") from None
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+        raise CharrnnError(f"{p}: not a charrnn checkpoint (made by another tool?)")
+    version = obj.get("version")
+    if not isinstance(version, int) or version > VERSION:
+        raise CharrnnError(
+            f"{p}: checkpoint format version {version!r} is newer than this charrnn understands "
+            f"({VERSION}); upgrade charrnn"
+        )
+    for key in ("model_config", "vocab", "state_dict"):
+        if key not in obj:
+            raise CharrnnError(f"{p}: checkpoint is missing {key!r}")
+    obj["path"] = str(p)
+    return obj
+
+
+def _short(e: BaseException) -> str:
+    text = str(e).strip()
+    if not text:
+        return type(e).__name__
+    return text.splitlines()[0].split(". ")[0][:120]
+
+
+def build_model(ckpt: dict[str, Any]):
+    """The model and vocabulary stored in a loaded checkpoint, weights in place."""
+    from charrnn.model import CharRNN, ModelConfig
+    from charrnn.vocab import from_state
+
+    vocab = from_state(ckpt["vocab"])
+    cfg = ModelConfig.from_dict(ckpt["model_config"])
+    model = CharRNN(cfg)
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except (RuntimeError, KeyError, TypeError) as e:
+        raise CharrnnError(f"{ckpt['path']}: weights do not match the model config ({_short(e)})") from None
+    model.eval()
+    return model, vocab

@@ -1,0 +1,335 @@
+"""The ``charrnn`` command line: thin commands over the library.
+
+Torch is imported inside the commands, never at module level, so ``charrnn --help`` is instant.
+Every user error ends as one line ``error: ...`` on stderr with exit code 2.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import click
+import typer
+
+from charrnn.errors import CharrnnError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Train character-level recurrent language models on any text and sample from them.",
+)
+
+DEMO_CORPUS = Path(__file__).resolve().parent.parent / "corpora" / "demo_screenplay.fountain"
+
+
+def _unescape(text: str) -> str:
+    """Shell-friendly escapes in --stop/--separator: \\n, \\t and \\\\."""
+    out, i = [], 0
+    while i < len(text):
+        if text[i] == "\\" and i + 1 < len(text) and text[i + 1] in "nt\\":
+            out.append({"n": "\n", "t": "\t", "\\": "\\"}[text[i + 1]])
+            i += 2
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
+
+
+def _fail(message: str, code: int = 2) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    raise typer.Exit(code)
+
+
+@app.command()
+def train(
+    corpus: list[str] = typer.Argument(None, help="Text files or directories, or - for stdin. Default: the bundled demo screenplay."),
+    preset: Optional[str] = typer.Option(None, help="tiny | small (default) | medium | large; explicit flags override it."),
+    model: Optional[str] = typer.Option(None, help="Recurrent cell: lstm | gru | rnn."),
+    layers: Optional[int] = typer.Option(None, min=1, max=16, help="Stacked recurrent layers."),
+    hidden: Optional[int] = typer.Option(None, min=1, max=16384, help="Hidden units per layer."),
+    embed: Optional[int] = typer.Option(None, min=1, max=16384, help="Embedding size."),
+    dropout: Optional[float] = typer.Option(None, min=0.0, max=0.95, help="Dropout between layers and before the head."),
+    tie: Optional[bool] = typer.Option(None, "--tie/--no-tie", help="Tie embedding and output weights (needs --embed == --hidden)."),
+    seq_len: Optional[int] = typer.Option(None, min=1, max=100000, help="Truncated BPTT window length."),
+    batch_size: Optional[int] = typer.Option(None, min=1, max=65536, help="Parallel streams per step."),
+    lr: Optional[float] = typer.Option(None, min=0.0, max=10.0, help="Peak learning rate."),
+    min_lr: Optional[float] = typer.Option(None, min=0.0, max=10.0, help="Final learning rate of the cosine decay (default lr/10)."),
+    warmup: Optional[int] = typer.Option(None, min=1, max=10**9, help="Linear warm-up steps."),
+    weight_decay: Optional[float] = typer.Option(None, min=0.0, max=10.0, help="AdamW weight decay on matrices."),
+    grad_clip: Optional[float] = typer.Option(None, min=0.0, max=1e6, help="Global gradient-norm clip."),
+    steps: Optional[int] = typer.Option(None, min=1, max=10**12, help="Stop after this many steps."),
+    epochs: Optional[float] = typer.Option(None, min=0.0, max=1e6, help="Stop after this many passes over the data."),
+    time: Optional[str] = typer.Option(None, "--time", help="Stop after this long, e.g. 90s, 10m, 1h30m."),
+    eval_every: Optional[int] = typer.Option(None, min=1, max=10**12, help="Validate every N steps."),
+    log_every: Optional[int] = typer.Option(None, min=1, max=10**12, help="Write a metrics line every N steps."),
+    val_frac: Optional[float] = typer.Option(None, min=0.0, max=0.5, help="Last fraction of the text held out for validation."),
+    seed: Optional[int] = typer.Option(None, min=0, max=2**63 - 1, help="Random seed."),
+    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | mps."),
+    out: Optional[Path] = typer.Option(None, help="Run directory (default checkpoints/<corpus-name>)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out (or the RUN_DIR given as corpus) from its last.pt."),
+    init_from: Optional[Path] = typer.Option(None, help="Start from this checkpoint's weights (fine-tuning); a fresh run otherwise."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
+) -> None:
+    """Train a model on a corpus; writes best.pt, last.pt and metrics.jsonl to the run directory."""
+    try:
+        _train(**locals())
+    except CharrnnError as e:
+        _fail(str(e))
+
+
+def _train(corpus, preset, out, resume, init_from, quiet, time, **flags) -> None:
+    from charrnn import checkpoint
+    from charrnn.config import make_config, parse_duration
+
+    paths = list(corpus or [])
+    resume_ckpt = None
+    if resume:
+        run_dir = out
+        if run_dir is None and len(paths) == 1 and Path(paths[0]).is_dir() and (Path(paths[0]) / "last.pt").is_file():
+            run_dir = Path(paths.pop())
+        if run_dir is None:
+            raise CharrnnError("--resume needs the run directory: charrnn train --resume RUN_DIR (or --out RUN_DIR)")
+        resume_ckpt = checkpoint.load(Path(run_dir) / "last.pt")
+        saved = resume_ckpt.get("train_config", {})
+        files = resume_ckpt.get("corpus", {}).get("files", [])
+        if not paths:
+            if not files or "<stdin>" in files:
+                raise CharrnnError("cannot resume: give the corpus again (the run was trained from stdin)")
+            paths = files
+        # The run's own settings, with any flag given now on top (e.g. a longer --time).
+        base = {k: v for k, v in saved.items()}
+        given = {k: v for k, v in flags.items() if v is not None}
+        if time is not None:
+            given["time"] = parse_duration(time)
+        out = Path(run_dir)
+        cfg = make_config(None, {})
+        for k, v in {**base, **given}.items():
+            setattr(cfg, k, v)
+    else:
+        cfg = make_config(preset, {**flags, "time": time})
+    if not paths:
+        if not DEMO_CORPUS.is_file():
+            raise CharrnnError(f"no corpus given and the bundled demo corpus is missing ({DEMO_CORPUS})")
+        paths = [str(DEMO_CORPUS)]
+
+    from charrnn.corpus import corpus_name
+    from charrnn.data import prepare
+    from charrnn.progress import summary
+    from charrnn.train import Interrupted, Trainer
+
+    out = out or Path("checkpoints") / corpus_name(paths)
+    if out.exists() and not out.is_dir():
+        raise CharrnnError(f"--out {out}: exists and is not a directory")
+    if not resume and (out / "last.pt").exists():
+        print(f"note: {out} already holds a run; starting a new one over it (use --resume to continue it)", file=sys.stderr)
+    data = prepare(paths, out / ".cache", cfg.val_frac)
+    init = checkpoint.load(init_from) if init_from is not None else None
+    trainer = Trainer(cfg, data, out, quiet=quiet, resume=resume_ckpt, init_from=init)
+    try:
+        result = trainer.fit()
+    except Interrupted as e:
+        print(f"stopped: saved {e.path}; continue with: charrnn train --resume {out}", file=sys.stderr)
+        raise typer.Exit(e.exit_code)
+    summary(result, quiet)
+    if not quiet:
+        print(f"sample with: charrnn sample {out}", file=sys.stderr)
+
+
+class _Out:
+    """Writes generated text to stdout, flushing at line ends so it streams through pipes."""
+
+    def write(self, text: str) -> None:
+        sys.stdout.write(text)
+        if "\n" in text:
+            sys.stdout.flush()
+
+    def close(self) -> None:
+        sys.stdout.flush()
+
+
+@app.command()
+def sample(
+    checkpoint_path: Optional[Path] = typer.Argument(None, metavar="[CHECKPOINT]", help="Checkpoint file or run directory (default: the newest run under ./checkpoints)."),
+    length: int = typer.Option(1000, min=0, max=10**9, help="Characters to generate per sample."),
+    temp: float = typer.Option(0.8, help="Temperature (> 0): lower is safer, higher is wilder."),
+    greedy: bool = typer.Option(False, "--greedy", help="Always take the most likely token."),
+    top_k: Optional[int] = typer.Option(None, help="Sample only from the K most likely tokens."),
+    top_p: Optional[float] = typer.Option(None, help="Nucleus sampling: the smallest set with probability >= P (0 < P <= 1)."),
+    seed: Optional[int] = typer.Option(None, min=0, max=2**63 - 1, help="Seed for a reproducible sample."),
+    prime: Optional[str] = typer.Option(None, help="Text the sample continues (printed first)."),
+    prime_file: Optional[Path] = typer.Option(None, help="Read the prime text from a file."),
+    unknown: str = typer.Option("error", help="Prime characters outside the vocabulary: error | skip."),
+    stop: list[str] = typer.Option([], help="End a sample at this string (repeatable; \\n allowed)."),
+    keep_stop: bool = typer.Option(False, "--keep-stop", help="Keep the stop string in the output."),
+    num_samples: int = typer.Option(1, min=1, max=4096, help="Samples generated together as one batch."),
+    separator: str = typer.Option("\\n\\n", help="Written between samples (\\n allowed)."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON line per sample."),
+    beam_width: Optional[int] = typer.Option(None, min=1, max=1024, help="Beam search for the most likely continuation."),
+) -> None:
+    """Generate text from a trained model, streamed to stdout."""
+    try:
+        _sample(**locals())
+    except CharrnnError as e:
+        _fail(str(e))
+    except BrokenPipeError:
+        _quiet_pipe()
+
+
+def _quiet_pipe() -> None:
+    """The reader went away (``| head``): stop quietly, and keep Python from complaining at exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    raise typer.Exit(0)
+
+
+def _sample(checkpoint_path, prime, prime_file, unknown, stop, separator, as_json, beam_width, num_samples, **o) -> None:
+    from charrnn.sample import SampleOptions
+
+    opts = SampleOptions(stops=[_unescape(s) for s in stop], **o)
+    opts.check()
+    if unknown not in ("error", "skip"):
+        raise CharrnnError(f"--unknown must be error or skip (got {unknown!r})")
+    if prime is not None and prime_file is not None:
+        raise CharrnnError("give --prime or --prime-file, not both")
+    if prime_file is not None:
+        from charrnn.corpus import decode
+
+        try:
+            prime = decode(prime_file.read_bytes(), str(prime_file))
+        except OSError as e:
+            raise CharrnnError(f"{prime_file}: cannot read ({e.strerror})") from None
+    prime = prime or ""
+
+    import torch
+
+    from charrnn import checkpoint
+    from charrnn.sample import beam_search, encode_prime, generate
+
+    torch.set_grad_enabled(False)
+    path = checkpoint.resolve(checkpoint_path) if checkpoint_path else checkpoint.latest_run()
+    model, vocab = checkpoint.build_model(checkpoint.load(path))
+    prime_ids = encode_prime(vocab, prime, unknown)
+    prime_text = vocab.decode(prime_ids)
+    out = _Out()
+    if beam_width is not None:
+        text, _ = beam_search(model, vocab, prime_ids, beam_width, opts.length)
+        out.write(json.dumps({"text": prime_text + text}) + "\n" if as_json else prime_text + text + "\n")
+        out.close()
+        return
+    if num_samples == 1 and not as_json:
+        out.write(prime_text)
+        for _, piece in generate(model, vocab, opts, prime_ids, 1):
+            out.write(piece)
+        out.write("\n")
+        out.close()
+        return
+    texts = [prime_text] * num_samples
+    for row, piece in generate(model, vocab, opts, prime_ids, num_samples):
+        texts[row] += piece
+    sep = _unescape(separator)
+    for i, text in enumerate(texts):
+        if as_json:
+            out.write(json.dumps({"sample": i, "text": text}) + "\n")
+        else:
+            out.write(text + (sep if i < num_samples - 1 else "\n"))
+    out.close()
+
+
+@app.command()
+def info(checkpoint_path: Path = typer.Argument(..., metavar="CHECKPOINT", help="Checkpoint file or run directory.")) -> None:
+    """Model size, vocabulary, steps trained and validation bpc of a checkpoint."""
+    try:
+        from charrnn import checkpoint
+        from charrnn.model import count_parameters
+        from charrnn.vocab import describe_chars
+
+        ckpt = checkpoint.load(checkpoint_path)
+        model, vocab = checkpoint.build_model(ckpt)
+        cfg = model.cfg
+        fmt = lambda v: "-" if v is None else f"{v:.4f}"
+        rows = [
+            ("checkpoint", ckpt["path"]),
+            ("model", f"{cfg.model} {cfg.layers}x{cfg.hidden}, embed {cfg.embed}, dropout {cfg.dropout}, tied {cfg.tie}"),
+            ("parameters", f"{count_parameters(model):,}"),
+            ("vocabulary", f"{vocab.kind}, {vocab.size} tokens"),
+            ("steps", f"{ckpt.get('step', 0):,}"),
+            ("val bpc", fmt(ckpt.get("val_bpc"))),
+            ("best val bpc", fmt(ckpt.get("best_val_bpc"))),
+            ("trained for", f"{ckpt.get('elapsed', 0.0):.1f} s"),
+        ]
+        if vocab.kind == "char":
+            rows.append(("characters", describe_chars(list(vocab.chars), limit=200)))
+        for k, v in rows:
+            print(f"{k:<14}{v}")
+    except CharrnnError as e:
+        _fail(str(e))
+
+
+@app.command("eval")
+def evaluate_cmd(
+    checkpoint_path: Path = typer.Argument(..., metavar="CHECKPOINT", help="Checkpoint file or run directory."),
+    text: list[str] = typer.Argument(..., help="Text files or directories, or - for stdin."),
+    as_json: bool = typer.Option(False, "--json", help="One machine-readable JSON line."),
+    skip_unknown: bool = typer.Option(False, "--skip-unknown", help="Drop (and count) characters outside the vocabulary."),
+) -> None:
+    """Bits per character (and per token, and perplexity) of any text under a trained model."""
+    try:
+        from charrnn import checkpoint, corpus
+        from charrnn.evaluate import evaluate
+        from charrnn.vocab import describe_chars
+
+        model, vocab = checkpoint.build_model(checkpoint.load(checkpoint_path))
+        body = corpus.read_text(corpus.read_sources(text))
+        missing = vocab.missing(body)
+        skipped = 0
+        if missing:
+            if not skip_unknown:
+                raise CharrnnError(f"text has characters the vocabulary lacks: {describe_chars(missing)} (use --skip-unknown)")
+            gone = set(missing)
+            kept = "".join(c for c in body if c not in gone)
+            skipped, body = len(body) - len(kept), kept
+        ids = vocab.encode(body)
+        if len(ids) < 2:
+            raise CharrnnError("text is too short to evaluate (needs at least 2 characters)")
+        import torch
+
+        score = evaluate(model, ids, torch.device("cpu"))
+        result = {
+            "bpc": round(score.bpc, 5),
+            "bits_per_token": round(score.bits_per_token, 5),
+            "perplexity": round(score.perplexity, 4),
+            "chars": score.chars,
+            "tokens": score.tokens,
+            "skipped_chars": skipped,
+        }
+        if as_json:
+            print(json.dumps(result))
+        else:
+            for k, v in result.items():
+                print(f"{k:<16}{v}")
+    except CharrnnError as e:
+        _fail(str(e))
+
+
+def main() -> None:
+    """Console entry point: click's usage errors become one ``error:`` line too."""
+    try:
+        code = app(standalone_mode=False)
+    except click.exceptions.UsageError as e:
+        print(f"error: {e.format_message()}", file=sys.stderr)
+        code = 2
+    except click.exceptions.Abort:
+        code = 130
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        code = 130
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        code = 0
+    sys.exit(code if isinstance(code, int) else 0)

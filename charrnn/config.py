@@ -1,0 +1,102 @@
+"""Run settings: presets, the training configuration, and durations like ``10m``."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, fields
+
+from charrnn.errors import CharrnnError
+
+# Sizes measured on a 2-core CPU (see README "Presets"): each preset is the model that reached
+# the lowest validation bpc on tinyshakespeare within its time budget.
+PRESETS: dict[str, dict] = {
+    "tiny": dict(model="lstm", layers=2, hidden=128, embed=64, dropout=0.0, seq_len=64, batch_size=32,
+                 lr=4e-3, time="2m"),
+    "small": dict(model="lstm", layers=2, hidden=512, embed=128, dropout=0.1, seq_len=100, batch_size=64,
+                  lr=3e-3, time="10m"),
+    "medium": dict(model="lstm", layers=3, hidden=640, embed=128, dropout=0.2, seq_len=128, batch_size=64,
+                   lr=2e-3, time="60m"),
+    "large": dict(model="lstm", layers=3, hidden=1024, embed=256, dropout=0.25, seq_len=200, batch_size=128,
+                  lr=2e-3, time="60m"),
+}
+DEFAULT_PRESET = "small"
+
+
+@dataclass
+class TrainConfig:
+    model: str = "lstm"
+    layers: int = 2
+    hidden: int = 512
+    embed: int = 128
+    dropout: float = 0.1
+    tie: bool = False
+    seq_len: int = 100
+    batch_size: int = 64
+    lr: float = 3e-3
+    min_lr: float | None = None
+    warmup: int = 50
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    steps: int | None = None
+    epochs: float | None = None
+    time: float | None = None
+    eval_every: int = 200
+    log_every: int = 20
+    val_frac: float = 0.1
+    seed: int = 1337
+    device: str = "auto"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def check(self) -> None:
+        """Values a flag range cannot express (strictly positive, cross-field)."""
+        for name in ("lr", "grad_clip", "epochs"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise CharrnnError(f"--{name.replace('_', '-')} must be > 0 (got {value})")
+        if self.min_lr is not None and self.min_lr > self.lr:
+            raise CharrnnError(f"--min-lr {self.min_lr} is above --lr {self.lr}")
+        if self.tie and self.embed != self.hidden:
+            raise CharrnnError(f"--tie needs --embed equal to --hidden (got {self.embed} and {self.hidden})")
+
+    @property
+    def final_lr(self) -> float:
+        return self.min_lr if self.min_lr is not None else self.lr / 10
+
+
+def make_config(preset: str | None, overrides: dict) -> TrainConfig:
+    """A preset's values, then every explicitly given flag on top of it."""
+    name = preset or DEFAULT_PRESET
+    if name not in PRESETS:
+        raise CharrnnError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    values = dict(PRESETS[name])
+    given = {k: v for k, v in overrides.items() if v is not None}
+    stops = ("steps", "epochs", "time")
+    if any(given.get(k) is not None for k in stops):
+        values.pop("time")
+    values.update(given)
+    if isinstance(values.get("time"), str):
+        values["time"] = parse_duration(values["time"])
+    known = {f.name for f in fields(TrainConfig)}
+    cfg = TrainConfig(**{k: v for k, v in values.items() if k in known})
+    cfg.check()
+    return cfg
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``90``, ``90s``, ``10m``, ``1.5h`` or ``1h30m``."""
+    s = text.strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", s):
+        seconds = float(s)
+    else:
+        parts = re.findall(r"(\d+(?:\.\d+)?)([smhd])", s)
+        if not parts or "".join(n + u for n, u in parts) != s:
+            raise CharrnnError(f"cannot read duration {text!r}; use e.g. 90s, 10m, 1h30m")
+        seconds = sum(float(n) * _UNITS[u] for n, u in parts)
+    if seconds <= 0 or seconds > 365 * 86400:
+        raise CharrnnError(f"duration {text!r} out of range (more than 0, at most a year)")
+    return seconds

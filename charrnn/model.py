@@ -1,0 +1,101 @@
+"""The language model: embedding -> stacked recurrent layers -> dropout -> linear head."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import torch
+from torch import nn
+
+from charrnn.errors import CharrnnError
+
+CELLS = ("lstm", "gru", "rnn")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    vocab_size: int
+    model: str = "lstm"
+    layers: int = 2
+    hidden: int = 512
+    embed: int = 512
+    dropout: float = 0.2
+    tie: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise CharrnnError(f"checkpoint model config has unknown fields {sorted(unknown)}")
+        return cls(**d)
+
+
+State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
+
+
+class CharRNN(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        if cfg.model not in CELLS:
+            raise CharrnnError(f"unknown model {cfg.model!r}; choose one of {', '.join(CELLS)}")
+        if cfg.tie and cfg.embed != cfg.hidden:
+            raise CharrnnError(f"--tie needs --embed equal to --hidden (got {cfg.embed} and {cfg.hidden})")
+        self.cfg = cfg
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.embed)
+        rnn_cls = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}[cfg.model]
+        self.rnn = rnn_cls(
+            cfg.embed,
+            cfg.hidden,
+            num_layers=cfg.layers,
+            batch_first=True,
+            dropout=cfg.dropout if cfg.layers > 1 else 0.0,
+        )
+        self.drop = nn.Dropout(cfg.dropout)
+        self.head = nn.Linear(cfg.hidden, cfg.vocab_size)
+        if cfg.tie:
+            self.head.weight = self.embed.weight
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        # Forget-gate bias 1 (Jozefowicz et al. 2015): the cell remembers by default early in
+        # training, which speeds up learning long-range structure such as open quotes.
+        if self.cfg.model == "lstm":
+            h = self.cfg.hidden
+            for name, p in self.rnn.named_parameters():
+                if name.startswith("bias_hh"):
+                    with torch.no_grad():
+                        p[h : 2 * h].fill_(1.0)
+                elif name.startswith("bias_ih"):
+                    with torch.no_grad():
+                        p[h : 2 * h].zero_()
+
+    def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        """Logits for every position of ``x`` (batch, time) and the state after the last one."""
+        out, state = self.rnn(self.embed(x), state)
+        return self.head(self.drop(out)), state
+
+    def init_state(self, batch: int, device: torch.device | str = "cpu") -> State:
+        z = torch.zeros(self.cfg.layers, batch, self.cfg.hidden, device=device)
+        return (z, z.clone()) if self.cfg.model == "lstm" else z
+
+
+def detach_state(state: State) -> State:
+    """Cut the graph at a window boundary (truncated BPTT) while keeping the values."""
+    if isinstance(state, tuple):
+        return tuple(s.detach() for s in state)
+    return state.detach()
+
+
+def select_state(state: State, index: torch.Tensor | slice) -> State:
+    """The state of some rows of the batch (dimension 1)."""
+    if isinstance(state, tuple):
+        return tuple(s[:, index] for s in state)
+    return state[:, index]
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())

@@ -1,0 +1,85 @@
+"""The training progress bar and summary table, always on stderr so stdout stays clean."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+stderr = Console(stderr=True)
+
+
+class TrainProgress:
+    """A bar whose completion is the run's progress (by steps, epochs or time budget)."""
+
+    def __init__(self, enabled: bool, total_steps: int | None) -> None:
+        self.enabled = enabled
+        self.total_steps = total_steps
+        self.fields = {"step": "0", "train": "-", "val": "-", "cps": "-"}
+        self._progress = Progress(
+            TextColumn("step {task.fields[step]}"),
+            BarColumn(),
+            TextColumn("train {task.fields[train]}  val {task.fields[val]} bpc  {task.fields[cps]} chars/s"),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            console=stderr,
+            transient=False,
+            disable=not enabled,
+        )
+        self._task = self._progress.add_task("train", total=1.0, **self.fields)
+        self._started = False
+
+    def __enter__(self) -> "TrainProgress":
+        if self.enabled:
+            self._progress.start()
+            self._started = True
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        if self._started:
+            self._progress.stop()
+            self._started = False
+
+    def update(
+        self, step: int, progress: float, train_bpc: float | None, val_bpc: float | None, cps: float | None
+    ) -> None:
+        if not self.enabled:
+            return
+        total = f"/{self.total_steps}" if self.total_steps else ""
+        self.fields["step"] = f"{step}{total}"
+        if train_bpc is not None:
+            self.fields["train"] = f"{train_bpc:.3f}"
+        if val_bpc is not None:
+            self.fields["val"] = f"{val_bpc:.3f}"
+        if cps is not None:
+            self.fields["cps"] = f"{cps:,.0f}"
+        self._progress.update(self._task, completed=min(1.0, progress), **self.fields)
+
+
+def summary(result: dict[str, Any], quiet: bool) -> None:
+    """The end-of-run table: what was trained, how well, and where it was saved."""
+    if quiet:
+        return
+    table = Table(title="charrnn training summary", show_header=False)
+    fmt = lambda v: "-" if v is None else f"{v:.4f}"
+    rows = [
+        ("steps", f"{result['steps']:,}"),
+        ("epochs", f"{result['epochs']:.2f}"),
+        ("time", f"{result['elapsed']:.1f} s"),
+        ("chars/s", f"{result['chars_per_s']:,.0f}"),
+        ("parameters", f"{result['parameters']:,}"),
+        ("last train bpc", fmt(result["train_bpc"])),
+        ("last val bpc", fmt(result["last_val_bpc"])),
+        ("best val bpc", fmt(result["best_val_bpc"])),
+        ("best checkpoint", result["best"]),
+        ("last checkpoint", result["last"]),
+    ]
+    for k, v in rows:
+        table.add_row(k, v)
+    stderr.print(table)

@@ -1,0 +1,291 @@
+"""Generating text: a one-token step with weights laid out once, and the sampling controls.
+
+``nn.LSTM`` called once per character re-packs its weights on every call; the ``Stepper``
+instead keeps pre-transposed, gate-fused matrices with pre-summed biases, and folds the first
+layer's input product into a lookup table (embedding x input weights), so each character costs
+one matrix-vector product per weight matrix and a handful of element-wise operations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+
+from charrnn.errors import CharrnnError
+from charrnn.model import CharRNN, State
+
+
+@dataclass
+class SampleOptions:
+    length: int = 1000
+    temp: float = 0.8
+    greedy: bool = False
+    top_k: int | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    stops: list[str] = field(default_factory=list)
+    keep_stop: bool = False
+
+    def check(self) -> None:
+        if self.length < 0:
+            raise CharrnnError(f"--length must be >= 0 (got {self.length})")
+        if not self.greedy and not self.temp > 0:
+            raise CharrnnError(f"--temp must be > 0 (got {self.temp})")
+        if self.top_k is not None and self.top_k < 1:
+            raise CharrnnError(f"--top-k must be >= 1 (got {self.top_k})")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise CharrnnError(f"--top-p must be in (0, 1] (got {self.top_p})")
+        if any(s == "" for s in self.stops):
+            raise CharrnnError("--stop must not be empty")
+
+
+def filter_logits(logits: torch.Tensor, temp: float, top_k: int | None, top_p: float | None) -> torch.Tensor:
+    """Temperature, then top-k, then nucleus (top-p), as logits with excluded tokens at -inf."""
+    logits = logits.float() / temp
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        probs = sorted_logits.softmax(-1)
+        before = probs.cumsum(-1) - probs
+        # Keep the smallest prefix whose mass reaches top_p: a token stays if the mass before
+        # it is still below top_p (the most likely token always stays).
+        drop_sorted = before >= top_p
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
+def pick(logits: torch.Tensor, opts: SampleOptions, gen: torch.Generator | None) -> torch.Tensor:
+    """One token per row of ``logits`` (batch, vocab)."""
+    if opts.greedy:
+        return logits.argmax(-1)
+    probs = filter_logits(logits, opts.temp, opts.top_k, opts.top_p).softmax(-1)
+    return torch.multinomial(probs, 1, generator=gen).squeeze(-1)
+
+
+class Stepper:
+    """The model's own recurrence, one token at a time, for generation (no dropout)."""
+
+    def __init__(self, model: CharRNN) -> None:
+        cfg = model.cfg
+        self.kind = cfg.model
+        self.layers = cfg.layers
+        self.hidden = cfg.hidden
+        rnn = model.rnn
+        with torch.no_grad():
+            w = lambda name: getattr(rnn, name).detach().float()
+            self.w_hh = [w(f"weight_hh_l{i}").t().contiguous() for i in range(cfg.layers)]
+            self.w_ih = [w(f"weight_ih_l{i}").t().contiguous() for i in range(cfg.layers)]
+            b_ih = [w(f"bias_ih_l{i}") for i in range(cfg.layers)]
+            b_hh = [w(f"bias_hh_l{i}") for i in range(cfg.layers)]
+            if self.kind == "gru":
+                # The reset gate multiplies (W_hn h + b_hn), so b_hn cannot join the input bias.
+                self.b_ih, self.b_hh = b_ih, b_hh
+            else:
+                self.b_ih = [a + b for a, b in zip(b_ih, b_hh)]
+                self.b_hh = [None] * cfg.layers
+            # Layer 0's input product depends only on the token: precompute it for every token.
+            self.table = torch.addmm(self.b_ih[0], model.embed.weight.detach().float(), self.w_ih[0])
+            if self.kind != "gru":
+                # Layers above the first: one product of [x, h] with the stacked matrices.
+                self.w_cat = [None] + [torch.cat([self.w_ih[i], self.w_hh[i]], 0) for i in range(1, cfg.layers)]
+            self.w_out = model.head.weight.detach().float().t().contiguous()
+            self.b_out = model.head.bias.detach().float().clone()
+
+    def step(self, tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        """Logits for the next token after ``tokens`` (batch,), and the new state."""
+        H = self.hidden
+        if self.kind == "lstm":
+            h_all, c_all = state
+            hs, cs = [], []
+        else:
+            h_all = state
+            hs = []
+        x = None
+        for i in range(self.layers):
+            h = h_all[i]
+            if self.kind == "gru":
+                gi = self.table[tokens] if i == 0 else torch.addmm(self.b_ih[i], x, self.w_ih[i])
+                gh = torch.addmm(self.b_hh[i], h, self.w_hh[i])
+                r = torch.sigmoid(gi[:, :H] + gh[:, :H])
+                z = torch.sigmoid(gi[:, H : 2 * H] + gh[:, H : 2 * H])
+                n = torch.tanh(gi[:, 2 * H :] + r * gh[:, 2 * H :])
+                h = n + z * (h - n)
+            else:
+                if i == 0:
+                    g = torch.addmm(self.table[tokens], h, self.w_hh[0])
+                else:
+                    g = torch.addmm(self.b_ih[i], torch.cat([x, h], 1), self.w_cat[i])
+                if self.kind == "lstm":
+                    i_g = torch.sigmoid(g[:, :H])
+                    f_g = torch.sigmoid(g[:, H : 2 * H])
+                    g_g = torch.tanh(g[:, 2 * H : 3 * H])
+                    o_g = torch.sigmoid(g[:, 3 * H :])
+                    c = f_g * c_all[i] + i_g * g_g
+                    h = o_g * torch.tanh(c)
+                    cs.append(c)
+                else:
+                    h = torch.tanh(g)
+            hs.append(h)
+            x = h
+        logits = torch.addmm(self.b_out, x, self.w_out)
+        if self.kind == "lstm":
+            return logits, (torch.stack(hs), torch.stack(cs))
+        return logits, torch.stack(hs)
+
+
+def encode_prime(vocab, prime: str, unknown: str = "error") -> list[int]:
+    """Prime text as ids; characters outside the vocabulary are an error or skipped."""
+    from charrnn.vocab import describe_chars
+
+    missing = vocab.missing(prime)
+    if missing:
+        if unknown != "skip":
+            raise CharrnnError(
+                f"prime text has characters the vocabulary lacks: {describe_chars(missing)} "
+                "(use --unknown skip to drop them)"
+            )
+        prime = "".join(c for c in prime if c not in set(missing))
+    return vocab.encode(prime).tolist()
+
+
+def start_ids(vocab, prime_ids: list[int]) -> list[int]:
+    """What the model reads before generating: the prime, or a newline (start of a line)."""
+    if prime_ids:
+        return prime_ids
+    newline = vocab.missing("\n") == []
+    return vocab.encode("\n").tolist() if newline else [0]
+
+
+@torch.no_grad()
+def warm_up(model: CharRNN, ids: list[int], batch: int) -> tuple[torch.Tensor, State]:
+    """Run the start text through the full-sequence model; the logits after it and the state."""
+    x = torch.tensor(ids, dtype=torch.long)[None].expand(batch, -1)
+    logits, state = model(x)
+    return logits[:, -1].float(), state
+
+
+class StopCutter:
+    """Emits a row's text as it grows, holding back only what could still begin a stop string."""
+
+    def __init__(self, stops: list[str], keep: bool) -> None:
+        self.stops = stops
+        self.keep = keep
+        self.hold = max((len(s) for s in stops), default=1) - 1
+        self.pending = ""
+        self.done = False
+
+    def feed(self, text: str) -> str:
+        self.pending += text
+        if self.stops:
+            hits = [(self.pending.find(s), s) for s in self.stops if s in self.pending]
+            if hits:
+                pos, stop = min(hits)
+                self.done = True
+                out = self.pending[: pos + (len(stop) if self.keep else 0)]
+                self.pending = ""
+                return out
+        if self.hold == 0:
+            out, self.pending = self.pending, ""
+        else:
+            out, self.pending = self.pending[: -self.hold], self.pending[-self.hold :]
+        return out
+
+    def flush(self) -> str:
+        out, self.pending = self.pending, ""
+        return out
+
+
+@torch.no_grad()
+def generate(
+    model: CharRNN, vocab, opts: SampleOptions, prime_ids: list[int], num_samples: int = 1
+) -> Iterator[tuple[int, str]]:
+    """Yield (row, text) pieces as ``num_samples`` rows are generated together in one batch.
+
+    Each row ends after ``opts.length`` characters or at its first stop string.
+    """
+    opts.check()
+    gen = torch.Generator().manual_seed(opts.seed) if opts.seed is not None else None
+    model.eval()
+    stepper = Stepper(model)
+    logits, state = warm_up(model, start_ids(vocab, prime_ids), num_samples)
+    cutters = [StopCutter(opts.stops, opts.keep_stop) for _ in range(num_samples)]
+    counts = [0] * num_samples
+    active = list(range(num_samples))
+    while active:
+        tokens = pick(logits, opts, gen)
+        token_list = tokens.tolist()
+        still = []
+        for row in active:
+            piece = vocab.decode([token_list[row]])
+            room = opts.length - counts[row]
+            piece = piece[:room]
+            counts[row] += len(piece)
+            out = cutters[row].feed(piece)
+            if cutters[row].done or counts[row] >= opts.length:
+                out += "" if cutters[row].done else cutters[row].flush()
+                if out:
+                    yield row, out
+                continue
+            if out:
+                yield row, out
+            still.append(row)
+        active = still
+        if not active:
+            break
+        logits, state = stepper.step(tokens, state)
+
+
+@torch.no_grad()
+def beam_search(model: CharRNN, vocab, prime_ids: list[int], width: int, length: int) -> tuple[str, float]:
+    """The most likely continuation of ``length`` tokens found with ``width`` beams.
+
+    The greedy path runs alongside as one extra row that is never pruned, so the result is
+    never less likely than greedy decoding (plain beam search can, rarely, lose it).
+    Returns the text and its log-probability in nats.
+    """
+    if width < 1:
+        raise CharrnnError(f"--beam-width must be >= 1 (got {width})")
+    model.eval()
+    stepper = Stepper(model)
+    logits, state = warm_up(model, start_ids(vocab, prime_ids), 1)
+    logp = logits.log_softmax(-1)
+    V = logp.shape[-1]
+    scores = torch.zeros(1, dtype=torch.float64)
+    seqs = torch.zeros(1, 0, dtype=torch.long)
+    greedy_score = torch.zeros((), dtype=torch.float64)
+    greedy_seq: list[int] = []
+    greedy_logp, greedy_state = logp[0], state
+    for _ in range(length):
+        g = int(greedy_logp.argmax())
+        greedy_score += float(greedy_logp[g])
+        greedy_seq.append(g)
+        total = (scores[:, None] + logp.double()).flatten()
+        k = min(width, total.numel())
+        top = torch.topk(total, k)
+        rows, toks = top.indices // V, top.indices % V
+        scores = top.values
+        seqs = torch.cat([seqs[rows], toks[:, None]], 1)
+        state = tuple(s[:, rows] for s in state) if isinstance(state, tuple) else state[:, rows]
+        # One step for the beams and the greedy row together.
+        both = torch.cat([toks, torch.tensor([g])])
+        if isinstance(state, tuple):
+            joint = tuple(torch.cat([s, gs], 1) for s, gs in zip(state, greedy_state))
+        else:
+            joint = torch.cat([state, greedy_state], 1)
+        out, joint = stepper.step(both, joint)
+        out = out.log_softmax(-1)
+        logp, greedy_logp = out[:-1], out[-1]
+        if isinstance(joint, tuple):
+            state, greedy_state = tuple(s[:, :-1] for s in joint), tuple(s[:, -1:] for s in joint)
+        else:
+            state, greedy_state = joint[:, :-1], joint[:, -1:]
+    best = int(scores.argmax())
+    if float(greedy_score) > float(scores[best]):
+        return vocab.decode(greedy_seq), float(greedy_score)
+    return vocab.decode(seqs[best].tolist()), float(scores[best])

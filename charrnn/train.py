@@ -1,0 +1,393 @@
+"""The training loop: truncated BPTT over parallel streams, AdamW, warm-up + cosine, checkpoints.
+
+Everything that decides the next update (weights, optimiser, schedule position, RNG, data
+position, carried hidden state, loss accumulators) is saved in ``last.pt``, so a resumed run
+continues exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from charrnn import checkpoint
+from charrnn.config import TrainConfig
+from charrnn.data import Batches, Prepared
+from charrnn.errors import CharrnnError
+from charrnn.evaluate import evaluate
+from charrnn.model import CharRNN, ModelConfig, count_parameters, detach_state
+
+LN2 = math.log(2)
+MAX_BAD_STEPS = 5
+
+
+class Interrupted(Exception):
+    """Training stopped by a signal after saving ``last.pt``; carries the exit code."""
+
+    def __init__(self, signum: int, path: Path) -> None:
+        super().__init__(f"interrupted by {signal.Signals(signum).name}; saved {path}")
+        self.exit_code = 128 + signum
+        self.path = path
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise CharrnnError("--device cuda: no CUDA GPU is available")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise CharrnnError("--device mps: Apple MPS is not available")
+    if name not in ("cpu", "cuda", "mps"):
+        raise CharrnnError(f"unknown device {name!r}; choose auto, cpu, cuda or mps")
+    return torch.device(name)
+
+
+def lr_at(cfg: TrainConfig, step: int, progress: float) -> float:
+    """Linear warm-up over ``cfg.warmup`` steps, then cosine from ``lr`` to ``final_lr``.
+
+    ``progress`` (0..1) is the fraction of the run done, by steps or by the time budget, so a
+    ``--time`` run decays its learning rate to the end of its budget.
+    """
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    p = min(1.0, max(0.0, progress))
+    return cfg.final_lr + 0.5 * (cfg.lr - cfg.final_lr) * (1 + math.cos(math.pi * p))
+
+
+def _make_optimizer(model: CharRNN, cfg: TrainConfig) -> torch.optim.Optimizer:
+    unique = {id(p): p for p in model.parameters()}.values()
+    decay = [p for p in unique if p.dim() >= 2]
+    no_decay = [p for p in unique if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.99), foreach=True)
+
+
+@dataclass
+class RunState:
+    """The position of a run: everything beyond weights and optimiser needed to continue it."""
+
+    step: int = 0
+    epoch: int = 0
+    window: int = 0
+    elapsed: float = 0.0
+    best_val: float | None = None
+    last_val: float | None = None
+    bad_steps: int = 0
+    lr_scale: float = 1.0
+    loss_sum: float = 0.0
+    loss_count: int = 0
+    history: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class Trainer:
+    cfg: TrainConfig
+    data: Prepared
+    out: Path
+    quiet: bool = False
+    log: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr)
+    resume: dict[str, Any] | None = None
+    init_from: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        cfg = self.cfg
+        self.device = pick_device(cfg.device)
+        torch.manual_seed(cfg.seed)
+        try:
+            self.batch_size = Batches.fit_batch_size(len(self.data.train), cfg.batch_size, cfg.seq_len)
+        except CharrnnError as e:
+            raise CharrnnError(f"{', '.join(self.data.names[:3])}: {e}") from None
+        if self.batch_size < cfg.batch_size:
+            self.log(
+                f"warning: corpus is short; using --batch-size {self.batch_size} instead of {cfg.batch_size}"
+            )
+            cfg.batch_size = self.batch_size
+        if len(self.data.val) < 2 and cfg.val_frac > 0:
+            raise CharrnnError("validation split is empty; give more text or a larger --val-frac")
+        self.batches = Batches(self.data.train, cfg.batch_size, cfg.seq_len)
+        self.model_cfg = ModelConfig(
+            vocab_size=self.data.vocab.size,
+            model=cfg.model,
+            layers=cfg.layers,
+            hidden=cfg.hidden,
+            embed=cfg.embed,
+            dropout=cfg.dropout,
+            tie=cfg.tie,
+        )
+        self.model = CharRNN(self.model_cfg).to(self.device)
+        self.opt = _make_optimizer(self.model, cfg)
+        self.run = RunState()
+        self.state = None
+        if self.init_from is not None:
+            self._load_init(self.init_from)
+        if self.resume is not None:
+            self._load_resume(self.resume)
+        self._stop_signal: int | None = None
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def _payload(self, with_resume: bool) -> dict[str, Any]:
+        r = self.run
+        obj: dict[str, Any] = {
+            "model_config": self.model_cfg.to_dict(),
+            "vocab": self.data.vocab.to_state(),
+            "state_dict": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "train_config": self.cfg.to_dict(),
+            "corpus": {"key": self.data.key, "files": self.data.names[:100]},
+            "step": r.step,
+            "val_bpc": r.last_val,
+            "best_val_bpc": r.best_val,
+            "elapsed": r.elapsed,
+        }
+        if with_resume:
+            state = self.state
+            if state is not None:
+                state = [s.detach().cpu() for s in state] if isinstance(state, tuple) else [state.detach().cpu()]
+            obj["resume"] = {
+                "optimizer": self.opt.state_dict(),
+                "run": {k: v for k, v in r.__dict__.items() if k != "history"},
+                "history": r.history,
+                "rng_cpu": torch.get_rng_state(),
+                "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                "hidden": state,
+                "batch_size": self.batch_size,
+            }
+        return obj
+
+    def save(self, name: str, with_resume: bool = True) -> Path:
+        path = self.out / name
+        if not all(torch.isfinite(p).all() for p in self.model.parameters()):
+            raise CharrnnError(f"refusing to save non-finite weights to {path}")
+        checkpoint.save(self._payload(with_resume), path)
+        return path
+
+    def _check_same(self, ckpt: dict[str, Any], what: str) -> None:
+        mine = self.model_cfg.to_dict()
+        theirs = ckpt["model_config"]
+        diffs = [f"{k} {theirs.get(k)!r} -> {v!r}" for k, v in mine.items() if theirs.get(k) != v]
+        if diffs:
+            raise CharrnnError(f"cannot {what}: model differs from the checkpoint ({'; '.join(diffs)})")
+        if ckpt["vocab"] != self.data.vocab.to_state():
+            raise CharrnnError(f"cannot {what}: the corpus vocabulary differs from the checkpoint's")
+
+    def _load_resume(self, ckpt: dict[str, Any]) -> None:
+        if "resume" not in ckpt:
+            raise CharrnnError(f"{ckpt['path']}: holds no resume state (use --init-from to start from its weights)")
+        self._check_same(ckpt, "resume")
+        if ckpt["corpus"]["key"] != self.data.key:
+            raise CharrnnError("cannot resume: the corpus differs from the one this run was trained on")
+        res = ckpt["resume"]
+        if res["batch_size"] != self.batch_size:
+            raise CharrnnError(f"cannot resume: --batch-size {self.batch_size} differs from the run's {res['batch_size']}")
+        saved_seq = ckpt["train_config"].get("seq_len")
+        if saved_seq != self.cfg.seq_len:
+            raise CharrnnError(f"cannot resume: --seq-len {self.cfg.seq_len} differs from the run's {saved_seq}")
+        self.model.load_state_dict(ckpt["state_dict"])
+        self.opt.load_state_dict(res["optimizer"])
+        self.run = RunState(**res["run"], history=list(res["history"]))
+        torch.set_rng_state(res["rng_cpu"])
+        if res["rng_cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(res["rng_cuda"])
+        hidden = res["hidden"]
+        if hidden is not None:
+            hidden = [h.to(self.device) for h in hidden]
+            self.state = tuple(hidden) if self.model_cfg.model == "lstm" else hidden[0]
+
+    def _load_init(self, ckpt: dict[str, Any]) -> None:
+        theirs = ckpt["vocab"]
+        if theirs != self.data.vocab.to_state():
+            from charrnn.vocab import describe_chars, from_state
+
+            vocab = from_state(theirs)
+            text = self.data.vocab.decode(np.arange(self.data.vocab.size))
+            missing = vocab.missing(text)
+            if missing:
+                raise CharrnnError(
+                    f"--init-from: the corpus has characters the checkpoint's vocabulary lacks: {describe_chars(missing)}"
+                )
+            self.data = _reencode(self.data, vocab)
+            self.batches = Batches(self.data.train, self.cfg.batch_size, self.cfg.seq_len)
+            self.model_cfg = ModelConfig(**{**self.model_cfg.to_dict(), "vocab_size": vocab.size})
+            self.model = CharRNN(self.model_cfg).to(self.device)
+            self.opt = _make_optimizer(self.model, self.cfg)
+        self._check_same(ckpt, "--init-from")
+        self.model.load_state_dict(ckpt["state_dict"])
+
+    # -- the loop ----------------------------------------------------------------------------
+    def _progress(self, elapsed: float) -> float:
+        cfg, r = self.cfg, self.run
+        p = 0.0
+        if cfg.steps:
+            p = max(p, r.step / cfg.steps)
+        if cfg.epochs:
+            p = max(p, (r.epoch + r.window / self.batches.windows) / cfg.epochs)
+        if cfg.time:
+            p = max(p, elapsed / cfg.time)
+        return p
+
+    def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        r = self.run
+        if r.window >= self.batches.windows:
+            r.window = 0
+            r.epoch += 1
+            self.state = None
+        x, y = self.batches.window(r.window)
+        to = lambda a: torch.from_numpy(np.ascontiguousarray(a).astype(np.int64)).to(self.device)
+        return to(x), to(y)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if self._stop_signal is not None:
+            os._exit(128 + signum)
+        self._stop_signal = signum
+        self.log(f"\n{signal.Signals(signum).name}: saving last.pt after this step (again to quit at once)")
+
+    def fit(self) -> dict[str, Any]:
+        cfg, r = self.cfg, self.run
+        if cfg.steps is None and cfg.epochs is None and cfg.time is None:
+            raise CharrnnError("give a stopping point: --steps, --epochs or --time")
+        self.out.mkdir(parents=True, exist_ok=True)
+        if not os.access(self.out, os.W_OK):
+            raise CharrnnError(f"--out {self.out}: directory is not writable")
+        metrics = self.out / "metrics.jsonl"
+        self._write_history(metrics)
+        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            return self._loop(metrics)
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+
+    def _write_history(self, metrics: Path) -> None:
+        tmp = metrics.with_name(f".{metrics.name}.tmp")
+        tmp.write_text("".join(json.dumps(line) + "\n" for line in self.run.history))
+        os.replace(tmp, metrics)
+
+    def _loop(self, metrics: Path) -> dict[str, Any]:
+        from charrnn.progress import TrainProgress
+
+        cfg, r, model = self.cfg, self.run, self.model
+        model.train()
+        chars_per_step = self.batch_size * cfg.seq_len
+        start = time.monotonic() - r.elapsed
+        last_log_time, last_log_step = time.monotonic(), r.step
+        loss_sum = torch.tensor(r.loss_sum, dtype=torch.float64, device=self.device)
+        params = [p for p in model.parameters()]
+        self.log(
+            f"training {cfg.model} {cfg.layers}x{cfg.hidden} ({count_parameters(model) / 1e6:.2f}M parameters) on "
+            f"{len(self.data.train):,} train / {len(self.data.val):,} val tokens, vocab {self.data.vocab.size}, "
+            f"batch {self.batch_size} x seq {cfg.seq_len}, device {self.device}"
+        )
+        progress = TrainProgress(enabled=not self.quiet, total_steps=cfg.steps)
+        with progress:
+            while True:
+                elapsed = time.monotonic() - start
+                p = self._progress(elapsed)
+                if p >= 1.0:
+                    break
+                if self._stop_signal is not None:
+                    r.elapsed = elapsed
+                    r.loss_sum = float(loss_sum)
+                    path = self.save("last.pt")
+                    progress.stop()
+                    raise Interrupted(self._stop_signal, path)
+                lr = lr_at(cfg, r.step, p) * r.lr_scale
+                for g in self.opt.param_groups:
+                    g["lr"] = lr
+                x, y = self._batch()
+                logits, state = model(x, self.state)
+                loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
+                self.opt.zero_grad(set_to_none=True)
+                loss.backward()
+                gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                finite = torch.isfinite(loss) & torch.isfinite(gnorm)
+                r.window += 1
+                if not bool(finite):
+                    r.bad_steps += 1
+                    r.lr_scale *= 0.5
+                    self.state = None
+                    self.log(f"warning: step {r.step}: non-finite loss or gradient; skipped, learning rate halved")
+                    if r.bad_steps >= MAX_BAD_STEPS:
+                        best = self.out / "best.pt"
+                        hint = f"; last good checkpoint: {best}" if best.exists() else ""
+                        raise CharrnnError(f"training diverged: {r.bad_steps} non-finite steps in a row{hint}")
+                    continue
+                r.bad_steps = 0
+                self.opt.step()
+                self.state = detach_state(state)
+                r.step += 1
+                loss_sum += loss.detach().double()
+                r.loss_count += 1
+                done = self._progress(time.monotonic() - start) >= 1.0
+                is_log = r.step % cfg.log_every == 0 or done
+                is_eval = cfg.val_frac > 0 and (r.step % cfg.eval_every == 0 or done)
+                if is_log or is_eval:
+                    now = time.monotonic()
+                    train_bpc = float(loss_sum) / r.loss_count / LN2
+                    cps = (r.step - last_log_step) * chars_per_step / max(1e-9, now - last_log_time)
+                    line: dict[str, Any] = {
+                        "step": r.step,
+                        "epoch": round(r.epoch + r.window / self.batches.windows, 4),
+                        "train_bpc": round(train_bpc, 5),
+                        "val_bpc": None,
+                        "lr": lr,
+                        "chars_per_s": round(cps, 1),
+                        "elapsed": round(now - start, 2),
+                    }
+                    loss_sum.zero_()
+                    r.loss_count = 0
+                    if is_eval:
+                        score = evaluate(model, self.data.val, self.device)
+                        r.last_val = score.bpc
+                        line["val_bpc"] = round(score.bpc, 5)
+                    r.history.append(line)
+                    with open(metrics, "a") as f:
+                        f.write(json.dumps(line) + "\n")
+                    progress.update(r.step, p, train_bpc, r.last_val, cps)
+                    r.elapsed = time.monotonic() - start
+                    r.loss_sum = 0.0
+                    if is_eval:
+                        if r.best_val is None or r.last_val < r.best_val:
+                            r.best_val = r.last_val
+                            self.save("best.pt", with_resume=False)
+                        self.save("last.pt")
+                    last_log_time, last_log_step = time.monotonic(), r.step
+                else:
+                    progress.update(r.step, p, None, r.last_val, None)
+        r.elapsed = time.monotonic() - start
+        r.loss_sum = float(loss_sum)
+        last = self.save("last.pt")
+        if cfg.val_frac == 0 or r.best_val is None:
+            self.save("best.pt", with_resume=False)
+        return {
+            "steps": r.step,
+            "epochs": r.epoch + r.window / self.batches.windows,
+            "elapsed": r.elapsed,
+            "best_val_bpc": r.best_val,
+            "last_val_bpc": r.last_val,
+            "train_bpc": r.history[-1]["train_bpc"] if r.history else None,
+            "chars_per_s": r.step * chars_per_step / max(1e-9, r.elapsed),
+            "best": str(self.out / "best.pt"),
+            "last": str(last),
+            "parameters": count_parameters(model),
+        }
+
+
+def _reencode(data: Prepared, vocab) -> Prepared:
+    """The same corpus under another vocabulary (fine-tuning a model on new text)."""
+    train = vocab.encode(data.vocab.decode(data.train))
+    val = vocab.encode(data.vocab.decode(data.val)) if len(data.val) else data.val
+    return Prepared(vocab=vocab, train=train, val=val, key=data.key, names=data.names)

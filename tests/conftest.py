@@ -1,0 +1,54 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from charrnn.cli import app
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "corpora"
+TINY = ["--layers", "1", "--hidden", "32", "--embed", "16", "--seq-len", "16", "--batch-size", "8", "--dropout", "0"]
+
+
+def run_cli(*args: str, input: str | None = None):
+    """The CLI in-process (fast); stderr is kept apart from stdout."""
+    return CliRunner().invoke(app, [str(a) for a in args], input=input)
+
+
+def run_proc(*args: str, input: bytes | None = None, cwd: Path | None = None, timeout: int = 300):
+    """The real console entry point in a subprocess (exit codes, pipes, signals)."""
+    return subprocess.run(
+        [sys.executable, "-m", "charrnn", *map(str, args)],
+        input=input,
+        capture_output=True,
+        cwd=cwd,
+        timeout=timeout,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+def shared(name: str) -> Path:
+    path = SHARED / name
+    if not path.is_file():
+        pytest.skip(f"{path} not available")
+    return path
+
+
+@pytest.fixture(scope="session")
+def repetitive_corpus(tmp_path_factory) -> Path:
+    """A small text with strong structure, so a tiny model learns it in seconds."""
+    lines = [f"{name}: the {thing} is {adj}.\n" for name in ("ANNA", "BORIS", "CLARA") for thing in ("sea", "lamp", "door") for adj in ("open", "dark")]
+    path = tmp_path_factory.mktemp("corpus") / "play.txt"
+    path.write_text("".join(lines) * 40)
+    return path
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, repetitive_corpus) -> Path:
+    """One tiny trained run shared by the sampling and checkpoint tests."""
+    out = tmp_path_factory.mktemp("run")
+    r = run_cli("train", repetitive_corpus, *TINY, "--steps", "150", "--eval-every", "50", "--out", out, "--quiet")
+    assert r.exit_code == 0, r.stderr
+    return out

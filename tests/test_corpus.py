@@ -1,0 +1,90 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from charrnn import corpus
+from charrnn.errors import CharrnnError
+from charrnn.vocab import CharVocab
+
+from conftest import SHARED, TINY, run_cli, run_proc, shared
+
+
+def test_decode_drops_bom_and_normalises_line_endings():
+    assert corpus.decode("\ufeffa\r\nb\rc\n".encode(), "f") == "a\nb\nc\n"
+
+
+def test_invalid_utf8_names_file_and_offset():
+    with pytest.raises(CharrnnError, match=r"bad\.txt: not valid UTF-8 \(invalid byte at offset 3\)"):
+        corpus.decode(b"abc\xff def", "bad.txt")
+
+
+def test_binary_file_is_refused():
+    with pytest.raises(CharrnnError, match="binary"):
+        corpus.decode(b"PK\x03\x04\x00\x00", "x.zip")
+
+
+def test_directory_is_read_sorted_and_hidden_files_skipped(tmp_path):
+    (tmp_path / "b.txt").write_text("bee")
+    (tmp_path / "a.txt").write_text("ay")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "c.txt").write_text("sea")
+    (tmp_path / ".hidden").write_text("no")
+    files = corpus.resolve([str(tmp_path)])
+    assert [Path(f).name for f in files] == ["a.txt", "b.txt", "c.txt"]
+    assert corpus.read_text(corpus.read_sources([str(tmp_path)])) == "aybeesea"
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"", "corpus is empty"),
+        (b"\n \n", "corpus is empty"),
+        (b"caf\xc3", "not valid UTF-8 (invalid byte at offset 3)"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00", "binary"),
+        (b"short text", "too short"),
+    ],
+)
+def test_bad_corpus_is_one_line_error_and_writes_nothing(tmp_path, content, message):
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(content)
+    out = tmp_path / "out"
+    r = run_cli("train", bad, *TINY, "--seq-len", "64", "--steps", "5", "--out", out, "--quiet")
+    assert r.exit_code == 2
+    assert r.stderr.startswith("error: ") and r.stderr.count("\n") == 1, r.stderr
+    assert message in r.stderr and "bad.txt" in r.stderr
+    assert not (out / "last.pt").exists() and not (out / "best.pt").exists()
+
+
+def test_missing_file_and_bad_flag_through_real_entry_point(tmp_path):
+    r = run_proc("train", tmp_path / "nope.txt", "--steps", "1")
+    assert r.returncode == 2 and r.stderr.decode().startswith("error: ") and b"Traceback" not in r.stderr
+    assert b"nope.txt" in r.stderr and r.stdout == b""
+    r = run_proc("sample", "--temp", "0")
+    assert r.returncode == 2 and r.stderr.decode().count("\n") == 1 and b"--temp" in r.stderr
+    r = run_proc("train", tmp_path / "nope.txt", "--layers", "0")
+    assert r.returncode == 2 and r.stderr.decode().startswith("error: ") and r.stderr.decode().count("\n") == 1
+
+
+def test_stdin_corpus(tmp_path):
+    text = "to be or not to be, that is the question.\n" * 30
+    r = run_cli("train", "-", *TINY, "--steps", "3", "--out", tmp_path / "o", "--quiet", input=text)
+    assert r.exit_code == 0, r.stderr
+    assert (tmp_path / "o" / "best.pt").is_file()
+
+
+@pytest.mark.parametrize("name", ["tinyshakespeare.txt", "earnest.txt", "quijote_es.txt", "warpeace.txt", "stacks_algebra.tex"])
+def test_char_vocab_round_trips_shared_corpora(name):
+    data = shared(name).read_bytes()[:300_000]
+    # cut at a character boundary
+    text = data.decode("utf-8", errors="ignore")
+    text = corpus.decode(text.encode(), name)
+    vocab = CharVocab.build(text)
+    ids = vocab.encode(text)
+    assert ids.dtype == np.uint8 and vocab.decode(ids) == text
+    assert "\r" not in text and not text.startswith("\ufeff")
+
+
+def test_spanish_corpus_bom_crlf():
+    text = corpus.decode(shared("quijote_es.txt").read_bytes(), "quijote")
+    assert not text.startswith("\ufeff") and "\r" not in text and "ñ" in text

@@ -1,0 +1,70 @@
+import numpy as np
+import torch
+
+from charrnn.data import Batches, prepare, val_streams
+from charrnn.evaluate import evaluate
+from charrnn.model import CharRNN, ModelConfig, detach_state
+
+
+def test_windows_are_contiguous_per_stream():
+    ids = np.arange(1001, dtype=np.uint32)
+    b = Batches(ids, batch_size=4, seq_len=10)
+    per_stream = 1000 // 4
+    assert b.windows == per_stream // 10
+    for k in range(b.windows - 1):
+        x0, y0 = b.window(k)
+        x1, _ = b.window(k + 1)
+        # each row continues exactly where it stopped; targets are inputs shifted by one
+        assert np.array_equal(x1[:, 0], x0[:, -1] + 1)
+        assert np.array_equal(y0, x0 + 1)
+    x, _ = b.window(0)
+    assert list(x[:, 0]) == [0, 250, 500, 750]
+
+
+def test_carried_state_equals_one_long_pass():
+    """TBPTT carry: windows with the state carried give the same outputs as the whole stream at once."""
+    torch.manual_seed(0)
+    model = CharRNN(ModelConfig(vocab_size=50, layers=2, hidden=16, embed=8, dropout=0.0)).eval()
+    ids = np.random.default_rng(0).integers(0, 50, 3 * 40 + 1).astype(np.uint8)
+    batches = Batches(ids, batch_size=3, seq_len=8)
+    full, _ = model(torch.from_numpy(batches.inputs[:, : batches.windows * 8].astype(np.int64)))
+    state, pieces = None, []
+    for k in range(batches.windows):
+        x, _ = batches.window(k)
+        out, state = model(torch.from_numpy(x.astype(np.int64)), state)
+        state = detach_state(state)
+        pieces.append(out)
+    assert torch.allclose(torch.cat(pieces, 1), full, atol=1e-5)
+
+
+def test_val_streams_cover_every_prediction_once():
+    ids = np.arange(103)
+    inputs, targets, tail_in, tail_tgt = val_streams(ids, 5)
+    got = sorted(targets.flatten().tolist() + tail_tgt.tolist())
+    assert got == list(range(1, 103))
+    assert tail_in[0] == inputs[-1, -1] + 1  # the tail continues the last row
+
+
+def test_evaluate_matches_sequential_loss():
+    torch.manual_seed(0)
+    model = CharRNN(ModelConfig(vocab_size=20, layers=1, hidden=16, embed=8, dropout=0.0)).eval()
+    ids = np.random.default_rng(1).integers(0, 20, 500)
+    x = torch.from_numpy(ids[:-1])[None]
+    logits, _ = model(x)
+    nats = torch.nn.functional.cross_entropy(logits[0], torch.from_numpy(ids[1:]), reduction="sum")
+    score = evaluate(model, ids, torch.device("cpu"), streams=1, window=64)
+    assert abs(score.nats - float(nats)) < 1e-3
+
+
+def test_cache_is_reused_and_changed_corpus_reencoded(tmp_path):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("hello world\n" * 50)
+    cache = tmp_path / "cache"
+    first = prepare([str(corpus)], cache, 0.1)
+    files = sorted(p.name for p in cache.iterdir())
+    assert any(f.endswith(".npy") for f in files)
+    again = prepare([str(corpus)], cache, 0.1)
+    assert again.key == first.key and isinstance(again.train.base, np.memmap) or isinstance(again.train, np.memmap)
+    corpus.write_text("HELLO WORLD\n" * 50)
+    changed = prepare([str(corpus)], cache, 0.1)
+    assert changed.key != first.key and changed.vocab.decode(changed.train[:5]) == "HELLO"

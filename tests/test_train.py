@@ -1,0 +1,106 @@
+import json
+import math
+import signal
+import subprocess
+import sys
+import time
+
+import torch
+
+from charrnn import checkpoint
+
+from conftest import TINY, run_cli
+
+
+def test_training_lowers_val_bpc(trained_run):
+    lines = [json.loads(l) for l in (trained_run / "metrics.jsonl").read_text().splitlines()]
+    vals = [l["val_bpc"] for l in lines if l["val_bpc"] is not None]
+    assert len(vals) >= 3
+    assert vals[-1] < 0.6 * vals[0], vals
+    assert {"step", "train_bpc", "val_bpc", "lr", "chars_per_s", "elapsed"} <= set(lines[-1])
+
+
+def test_checkpoint_round_trip_same_logits(trained_run):
+    raw = torch.load(trained_run / "best.pt", weights_only=True)
+    assert raw["format"] == "charrnn" and raw["vocab"]["kind"] == "char"
+    model, vocab = checkpoint.build_model(checkpoint.load(trained_run / "best.pt"))
+    x = torch.from_numpy(vocab.encode("ANNA: the sea").astype("int64"))[None]
+    a, _ = model(x)
+    model2, _ = checkpoint.build_model(checkpoint.load(trained_run))
+    b, _ = model2(x)
+    assert torch.equal(a, b)
+
+
+def test_info_reports_model(trained_run):
+    r = run_cli("info", trained_run)
+    assert r.exit_code == 0 and "lstm 1x32" in r.stdout and "val bpc" in r.stdout
+
+
+def test_eval_equals_reported_val_bpc(trained_run, repetitive_corpus, tmp_path):
+    ckpt = checkpoint.load(trained_run / "best.pt")
+    text = repetitive_corpus.read_text()
+    cut = len(text) - int(round(len(text) * 0.1))
+    val = tmp_path / "val.txt"
+    val.write_text(text[cut:])
+    r = run_cli("eval", trained_run / "best.pt", val, "--json")
+    assert r.exit_code == 0, r.stderr
+    got = json.loads(r.stdout)
+    assert math.isclose(got["bpc"], ckpt["val_bpc"], abs_tol=1e-4)
+
+
+def test_time_budget_and_short_corpus_batch(tmp_path, repetitive_corpus):
+    start = time.monotonic()
+    r = run_cli("train", repetitive_corpus, *TINY, "--time", "3s", "--out", tmp_path / "o", "--quiet")
+    assert r.exit_code == 0, r.stderr
+    assert time.monotonic() - start < 30
+
+
+def _params(path):
+    return torch.load(path, weights_only=True)["state_dict"]
+
+
+def test_interrupted_run_resumes_bit_identical(tmp_path, repetitive_corpus):
+    args = ["train", str(repetitive_corpus), "--layers", "2", "--hidden", "24", "--embed", "8", "--seq-len", "16",
+            "--batch-size", "4", "--dropout", "0.1", "--steps", "300", "--eval-every", "40", "--log-every", "10",
+            "--quiet", "--seed", "7"]
+    straight = tmp_path / "straight"
+    r = run_cli(*args, "--out", straight)
+    assert r.exit_code == 0, r.stderr
+    cut = tmp_path / "cut"
+    proc = subprocess.Popen([sys.executable, "-m", "charrnn", *args, "--out", str(cut)], stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not (cut / "metrics.jsonl").exists() or not (cut / "metrics.jsonl").read_text().count("\n") >= 3:
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert b"--resume" in err
+    stopped_at = torch.load(cut / "last.pt", weights_only=True)["step"]
+    assert 0 < stopped_at < 300
+    r = run_cli("train", "--resume", cut, "--quiet")
+    assert r.exit_code == 0, r.stderr
+    a, b = _params(straight / "last.pt"), _params(cut / "last.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    strip = lambda p: [{k: v for k, v in json.loads(l).items() if k not in ("chars_per_s", "elapsed")}
+                       for l in (p / "metrics.jsonl").read_text().splitlines()]
+    assert strip(straight) == strip(cut)
+
+
+def test_resume_refuses_different_model(tmp_path, trained_run, repetitive_corpus):
+    r = run_cli("train", repetitive_corpus, "--resume", "--out", trained_run, "--hidden", "64", "--quiet")
+    assert r.exit_code == 2 and "hidden" in r.stderr
+
+
+def test_init_from_needs_vocabulary(tmp_path, trained_run):
+    other = tmp_path / "other.txt"
+    other.write_text("xyz qqq zzz\n" * 100)
+    r = run_cli("train", other, *TINY, "--steps", "2", "--init-from", trained_run / "best.pt", "--out", tmp_path / "o", "--quiet")
+    assert r.exit_code == 2 and "'q'" in r.stderr
+
+
+def test_init_from_fine_tunes_subset_corpus(tmp_path, trained_run):
+    sub = tmp_path / "sub.txt"
+    sub.write_text("ANNA: the sea is dark.\n" * 40)
+    r = run_cli("train", sub, *TINY, "--steps", "5", "--init-from", trained_run / "best.pt", "--out", tmp_path / "o", "--quiet")
+    assert r.exit_code == 0, r.stderr
