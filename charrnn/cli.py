@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-import click
 import typer
 
 from charrnn.errors import CharrnnError
@@ -23,6 +22,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Train character-level recurrent language models on any text and sample from them.",
 )
+
+# Click's UsageError, whether Typer uses click itself or (newer Typer) its vendored copy.
+UsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
 
 DEMO_CORPUS = Path(__file__).resolve().parent.parent / "corpora" / "demo_screenplay.fountain"
 
@@ -49,7 +51,7 @@ def _fail(message: str, code: int = 2) -> None:
 def train(
     corpus: list[str] = typer.Argument(None, help="Text files or directories, or - for stdin. Default: the bundled demo screenplay."),
     preset: Optional[str] = typer.Option(None, help="tiny | small (default) | medium | large; explicit flags override it."),
-    model: Optional[str] = typer.Option(None, help="Recurrent cell: lstm | gru | rnn."),
+    model: Optional[str] = typer.Option(None, help="Recurrent cell: lstm | gru | rnn | peephole (peephole LSTM) | cifg (coupled input-forget gate LSTM)."),
     layers: Optional[int] = typer.Option(None, min=1, max=16, help="Stacked recurrent layers."),
     hidden: Optional[int] = typer.Option(None, min=1, max=16384, help="Hidden units per layer."),
     embed: Optional[int] = typer.Option(None, min=1, max=16384, help="Embedding size."),
@@ -177,14 +179,18 @@ def sample(
     except CharrnnError as e:
         _fail(str(e))
     except BrokenPipeError:
-        _quiet_pipe()
+        _detach_stdout()
+        raise typer.Exit(0)
+    except OSError as e:
+        # stdout full (a disk or /dev/full): say so on stderr, never inside the output file.
+        _detach_stdout()
+        _fail(f"cannot write the sample to stdout ({e.strerror or e})", code=1)
 
 
-def _quiet_pipe() -> None:
-    """The reader went away (``| head``): stop quietly, and keep Python from complaining at exit."""
+def _detach_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush cannot fail again at exit."""
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
-    raise typer.Exit(0)
 
 
 def _sample(checkpoint_path, prime, prime_file, unknown, stop, separator, as_json, beam_width, num_samples, **o) -> None:
@@ -320,16 +326,17 @@ def main() -> None:
     """Console entry point: click's usage errors become one ``error:`` line too."""
     try:
         code = app(standalone_mode=False)
-    except click.exceptions.UsageError as e:
-        print(f"error: {e.format_message()}", file=sys.stderr)
-        code = 2
-    except click.exceptions.Abort:
+    except UsageError as e:
+        message = " ".join(e.format_message().split())
+        if message:
+            print(f"error: {message}", file=sys.stderr)
+        code = 2 if message else 0  # no message: `charrnn` alone, which showed the help
+    except typer.Abort:
         code = 130
     except KeyboardInterrupt:
         print(file=sys.stderr)
         code = 130
     except BrokenPipeError:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        _detach_stdout()
         code = 0
     sys.exit(code if isinstance(code, int) else 0)

@@ -101,8 +101,8 @@ class Batches:
         per_stream = (len(ids) - 1) // batch_size
         if per_stream < seq_len:
             raise CharrnnError(
-                f"training text has {len(ids)} tokens, too short for one window of "
-                f"{batch_size} x {seq_len} (+1); use a smaller --batch-size or --seq-len"
+                f"training text too short: {len(ids)} tokens for {batch_size} streams of "
+                f"{seq_len} (+1); use a smaller --batch-size or --seq-len"
             )
         used = batch_size * per_stream
         self.inputs = ids[:used].reshape(batch_size, per_stream)
@@ -116,8 +116,8 @@ class Batches:
         """The largest batch size up to ``batch_size`` that leaves at least one full window."""
         if n_tokens - 1 < seq_len:
             raise CharrnnError(
-                f"training text has {n_tokens} tokens, shorter than one training window "
-                f"({seq_len} + 1); give more text or a smaller --seq-len"
+                f"training text too short: {n_tokens} tokens, one training window needs "
+                f"{seq_len + 1}; give more text or a smaller --seq-len"
             )
         return max(1, min(batch_size, (n_tokens - 1) // seq_len))
 

@@ -129,6 +129,7 @@ class Trainer:
             dropout=cfg.dropout,
             tie=cfg.tie,
         )
+        _check_fits_memory(self.model_cfg, cfg)
         self.model = CharRNN(self.model_cfg).to(self.device)
         self.opt = _make_optimizer(self.model, cfg)
         self.run = RunState()
@@ -384,6 +385,27 @@ class Trainer:
             "last": str(last),
             "parameters": count_parameters(model),
         }
+
+
+def _check_fits_memory(model_cfg: ModelConfig, cfg: TrainConfig) -> None:
+    """Refuse a model whose weights, gradients and Adam moments cannot fit in this machine's RAM.
+
+    Better one clear line now than the kernel's OOM killer minutes later.
+    """
+    h, e, v, n = model_cfg.hidden, model_cfg.embed, model_cfg.vocab_size, model_cfg.layers
+    gates = {"lstm": 4, "peephole": 4, "cifg": 3, "gru": 3}.get(model_cfg.model, 1)
+    params = v * e + gates * h * (e + h) + (n - 1) * gates * h * 2 * h + h * v
+    activations = cfg.batch_size * cfg.seq_len * (n * gates * h * 3 + v * 2)
+    need = 4 * (4 * params + activations)
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return
+    if need > total:
+        raise CharrnnError(
+            f"model too large: about {need / 2**30:.1f} GiB needed for {params / 1e6:.0f}M parameters and "
+            f"activations, this machine has {total / 2**30:.1f} GiB; lower --hidden, --layers, --batch-size or --seq-len"
+        )
 
 
 def _reencode(data: Prepared, vocab) -> Prepared:
