@@ -211,12 +211,9 @@ def _sample(checkpoint_path, prime, prime_file, unknown, stop, separator, as_jso
             raise CharrnnError(f"{prime_file}: cannot read ({e.strerror})") from None
     prime = prime or ""
 
-    import torch
-
     from charrnn import checkpoint
     from charrnn.sample import beam_search, encode_prime, generate
 
-    torch.set_grad_enabled(False)
     path = checkpoint.resolve(checkpoint_path) if checkpoint_path else checkpoint.latest_run()
     model, vocab = checkpoint.build_model(checkpoint.load(path))
     prime_ids = encode_prime(vocab, prime, unknown)

@@ -267,7 +267,8 @@ class Trainer:
         self._write_history(metrics)
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
-            return self._loop(metrics)
+            with torch.enable_grad():
+                return self._loop(metrics)
         finally:
             for s, h in old.items():
                 signal.signal(s, h)

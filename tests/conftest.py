@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 from charrnn.cli import app
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "corpora"
-TINY = ["--layers", "1", "--hidden", "32", "--embed", "16", "--seq-len", "16", "--batch-size", "8", "--dropout", "0"]
+TINY = ["--layers", "1", "--hidden", "32", "--embed", "16", "--seq-len", "16", "--batch-size", "8", "--dropout", "0", "--lr", "1e-2"]
 
 
 def run_cli(*args: str, input: str | None = None):
@@ -49,6 +49,6 @@ def repetitive_corpus(tmp_path_factory) -> Path:
 def trained_run(tmp_path_factory, repetitive_corpus) -> Path:
     """One tiny trained run shared by the sampling and checkpoint tests."""
     out = tmp_path_factory.mktemp("run")
-    r = run_cli("train", repetitive_corpus, *TINY, "--steps", "150", "--eval-every", "50", "--out", out, "--quiet")
+    r = run_cli("train", repetitive_corpus, *TINY, "--steps", "300", "--eval-every", "50", "--out", out, "--quiet")
     assert r.exit_code == 0, r.stderr
     return out
