@@ -7,9 +7,12 @@ from dataclasses import asdict, dataclass, fields
 import torch
 from torch import nn
 
+from charrnn.cells import CUSTOM_CELLS
 from charrnn.errors import CharrnnError
 
-CELLS = ("lstm", "gru", "rnn")
+CELLS = ("lstm", "gru", "rnn", "peephole", "cifg")
+# Cells whose state is the pair (h, c) rather than h alone.
+LSTM_FAMILY = ("lstm", "peephole", "cifg")
 
 
 @dataclass(frozen=True)
@@ -46,14 +49,13 @@ class CharRNN(nn.Module):
             raise CharrnnError(f"--tie needs --embed equal to --hidden (got {cfg.embed} and {cfg.hidden})")
         self.cfg = cfg
         self.embed = nn.Embedding(cfg.vocab_size, cfg.embed)
-        rnn_cls = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}[cfg.model]
-        self.rnn = rnn_cls(
-            cfg.embed,
-            cfg.hidden,
-            num_layers=cfg.layers,
-            batch_first=True,
-            dropout=cfg.dropout if cfg.layers > 1 else 0.0,
-        )
+        between = cfg.dropout if cfg.layers > 1 else 0.0
+        if cfg.model in CUSTOM_CELLS:
+            # Our own cells (charrnn.cells): batch-first, (h, c) state, initialised by themselves.
+            self.rnn = CUSTOM_CELLS[cfg.model](cfg.embed, cfg.hidden, num_layers=cfg.layers, dropout=between)
+        else:
+            rnn_cls = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}[cfg.model]
+            self.rnn = rnn_cls(cfg.embed, cfg.hidden, num_layers=cfg.layers, batch_first=True, dropout=between)
         self.drop = nn.Dropout(cfg.dropout)
         self.head = nn.Linear(cfg.hidden, cfg.vocab_size)
         if cfg.tie:
@@ -80,7 +82,7 @@ class CharRNN(nn.Module):
 
     def init_state(self, batch: int, device: torch.device | str = "cpu") -> State:
         z = torch.zeros(self.cfg.layers, batch, self.cfg.hidden, device=device)
-        return (z, z.clone()) if self.cfg.model == "lstm" else z
+        return (z, z.clone()) if self.cfg.model in LSTM_FAMILY else z
 
 
 def detach_state(state: State) -> State:

@@ -14,8 +14,9 @@ from typing import Iterator
 import torch
 import torch.nn.functional as F
 
+from charrnn.cells import CUSTOM_CELLS, cifg_step, peephole_step
 from charrnn.errors import CharrnnError
-from charrnn.model import CharRNN, State
+from charrnn.model import LSTM_FAMILY, CharRNN, State
 
 
 @dataclass
@@ -69,7 +70,11 @@ def pick(logits: torch.Tensor, opts: SampleOptions, gen: torch.Generator | None)
 
 
 class Stepper:
-    """The model's own recurrence, one token at a time, for generation (no dropout)."""
+    """The model's own recurrence, one token at a time, for generation (no dropout).
+
+    The custom cells (peephole, cifg) run the very step functions their layers loop over in
+    training, fed from the same token table, so sampling cannot drift from the trained model.
+    """
 
     def __init__(self, model: CharRNN) -> None:
         cfg = model.cfg
@@ -81,35 +86,49 @@ class Stepper:
             w = lambda name: getattr(rnn, name).detach().float()
             self.w_hh = [w(f"weight_hh_l{i}").t().contiguous() for i in range(cfg.layers)]
             self.w_ih = [w(f"weight_ih_l{i}").t().contiguous() for i in range(cfg.layers)]
-            b_ih = [w(f"bias_ih_l{i}") for i in range(cfg.layers)]
-            b_hh = [w(f"bias_hh_l{i}") for i in range(cfg.layers)]
-            if self.kind == "gru":
-                # The reset gate multiplies (W_hn h + b_hn), so b_hn cannot join the input bias.
-                self.b_ih, self.b_hh = b_ih, b_hh
+            if self.kind in CUSTOM_CELLS:
+                # One bias per layer already; the recurrent product stays inside the step function.
+                self.b_ih = [w(f"bias_l{i}") for i in range(cfg.layers)]
+                if self.kind == "peephole":
+                    self.peep = [w(f"peephole_l{i}") for i in range(cfg.layers)]
             else:
-                self.b_ih = [a + b for a, b in zip(b_ih, b_hh)]
-                self.b_hh = [None] * cfg.layers
+                b_ih = [w(f"bias_ih_l{i}") for i in range(cfg.layers)]
+                b_hh = [w(f"bias_hh_l{i}") for i in range(cfg.layers)]
+                if self.kind == "gru":
+                    # The reset gate multiplies (W_hn h + b_hn), so b_hn cannot join the input bias.
+                    self.b_ih, self.b_hh = b_ih, b_hh
+                else:
+                    self.b_ih = [a + b for a, b in zip(b_ih, b_hh)]
+                    # Layers above the first: one product of [x, h] with the stacked matrices.
+                    self.w_cat = [None] + [torch.cat([self.w_ih[i], self.w_hh[i]], 0) for i in range(1, cfg.layers)]
             # Layer 0's input product depends only on the token: precompute it for every token.
             self.table = torch.addmm(self.b_ih[0], model.embed.weight.detach().float(), self.w_ih[0])
-            if self.kind != "gru":
-                # Layers above the first: one product of [x, h] with the stacked matrices.
-                self.w_cat = [None] + [torch.cat([self.w_ih[i], self.w_hh[i]], 0) for i in range(1, cfg.layers)]
             self.w_out = model.head.weight.detach().float().t().contiguous()
             self.b_out = model.head.bias.detach().float().clone()
 
     def step(self, tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         """Logits for the next token after ``tokens`` (batch,), and the new state."""
         H = self.hidden
-        if self.kind == "lstm":
+        paired = self.kind in LSTM_FAMILY
+        if paired:
             h_all, c_all = state
-            hs, cs = [], []
+            cs = []
         else:
             h_all = state
-            hs = []
+        hs = []
         x = None
         for i in range(self.layers):
             h = h_all[i]
-            if self.kind == "gru":
+            if self.kind in CUSTOM_CELLS:
+                gx = self.table[tokens] if i == 0 else torch.addmm(self.b_ih[i], x, self.w_ih[i])
+                # The step functions take W_hh as the layer stores it, (G*H, H): the transpose
+                # of our pre-transposed copy, a view.
+                if self.kind == "peephole":
+                    h, c = peephole_step(gx, h, c_all[i], self.w_hh[i].t(), self.peep[i])
+                else:
+                    h, c = cifg_step(gx, h, c_all[i], self.w_hh[i].t())
+                cs.append(c)
+            elif self.kind == "gru":
                 gi = self.table[tokens] if i == 0 else torch.addmm(self.b_ih[i], x, self.w_ih[i])
                 gh = torch.addmm(self.b_hh[i], h, self.w_hh[i])
                 r = torch.sigmoid(gi[:, :H] + gh[:, :H])
@@ -134,7 +153,7 @@ class Stepper:
             hs.append(h)
             x = h
         logits = torch.addmm(self.b_out, x, self.w_out)
-        if self.kind == "lstm":
+        if paired:
             return logits, (torch.stack(hs), torch.stack(cs))
         return logits, torch.stack(hs)
 

@@ -14,7 +14,7 @@ from charrnn.vocab import CharVocab
 from conftest import run_cli
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn", "peephole", "cifg"])
 @pytest.mark.parametrize("layers", [1, 3])
 def test_step_matches_full_sequence_forward(cell, layers):
     torch.manual_seed(0)
