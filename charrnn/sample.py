@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 import torch
-import torch.nn.functional as F
 
 from charrnn.cells import CUSTOM_CELLS, cifg_step, peephole_step
 from charrnn.errors import CharrnnError

@@ -206,7 +206,7 @@ class Trainer:
         hidden = res["hidden"]
         if hidden is not None:
             hidden = [h.to(self.device) for h in hidden]
-            self.state = tuple(hidden) if self.model_cfg.model == "lstm" else hidden[0]
+            self.state = tuple(hidden) if len(hidden) == 2 else hidden[0]
 
     def _load_init(self, ckpt: dict[str, Any]) -> None:
         theirs = ckpt["vocab"]
