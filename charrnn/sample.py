@@ -232,31 +232,34 @@ def generate(
     model.eval()
     stepper = Stepper(model)
     logits, state = warm_up(model, start_ids(vocab, prime_ids), num_samples)
-    cutters = [StopCutter(opts.stops, opts.keep_stop) for _ in range(num_samples)]
+    texts = [vocab.decode([i]) for i in range(vocab.size)]
+    cutters = [StopCutter(opts.stops, opts.keep_stop) for _ in range(num_samples)] if opts.stops else None
     counts = [0] * num_samples
     active = list(range(num_samples))
     while active:
-        tokens = pick(logits, opts, gen)
-        token_list = tokens.tolist()
+        token_list = pick(logits, opts, gen).tolist()
         still = []
         for row in active:
-            piece = vocab.decode([token_list[row]])
+            piece = texts[token_list[row]]
             room = opts.length - counts[row]
-            piece = piece[:room]
+            if len(piece) > room:
+                piece = piece[:room]
             counts[row] += len(piece)
-            out = cutters[row].feed(piece)
-            if cutters[row].done or counts[row] >= opts.length:
-                out += "" if cutters[row].done else cutters[row].flush()
-                if out:
-                    yield row, out
-                continue
-            if out:
-                yield row, out
-            still.append(row)
+            finished = counts[row] >= opts.length
+            if cutters is not None:
+                cut = cutters[row]
+                piece = cut.feed(piece)
+                if cut.done:
+                    finished = True
+                elif finished:
+                    piece += cut.flush()
+            if piece:
+                yield row, piece
+            if not finished:
+                still.append(row)
         active = still
-        if not active:
-            break
-        logits, state = stepper.step(tokens, state)
+        if active:
+            logits, state = stepper.step(torch.tensor(token_list), state)
 
 
 @torch.no_grad()
