@@ -12,17 +12,12 @@ Usage: python bench/cells.py [--minutes 10] [--corpus tinyshakespeare.txt]
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import corpus, emit  # noqa: E402
+from common import corpus, emit, train_cli  # noqa: E402
 
-from charrnn import checkpoint  # noqa: E402
 from charrnn.config import DEFAULT_PRESET, PRESETS  # noqa: E402
 from charrnn.model import CharRNN, ModelConfig, count_parameters  # noqa: E402
 from charrnn.vocab import CharVocab  # noqa: E402
@@ -54,19 +49,9 @@ def matched_hidden(cell: str, target: int, vocab: int, embed: int) -> int:
 
 
 def run(path: Path, cell: str, hidden: int, embed: int, seconds: float) -> dict:
-    with tempfile.TemporaryDirectory() as out:
-        cmd = [
-            sys.executable, "-m", "charrnn", "train", str(path), "--model", cell, "--layers", str(LAYERS),
-            "--hidden", str(hidden), "--embed", str(embed), "--time", f"{seconds}s", "--quiet", "--out", out,
-        ]
-        subprocess.run(cmd, check=True)
-        lines = [json.loads(l) for l in (Path(out) / "metrics.jsonl").read_text().splitlines()]
-        last = checkpoint.load(Path(out) / "last.pt")
-    return {
-        "chars_per_s": round(statistics.median(l["chars_per_s"] for l in lines), 1),
-        "best_val_bpc": last["best_val_bpc"],
-        "steps": last["step"],
-    }
+    flags = ["--model", cell, "--layers", str(LAYERS), "--hidden", str(hidden), "--embed", str(embed)]
+    r = train_cli(path, seconds, flags)
+    return {k: r[k] for k in ("chars_per_s", "best_val_bpc", "steps")}
 
 
 def main() -> None:

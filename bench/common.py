@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import statistics
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 CORPORA = Path(__file__).resolve().parents[2] / "shared" / "corpora"
@@ -18,3 +21,23 @@ def corpus(name: str) -> Path:
     if not path.is_file():
         sys.exit(f"error: {path} not found (benchmarks read ../shared/corpora)")
     return path
+
+
+def train_cli(path: Path, seconds: float, flags: list[str]) -> dict:
+    """Train through the real CLI for ``seconds`` and summarise its metrics.
+
+    chars/s is the median over log intervals (validation time excluded); val bpc is the best
+    and the final whole-split value the trainer reported.
+    """
+    with tempfile.TemporaryDirectory() as out:
+        cmd = [sys.executable, "-m", "charrnn", "train", str(path), "--time", f"{seconds}s", "--out", out, "--quiet", *flags]
+        subprocess.run(cmd, check=True)
+        lines = [json.loads(l) for l in (Path(out) / "metrics.jsonl").read_text().splitlines()]
+    vals = [l["val_bpc"] for l in lines if l["val_bpc"] is not None]
+    return {
+        "best_val_bpc": min(vals),
+        "final_val_bpc": vals[-1],
+        "steps": lines[-1]["step"],
+        "chars_per_s": round(statistics.median(l["chars_per_s"] for l in lines[1:] or lines), 1),
+        "train_s": lines[-1]["elapsed"],
+    }

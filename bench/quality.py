@@ -9,10 +9,7 @@ evaluation. Usage: python bench/quality.py [--minutes 10] [--corpus tinyshakespe
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -21,7 +18,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import corpus, emit  # noqa: E402
+from common import corpus, emit, train_cli  # noqa: E402
 
 from charrnn.evaluate import evaluate  # noqa: E402
 
@@ -73,17 +70,6 @@ def plain_loop(path: Path, seconds: float) -> dict:
     return {"val_bpc": score.bpc, "steps": steps, "chars_per_s": steps * B * T / elapsed, "train_s": elapsed}
 
 
-def charrnn_run(path: Path, seconds: float, extra: list[str]) -> dict:
-    with tempfile.TemporaryDirectory() as out:
-        cmd = [sys.executable, "-m", "charrnn", "train", str(path), "--time", f"{seconds}s", "--out", out, "--quiet", *extra]
-        subprocess.run(cmd, check=True)
-        lines = [json.loads(l) for l in (Path(out) / "metrics.jsonl").read_text().splitlines()]
-    vals = [l["val_bpc"] for l in lines if l["val_bpc"] is not None]
-    last = lines[-1]
-    return {"val_bpc": min(vals), "final_val_bpc": vals[-1], "steps": last["step"],
-            "chars_per_s": np.mean([l["chars_per_s"] for l in lines[1:]] or [0]), "train_s": last["elapsed"]}
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--minutes", type=float, default=10.0)
@@ -98,13 +84,13 @@ def main() -> None:
         results["plain"] = plain_loop(path, seconds)
         emit(bench="quality", who="plain_lstm_2x512", corpus=args.corpus, minutes=args.minutes, **results["plain"])
     if args.only in (None, "charrnn"):
-        results["charrnn"] = charrnn_run(path, seconds, args.extra.split())
+        results["charrnn"] = train_cli(path, seconds, args.extra.split())
         emit(bench="quality", who="charrnn " + (args.extra or "default preset"), corpus=args.corpus,
              minutes=args.minutes, **results["charrnn"])
     if len(results) == 2:
         emit(bench="quality", ratio="plain_val_bpc/charrnn_val_bpc",
-             value=results["plain"]["val_bpc"] / results["charrnn"]["val_bpc"],
-             delta_bpc=results["plain"]["val_bpc"] - results["charrnn"]["val_bpc"])
+             value=results["plain"]["val_bpc"] / results["charrnn"]["best_val_bpc"],
+             delta_bpc=results["plain"]["val_bpc"] - results["charrnn"]["best_val_bpc"])
 
 
 if __name__ == "__main__":

@@ -71,6 +71,8 @@ def train(
     eval_every: Optional[int] = typer.Option(None, min=1, max=10**12, help="Validate every N steps."),
     log_every: Optional[int] = typer.Option(None, min=1, max=10**12, help="Write a metrics line every N steps."),
     val_frac: Optional[float] = typer.Option(None, min=0.0, max=0.5, help="Last fraction of the text held out for validation."),
+    vocab: Optional[str] = typer.Option(None, help="Tokens: char (default) | bpe | unigram (SentencePiece subwords, trained on the training split)."),
+    vocab_size: Optional[int] = typer.Option(None, min=1, max=1_000_000, help="Subword vocabulary size for --vocab bpe|unigram (default 1024)."),
     seed: Optional[int] = typer.Option(None, min=0, max=2**63 - 1, help="Random seed."),
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | mps."),
     out: Optional[Path] = typer.Option(None, help="Run directory (default checkpoints/<corpus-name>)."),
@@ -120,27 +122,49 @@ def _train(corpus, preset, out, resume, init_from, quiet, time, **flags) -> None
             raise CharrnnError(f"no corpus given and the bundled demo corpus is missing ({DEMO_CORPUS})")
         paths = [str(DEMO_CORPUS)]
 
-    from charrnn.corpus import corpus_name
-    from charrnn.data import prepare
-    from charrnn.progress import summary
-    from charrnn.train import Interrupted, Trainer
+    import torch
 
+    from charrnn import distributed
+    from charrnn.corpus import STDIN, corpus_name
+    from charrnn.data import VocabSpec, prepare
+    from charrnn.progress import summary
+    from charrnn.train import Interrupted, Trainer, pick_device
+    from charrnn.vocab import from_state
+
+    world = distributed.launched()
     out = out or Path("checkpoints") / corpus_name(paths)
     if out.exists() and not out.is_dir():
         raise CharrnnError(f"--out {out}: exists and is not a directory")
-    if not resume and (out / "last.pt").exists():
+    device = pick_device(cfg.device)
+    if world.active:
+        if STDIN in paths:
+            raise CharrnnError("a corpus from stdin cannot be shared between torchrun ranks; give a file")
+        if device.type == "cuda":
+            device = torch.device("cuda", world.local_rank)
+    if world.main and not resume and (out / "last.pt").exists():
         print(f"note: {out} already holds a run; starting a new one over it (use --resume to continue it)", file=sys.stderr)
-    data = prepare(paths, out / ".cache", cfg.val_frac)
     init = checkpoint.load(init_from) if init_from is not None else None
-    trainer = Trainer(cfg, data, out, quiet=quiet, resume=resume_ckpt, init_from=init)
+    fixed = from_state(init["vocab"]) if init is not None else None
+    spec = VocabSpec(cfg.vocab, cfg.vocab_size)
+    distributed.start(world, device)
     try:
-        result = trainer.fit()
-    except Interrupted as e:
-        print(f"stopped: saved {e.path}; continue with: charrnn train --resume {out}", file=sys.stderr)
-        raise typer.Exit(e.exit_code)
-    summary(result, quiet)
-    if not quiet:
-        print(f"sample with: charrnn sample {out}", file=sys.stderr)
+        # Rank 0 prepares (and caches) the corpus; the others then read the same cache.
+        data = distributed.main_first(
+            world, lambda: prepare(paths, out / ".cache", cfg.val_frac, spec, vocab=fixed, show_progress=not quiet and world.main)
+        )
+        trainer = Trainer(cfg, data, out, quiet=quiet, resume=resume_ckpt, init_from=init, world=world, device=device)
+        try:
+            result = trainer.fit()
+        except Interrupted as e:
+            if world.main:
+                print(f"stopped: saved {e.path}; continue with: charrnn train --resume {out}", file=sys.stderr)
+            raise typer.Exit(e.exit_code)
+    finally:
+        distributed.stop()
+    if world.main:
+        summary(result, quiet)
+        if not quiet:
+            print(f"sample with: charrnn sample {out}", file=sys.stderr)
 
 
 class _Out:
@@ -268,6 +292,8 @@ def info(checkpoint_path: Path = typer.Argument(..., metavar="CHECKPOINT", help=
         ]
         if vocab.kind == "char":
             rows.append(("characters", describe_chars(list(vocab.chars), limit=200)))
+        else:
+            rows.append(("tokenizer", f"SentencePiece {vocab.kind}, byte fallback, whitespace kept"))
         for k, v in rows:
             print(f"{k:<14}{v}")
     except CharrnnError as e:
@@ -284,11 +310,16 @@ def evaluate_cmd(
     """Bits per character (and per token, and perplexity) of any text under a trained model."""
     try:
         from charrnn import checkpoint, corpus
+        from charrnn.data import encode_text
         from charrnn.evaluate import evaluate
         from charrnn.vocab import describe_chars
 
         model, vocab = checkpoint.build_model(checkpoint.load(checkpoint_path))
-        body = corpus.read_text(corpus.read_sources(text))
+        sources = corpus.open_sources(text)
+        try:
+            body = corpus.read_text(sources)
+        finally:
+            corpus.release(sources)
         missing = vocab.missing(body)
         skipped = 0
         if missing:
@@ -297,12 +328,12 @@ def evaluate_cmd(
             gone = set(missing)
             kept = "".join(c for c in body if c not in gone)
             skipped, body = len(body) - len(kept), kept
-        ids = vocab.encode(body)
+        ids = encode_text(vocab, body)
         if len(ids) < 2:
-            raise CharrnnError("text is too short to evaluate (needs at least 2 characters)")
+            raise CharrnnError("text is too short to evaluate (needs at least 2 tokens)")
         import torch
 
-        score = evaluate(model, ids, torch.device("cpu"))
+        score = evaluate(model, ids, torch.device("cpu"), chars=vocab.count_chars(ids[1:]))
         result = {
             "bpc": round(score.bpc, 5),
             "bits_per_token": round(score.bits_per_token, 5),

@@ -45,6 +45,8 @@ class TrainConfig:
     val_frac: float = 0.1
     seed: int = 1337
     device: str = "auto"
+    vocab: str = "char"
+    vocab_size: int | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -57,6 +59,9 @@ class TrainConfig:
                 raise CharrnnError(f"--{name.replace('_', '-')} must be > 0 (got {value})")
         if self.min_lr is not None and self.min_lr > self.lr:
             raise CharrnnError(f"--min-lr {self.min_lr} is above --lr {self.lr}")
+        from charrnn.data import VocabSpec
+
+        VocabSpec(self.vocab, self.vocab_size)
         if self.tie and self.embed != self.hidden:
             raise CharrnnError(f"--tie needs --embed equal to --hidden (got {self.embed} and {self.hidden})")
 

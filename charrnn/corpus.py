@@ -1,30 +1,40 @@
 """Reading a corpus: which files, and how their bytes become one normalised text.
 
-Every failure names the file and what is wrong, so a user with a folder of hundreds of files
-knows which one to fix.
+Files are read in chunks and decoded incrementally, so a corpus far larger than memory can be
+hashed, scanned and encoded with only a few chunks resident. Every failure names the file and
+what is wrong, so a user with a folder of hundreds of files knows which one to fix.
 """
 
 from __future__ import annotations
 
+import codecs
 import hashlib
+import io
+import os
+import shutil
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO, Iterator
 
 from charrnn.errors import CharrnnError
 
 STDIN = "-"
 BOM = "\ufeff"
-# A file with a NUL byte in its first block is treated as binary, the way git and grep do.
-_SNIFF_BYTES = 8192
+CHUNK_BYTES = 8 << 20
 
 
 @dataclass(frozen=True)
 class Source:
-    """One input file (or stdin) and its raw bytes."""
+    """One input file: the name shown to the user and where its bytes are (stdin is spooled)."""
 
     name: str
-    data: bytes
+    path: Path
+
+    @property
+    def size(self) -> int:
+        return self.path.stat().st_size
 
 
 def resolve(paths: list[str]) -> list[str]:
@@ -55,43 +65,116 @@ def resolve(paths: list[str]) -> list[str]:
     return files
 
 
-def read_sources(paths: list[str]) -> list[Source]:
-    """Read the raw bytes of every file (stdin at most once)."""
+def open_sources(paths: list[str], spool_dir: Path | None = None) -> list[Source]:
+    """The corpus files in reading order; stdin (at most once) is copied to a file in ``spool_dir``.
+
+    Spooling lets stdin be read more than once (hash, scan, encode) like any other file.
+    """
     sources = []
     for name in resolve(paths):
         if name == STDIN:
-            sources.append(Source("<stdin>", sys.stdin.buffer.read()))
+            if any(s.name == "<stdin>" for s in sources):
+                continue
+            where = spool_dir if spool_dir is not None else Path(tempfile.gettempdir())
+            try:
+                where.mkdir(parents=True, exist_ok=True)
+                fd, spool = tempfile.mkstemp(prefix=".stdin-", suffix=".txt", dir=where)
+                with os.fdopen(fd, "wb") as f:
+                    shutil.copyfileobj(sys.stdin.buffer, f, CHUNK_BYTES)
+            except OSError as e:
+                raise CharrnnError(f"cannot store stdin in {where} ({e.strerror})") from None
+            sources.append(Source("<stdin>", Path(spool)))
             continue
-        try:
-            sources.append(Source(name, Path(name).read_bytes()))
-        except OSError as e:
-            raise CharrnnError(f"{name}: cannot read ({e.strerror})") from None
+        path = Path(name)
+        if not os.access(path, os.R_OK):
+            raise CharrnnError(f"{name}: cannot read (permission denied)")
+        sources.append(Source(name, path))
     return sources
 
 
+def release(sources: list[Source]) -> None:
+    """Remove stdin's spool file once the corpus is prepared."""
+    for s in sources:
+        if s.name == "<stdin>":
+            s.path.unlink(missing_ok=True)
+
+
+def iter_text(f: BinaryIO, name: str, chunk_bytes: int | None = None) -> Iterator[tuple[str, int]]:
+    """(text, bytes consumed) per chunk: UTF-8 decoded, leading BOM dropped, CRLF/CR made LF.
+
+    A NUL byte marks a binary file (as git and grep decide); invalid UTF-8 is reported at its
+    byte offset in the file. A CR at a chunk's end is held back until the next chunk shows
+    whether it starts a CRLF pair.
+    """
+    chunk_bytes = chunk_bytes or CHUNK_BYTES
+    decoder = codecs.getincrementaldecoder("utf-8")("strict")
+    offset = 0
+    at_start = True
+    held_cr = False
+    while True:
+        data = f.read(chunk_bytes)
+        final = not data
+        nul = data.find(b"\x00")
+        if nul != -1:
+            raise CharrnnError(f"{name}: looks like a binary file (NUL byte at offset {offset + nul}), not text")
+        pending = len(decoder.getstate()[0])
+        try:
+            text = decoder.decode(data, final=final)
+        except UnicodeDecodeError as e:
+            raise CharrnnError(f"{name}: not valid UTF-8 (invalid byte at offset {offset - pending + e.start})") from None
+        offset += len(data)
+        if at_start and (text or final):
+            at_start = False
+            if text.startswith(BOM):
+                text = text[1:]
+        if held_cr:
+            text = "\r" + text
+        held_cr = not final and text.endswith("\r")
+        if held_cr:
+            text = text[:-1]
+        if "\r" in text:
+            text = text.replace("\r\n", "\n").replace("\r", "\n")
+        yield text, len(data)
+        if final:
+            return
+
+
+def iter_corpus(sources: list[Source], chunk_bytes: int | None = None) -> Iterator[tuple[str, int]]:
+    """Every file's text chunks in order; files are joined as they are (each keeps its own ending)."""
+    for s in sources:
+        try:
+            f = open(s.path, "rb")
+        except OSError as e:
+            raise CharrnnError(f"{s.name}: cannot read ({e.strerror})") from None
+        with f:
+            yield from iter_text(f, s.name, chunk_bytes)
+
+
 def decode(data: bytes, name: str) -> str:
-    """UTF-8 text with a leading BOM dropped and every line ending made LF."""
-    nul = data.find(b"\x00", 0, _SNIFF_BYTES)
-    if nul != -1:
-        raise CharrnnError(f"{name}: looks like a binary file (NUL byte at offset {nul}), not text")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise CharrnnError(f"{name}: not valid UTF-8 (invalid byte at offset {e.start})") from None
-    if "\x00" in text:
-        offset = data.find(b"\x00")
-        raise CharrnnError(f"{name}: looks like a binary file (NUL byte at offset {offset}), not text")
-    if text.startswith(BOM):
-        text = text[1:]
-    return text.replace("\r\n", "\n").replace("\r", "\n")
+    """A whole in-memory file as normalised text (prime files, small inputs)."""
+    return "".join(text for text, _ in iter_text(io.BytesIO(data), name))
+
+
+def read_text(sources: list[Source]) -> str:
+    """The whole corpus as one text in memory, for inputs known to be small (``eval``)."""
+    text = "".join(t for t, _ in iter_corpus(sources))
+    if not text.strip():
+        raise CharrnnError(f"{describe(sources)}: corpus is empty")
+    return text
+
+
+def describe(sources: list[Source]) -> str:
+    return ", ".join(s.name for s in sources[:3]) + (" ..." if len(sources) > 3 else "")
 
 
 def fingerprint(sources: list[Source]) -> str:
-    """Hash of the names' order and contents, so a cache is never served for changed text."""
+    """Hash of the files' contents in order, so a cache is never served for changed text."""
     h = hashlib.sha256()
     for s in sources:
-        h.update(len(s.data).to_bytes(8, "little"))
-        h.update(s.data)
+        h.update(s.size.to_bytes(8, "little"))
+        with open(s.path, "rb") as f:
+            while chunk := f.read(CHUNK_BYTES):
+                h.update(chunk)
     return h.hexdigest()
 
 
@@ -101,12 +184,3 @@ def corpus_name(paths: list[str]) -> str:
     if first == STDIN:
         return "stdin"
     return Path(first).resolve().stem or "corpus"
-
-
-def read_text(sources: list[Source]) -> str:
-    """The whole corpus as one text; files are joined as they are (each keeps its own ending)."""
-    text = "".join(decode(s.data, s.name) for s in sources)
-    if not text.strip():
-        names = ", ".join(s.name for s in sources[:3]) + (" ..." if len(sources) > 3 else "")
-        raise CharrnnError(f"{names}: corpus is empty")
-    return text

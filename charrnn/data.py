@@ -1,92 +1,353 @@
 """From corpus files to token ids on disk, and from ids to TBPTT batches.
 
-The ids are cached under a hash of the corpus bytes and vocabulary settings, next to the run,
-so a second run on the same text skips reading and encoding, and changed text is never served
-stale ids. Batches are views into the (memory-mappable) id array: nothing is copied per epoch.
+Preparation streams the corpus in chunks: hash the files, scan them once (characters, their
+count, validity), build or train the vocabulary, then encode chunk by chunk into a flat token
+file that training memory-maps. Peak memory is a few chunks, whatever the corpus size. The
+result is cached under a key of the corpus bytes and the vocabulary settings, so a second run
+on the same text starts at once and changed text is never served stale ids.
 """
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO, Iterator
 
 import numpy as np
 
 from charrnn import corpus
 from charrnn.errors import CharrnnError
-from charrnn.vocab import CharVocab, Vocab, from_state
+from charrnn.vocab import SPACE_MARK, SUBWORD_KINDS, CharVocab, SubwordVocab, Vocab, describe_chars, from_state, id_dtype
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
+VOCAB_KINDS = ("char", *SUBWORD_KINDS)
+DEFAULT_SUBWORD_SIZE = 1024
+_CODEPOINTS = 0x110000
+# Subword text is encoded in pieces cut after a newline (a piece of its own, so no token spans
+# it): encoding piecewise then gives exactly the ids of encoding the whole text.
+_PIECE_CHARS = 1 << 20
+
+
+@dataclass(frozen=True)
+class VocabSpec:
+    """Which vocabulary to build: ``char``, or a SentencePiece ``bpe``/``unigram`` of ``size`` pieces."""
+
+    kind: str = "char"
+    size: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in VOCAB_KINDS:
+            raise CharrnnError(f"--vocab must be one of {', '.join(VOCAB_KINDS)} (got {self.kind!r})")
+        if self.kind == "char" and self.size is not None:
+            raise CharrnnError("--vocab-size applies to --vocab bpe or unigram, not char")
+
+    @property
+    def pieces(self) -> int:
+        return self.size or DEFAULT_SUBWORD_SIZE
 
 
 @dataclass
 class Prepared:
-    """A corpus ready for training: its vocabulary and the train/validation id arrays."""
+    """A corpus ready for training: its vocabulary, the train/validation ids and their sizes."""
 
     vocab: Vocab
     train: np.ndarray
     val: np.ndarray
     key: str
     names: list[str]
+    train_chars: int
+    val_chars: int
+
+    @property
+    def chars_per_token(self) -> float:
+        """Converts a loss per token into one per character (1.0 for a character vocabulary)."""
+        return self.train_chars / max(1, len(self.train))
 
 
-def _split_point(n: int, val_frac: float) -> int:
+def split_point(n: int, val_frac: float) -> int:
+    """Characters before the validation split: the last ``val_frac`` of the text is held out."""
     return n - int(round(n * val_frac))
 
 
-def prepare(paths: list[str], cache_dir: Path | None, val_frac: float) -> Prepared:
-    """Read, validate, encode and split a corpus, re-using a cached encoding when the bytes match."""
-    sources = corpus.read_sources(paths)
-    names = [s.name for s in sources]
-    key = corpus.fingerprint(sources)[:24] + f"-char-v{CACHE_VERSION}"
-    if cache_dir is not None:
-        cached = _load_cache(cache_dir, key)
-        if cached is not None:
-            vocab, ids = cached
-            return _split(vocab, ids, key, names, val_frac)
-    text = corpus.read_text(sources)
-    vocab = CharVocab.build(text)
-    ids = vocab.encode(text)
-    del text
-    if cache_dir is not None:
-        _save_cache(cache_dir, key, vocab, ids)
-    return _split(vocab, ids, key, names, val_frac)
+def prepare(
+    paths: list[str],
+    cache_dir: Path | None,
+    val_frac: float,
+    spec: VocabSpec = VocabSpec(),
+    vocab: Vocab | None = None,
+    show_progress: bool = False,
+) -> Prepared:
+    """Read, validate, encode and split a corpus, re-using a cached encoding when the bytes match.
 
+    With ``vocab`` given (fine-tuning), the corpus is encoded with it instead of a new one, and
+    characters it cannot represent are an error that lists them.
+    """
+    from charrnn.progress import PrepareProgress
 
-def _split(vocab: Vocab, ids: np.ndarray, key: str, names: list[str], val_frac: float) -> Prepared:
-    cut = _split_point(len(ids), val_frac)
-    return Prepared(vocab=vocab, train=ids[:cut], val=ids[cut:], key=key, names=names)
-
-
-def _load_cache(cache_dir: Path, key: str) -> tuple[Vocab, np.ndarray] | None:
-    meta_path, ids_path = cache_dir / f"{key}.json", cache_dir / f"{key}.npy"
+    sources = corpus.open_sources(paths, cache_dir)
     try:
-        meta = json.loads(meta_path.read_text())
-        ids = np.load(ids_path, mmap_mode="r")
-        vocab = from_state(meta["vocab"])
-    except (OSError, ValueError, KeyError, CharrnnError):
-        return None
-    if meta.get("tokens") != len(ids):
-        return None
-    return vocab, ids
+        names = [s.name for s in sources]
+        total = sum(s.size for s in sources)
+        with PrepareProgress(enabled=show_progress and total > 0) as bar:
+            bar.phase("hashing", total)
+            digest = _hash(sources, bar)
+            settings = json.dumps([spec.kind, spec.size, val_frac, vocab.to_state() if vocab else None], default=_bytes_hash)
+            key = f"{digest[:24]}-{spec.kind}-{hashlib.sha256(settings.encode()).hexdigest()[:12]}-v{CACHE_VERSION}"
+            if cache_dir is not None:
+                cached = _load_cache(cache_dir, key, names)
+                if cached is not None:
+                    return cached
+            return _build(sources, names, key, cache_dir, val_frac, spec, vocab, bar)
+    finally:
+        corpus.release(sources)
 
 
-def _save_cache(cache_dir: Path, key: str, vocab: Vocab, ids: np.ndarray) -> None:
-    """Write the ids then the metadata, each atomically; the metadata marks the pair complete."""
+def _bytes_hash(value: object) -> str:
+    if isinstance(value, bytes):
+        return hashlib.sha256(value).hexdigest()
+    raise TypeError(type(value).__name__)
+
+
+def _hash(sources: list[corpus.Source], bar) -> str:
+    h = hashlib.sha256()
+    for s in sources:
+        h.update(s.size.to_bytes(8, "little"))
+        with open(s.path, "rb") as f:
+            while chunk := f.read(corpus.CHUNK_BYTES):
+                h.update(chunk)
+                bar.advance(len(chunk))
+    return h.hexdigest()
+
+
+def _chunks(sources: list[corpus.Source], bar) -> Iterator[str]:
+    for text, used in corpus.iter_corpus(sources):
+        bar.advance(used)
+        if text:
+            yield text
+
+
+def _scan(sources: list[corpus.Source], bar) -> tuple[int, np.ndarray]:
+    """Characters in the corpus and how often each code point occurs; validates every file."""
+    counts = np.zeros(_CODEPOINTS, dtype=np.int64)
+    n = 0
+    for text in _chunks(sources, bar):
+        n += len(text)
+        points = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+        counts += np.bincount(points, minlength=_CODEPOINTS)
+    if all(chr(int(p)).isspace() for p in np.flatnonzero(counts)):
+        raise CharrnnError(f"{corpus.describe(sources)}: corpus is empty")
+    return n, counts
+
+
+def _split_stream(chunks: Iterator[str], cut: int) -> Iterator[tuple[int, str]]:
+    """(part, text): part 0 for the first ``cut`` characters (training), 1 after (validation)."""
+    pos = 0
+    for text in chunks:
+        end = pos + len(text)
+        if end <= cut:
+            yield 0, text
+        elif pos >= cut:
+            yield 1, text
+        else:
+            yield 0, text[: cut - pos]
+            yield 1, text[cut - pos :]
+        pos = end
+
+
+def _line_pieces(texts: Iterator[str]) -> Iterator[str]:
+    """The same text re-cut into pieces that end just after a newline (or run very long)."""
+    carry = ""
+    for text in texts:
+        buf = carry + text if carry else text
+        cut = buf.rfind("\n")
+        if cut == -1 and len(buf) < 16 * _PIECE_CHARS:
+            carry = buf
+            continue
+        end = cut + 1 if cut != -1 else len(buf)
+        a = 0
+        while a < end:
+            b = min(end, a + _PIECE_CHARS)
+            if b < end:
+                b = _boundary(buf, a, b)
+            yield buf[a:b]
+            a = b
+        carry = buf[end:]
+    if carry:
+        yield carry
+
+
+def _boundary(buf: str, a: int, b: int) -> int:
+    """Where to end a piece in ``buf[a:b]``: after its last newline, else before a space that
+    follows a word (SentencePiece splits there itself), else at ``b`` (one unbroken run)."""
+    nl = buf.rfind("\n", a, b)
+    if nl >= a:
+        return nl + 1
+    sp = buf.rfind(" ", a + 1, b)
+    while sp > a and buf[sp - 1].isspace():
+        sp = buf.rfind(" ", a + 1, sp)
+    return sp if sp > a else b
+
+
+def encode_text(vocab: Vocab, text: str) -> np.ndarray:
+    """A text in memory encoded exactly as ``prepare`` encodes a corpus (subwords piece by piece).
+
+    Unigram segmentation can break ties differently on a longer input, so ``eval`` must cut the
+    text where preparation does to score the very ids the trainer validated on.
+    """
+    if isinstance(vocab, CharVocab):
+        return vocab.encode(text)
+    parts = [vocab.encode(piece) for piece in _line_pieces(iter([text]))]
+    return np.concatenate(parts) if parts else np.zeros(0, id_dtype(vocab.size))
+
+
+def _train_lines(sources: list[corpus.Source], cut: int, bar) -> Iterator[str]:
+    """Lines of the training split only, the sentences SentencePiece learns from."""
+    def train_texts() -> Iterator[str]:
+        for part, text in _split_stream(_chunks(sources, bar), cut):
+            if part:
+                return
+            yield text
+
+    for piece in _line_pieces(train_texts()):
+        for line in piece.split("\n"):
+            if line:
+                yield line
+
+
+def _build(sources, names, key, cache_dir, val_frac, spec, vocab, bar) -> Prepared:
+    total = sum(s.size for s in sources)
+    bar.phase("scanning", total)
+    n_chars, counts = _scan(sources, bar)
+    cut = split_point(n_chars, val_frac)
+    present = np.flatnonzero(counts)
+    chars = "".join(chr(int(p)) for p in present)
+    if vocab is None:
+        if spec.kind == "char":
+            vocab = CharVocab(chars)
+        else:
+            if SPACE_MARK in chars:
+                raise CharrnnError(
+                    f"{corpus.describe(sources)}: holds {SPACE_MARK!r} (U+2581), which SentencePiece reserves "
+                    "for spaces; use --vocab char for this corpus"
+                )
+            bar.phase(f"training {spec.kind} vocabulary", total)
+            vocab = SubwordVocab.train(spec.kind, spec.pieces, _train_lines(sources, cut, bar), len(present))
+    else:
+        missing = vocab.missing(chars)
+        if missing:
+            raise CharrnnError(f"--init-from: the corpus has characters the checkpoint's vocabulary lacks: {describe_chars(missing)}")
+    bar.phase("encoding", total)
+    if cache_dir is None:
+        train, val = _encode(sources, vocab, cut, None, bar)
+        return Prepared(vocab, train, val, key, names, cut, n_chars - cut)
+    target = cache_dir / f".{key}.ids.tmp{os.getpid()}"
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = cache_dir / f".{key}.npy.tmp{os.getpid()}"
-        with open(tmp, "wb") as f:
-            np.save(f, ids)
-        os.replace(tmp, cache_dir / f"{key}.npy")
-        meta = {"vocab": vocab.to_state(), "tokens": int(len(ids))}
-        tmp = cache_dir / f".{key}.json.tmp{os.getpid()}"
-        tmp.write_text(json.dumps(meta))
-        os.replace(tmp, cache_dir / f"{key}.json")
+        with open(target, "wb") as f:
+            parts = _encode(sources, vocab, cut, f, bar)
+    except OSError as e:
+        _discard(target)
+        raise CharrnnError(f"cannot write the corpus cache in {cache_dir} ({e.strerror or e})") from None
+    except BaseException:
+        _discard(target)
+        raise
+    meta = {
+        "vocab": vocab.to_state(),
+        "train_tokens": parts[0],
+        "val_tokens": parts[1],
+        "train_chars": cut,
+        "val_chars": n_chars - cut,
+    }
+    _commit_cache(cache_dir, key, target, vocab, meta)
+    cached = _load_cache(cache_dir, key, names)
+    if cached is None:
+        raise CharrnnError(f"the corpus cache just written in {cache_dir} does not read back (disk full?)")
+    return cached
+
+
+def _discard(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
+def _encode(sources, vocab: Vocab, cut: int, f: BinaryIO | None, bar):
+    """Encode the training then the validation text; to ``f`` (returns token counts) or in memory."""
+    dtype = id_dtype(vocab.size)
+    kept: list[list[np.ndarray]] = [[], []]
+    counts = [0, 0]
+
+    def emit(part: int, ids: np.ndarray) -> None:
+        ids = ids.astype(dtype, copy=False)
+        counts[part] += len(ids)
+        if f is None:
+            kept[part].append(ids)
+        else:
+            f.write(ids.tobytes())
+
+    stream = _split_stream(_chunks(sources, bar), cut)
+    if isinstance(vocab, CharVocab):
+        for part, text in stream:
+            emit(part, vocab.encode(text))
+    else:
+        for part, group in itertools.groupby(stream, key=lambda item: item[0]):
+            for piece in _line_pieces(text for _, text in group):
+                emit(part, vocab.encode(piece))
+    if f is None:
+        joined = [np.concatenate(k) if k else np.zeros(0, dtype) for k in kept]
+        return joined[0], joined[1]
+    f.flush()
+    os.fsync(f.fileno())
+    return counts[0], counts[1]
+
+
+def _cache_paths(cache_dir: Path, key: str) -> tuple[Path, Path, Path]:
+    return cache_dir / f"{key}.ids", cache_dir / f"{key}.json", cache_dir / f"{key}.vocab"
+
+
+def _commit_cache(cache_dir: Path, key: str, ids_tmp: Path, vocab: Vocab, meta: dict) -> None:
+    """Rename the ids into place, then write the metadata; the metadata marks the set complete."""
+    ids_path, meta_path, vocab_path = _cache_paths(cache_dir, key)
+    try:
+        os.replace(ids_tmp, ids_path)
+        state = dict(meta["vocab"])
+        if "model" in state:
+            tmp = vocab_path.with_name(f".{vocab_path.name}.tmp{os.getpid()}")
+            tmp.write_bytes(state.pop("model"))
+            os.replace(tmp, vocab_path)
+            state["model_file"] = vocab_path.name
+        tmp = meta_path.with_name(f".{meta_path.name}.tmp{os.getpid()}")
+        tmp.write_text(json.dumps({**meta, "vocab": state}))
+        os.replace(tmp, meta_path)
     except OSError as e:
         raise CharrnnError(f"cannot write the corpus cache in {cache_dir} ({e.strerror})") from None
+
+
+def _load_cache(cache_dir: Path, key: str, names: list[str]) -> Prepared | None:
+    ids_path, meta_path, vocab_path = _cache_paths(cache_dir, key)
+    try:
+        meta = json.loads(meta_path.read_text())
+        state = dict(meta["vocab"])
+        if "model_file" in state:
+            state.pop("model_file")
+            state["model"] = vocab_path.read_bytes()
+        vocab = from_state(state)
+        n_train, n_val = int(meta["train_tokens"]), int(meta["val_tokens"])
+        dtype = id_dtype(vocab.size)
+        if ids_path.stat().st_size != (n_train + n_val) * dtype.itemsize:
+            return None
+        if n_train + n_val == 0:
+            ids = np.zeros(0, dtype)
+        else:
+            ids = np.memmap(ids_path, dtype=dtype, mode="r", shape=(n_train + n_val,))
+        return Prepared(vocab, ids[:n_train], ids[n_train:], key, names, int(meta["train_chars"]), int(meta["val_chars"]))
+    except (OSError, ValueError, KeyError, TypeError, CharrnnError):
+        return None
 
 
 class Batches:

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from charrnn.data import val_streams
+from charrnn.distributed import World, sum_values
 from charrnn.model import CharRNN, select_state
 
 
@@ -39,26 +40,45 @@ def _ids(a: np.ndarray, device: torch.device) -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate(
-    model: CharRNN, ids: np.ndarray, device: torch.device, streams: int = 32, window: int = 256
+    model: CharRNN,
+    ids: np.ndarray,
+    device: torch.device,
+    streams: int = 32,
+    window: int = 256,
+    chars: int | None = None,
+    world: World | None = None,
 ) -> Score:
     """Score every prediction of ``ids`` exactly once.
 
     The text runs as ``streams`` contiguous rows in parallel (fast), and the few leftover
     positions continue the last row's state, so nothing is skipped and nothing counted twice.
+    ``chars`` is how many characters the predicted tokens (all but the first) decode to; it
+    defaults to one per token (a character vocabulary), and makes subword scores comparable.
+    Under torchrun each rank scores a block of the rows and the totals are summed, which gives
+    the single-process result (the rank with the last row also scores the tail).
     """
     was_training = model.training
     model.eval()
     inputs, targets, tail_in, tail_tgt = val_streams(ids, streams)
+    holds_last = True
+    if world is not None and world.active:
+        rows = inputs.shape[0]
+        per = -(-rows // world.size)
+        lo, hi = min(rows, world.rank * per), min(rows, (world.rank + 1) * per)
+        inputs, targets = inputs[lo:hi], targets[lo:hi]
+        holds_last = lo < hi == rows
     total = torch.zeros((), dtype=torch.float64, device=device)
     state = None
-    for a in range(0, inputs.shape[1], window):
+    for a in range(0, inputs.shape[1] if len(inputs) else 0, window):
         logits, state = model(_ids(inputs[:, a : a + window], device), state)
         y = _ids(targets[:, a : a + window], device)
         total += F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), reduction="sum").double()
-    if len(tail_in):
+    if len(tail_in) and holds_last:
         last = select_state(state, slice(-1, None)) if state is not None else None
         logits, _ = model(_ids(tail_in, device)[None], last)
         total += F.cross_entropy(logits[0].float(), _ids(tail_tgt, device), reduction="sum").double()
     model.train(was_training)
+    if world is not None:
+        total = sum_values(world, total)
     n = len(ids) - 1
-    return Score(nats=float(total), tokens=n, chars=n)
+    return Score(nats=float(total), tokens=n, chars=n if chars is None else chars)

@@ -5,7 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 from rich.table import Table
 
 stderr = Console(stderr=True)
@@ -60,6 +68,44 @@ class TrainProgress:
         if cps is not None:
             self.fields["cps"] = f"{cps:,.0f}"
         self._progress.update(self._task, completed=min(1.0, progress), **self.fields)
+
+
+class PrepareProgress:
+    """Corpus preparation: one bar per pass over the files (hashing, scanning, encoding), in MB/s."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._progress = Progress(
+            TextColumn("{task.description:<28}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=stderr,
+            transient=True,
+            disable=not enabled,
+        )
+        self._task = None
+
+    def __enter__(self) -> "PrepareProgress":
+        if self.enabled:
+            self._progress.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.enabled:
+            self._progress.stop()
+
+    def phase(self, name: str, total_bytes: int) -> None:
+        if not self.enabled:
+            return
+        if self._task is not None:
+            self._progress.remove_task(self._task)
+        self._task = self._progress.add_task(name, total=total_bytes)
+
+    def advance(self, nbytes: int) -> None:
+        if self.enabled and self._task is not None:
+            self._progress.advance(self._task, nbytes)
 
 
 def summary(result: dict[str, Any], quiet: bool) -> None:

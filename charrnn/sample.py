@@ -8,6 +8,7 @@ one matrix-vector product per weight matrix and a handful of element-wise operat
 
 from __future__ import annotations
 
+import codecs
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -232,7 +233,10 @@ def generate(
     model.eval()
     stepper = Stepper(model)
     logits, state = warm_up(model, start_ids(vocab, prime_ids), num_samples)
-    texts = [vocab.decode([i]) for i in range(vocab.size)]
+    # Tokens are bytes decoded per row as they arrive: a subword's byte pieces may split a
+    # character, and the decoder emits it once complete. ``--length`` counts characters.
+    pieces = vocab.token_bytes()
+    decoders = [codecs.getincrementaldecoder("utf-8")("replace") for _ in range(num_samples)]
     cutters = [StopCutter(opts.stops, opts.keep_stop) for _ in range(num_samples)] if opts.stops else None
     counts = [0] * num_samples
     active = list(range(num_samples))
@@ -240,7 +244,7 @@ def generate(
         token_list = pick(logits, opts, gen).tolist()
         still = []
         for row in active:
-            piece = texts[token_list[row]]
+            piece = decoders[row].decode(pieces[token_list[row]])
             room = opts.length - counts[row]
             if len(piece) > room:
                 piece = piece[:room]
@@ -264,7 +268,8 @@ def generate(
 
 @torch.no_grad()
 def beam_search(model: CharRNN, vocab, prime_ids: list[int], width: int, length: int) -> tuple[str, float]:
-    """The most likely continuation of ``length`` tokens found with ``width`` beams.
+    """The most likely continuation of ``length`` tokens found with ``width`` beams (for a
+    subword vocabulary the text is then cut to ``length`` characters).
 
     The greedy path runs alongside as one extra row that is never pruned, so the result is
     never less likely than greedy decoding (plain beam search can, rarely, lose it).
@@ -308,5 +313,5 @@ def beam_search(model: CharRNN, vocab, prime_ids: list[int], width: int, length:
             state, greedy_state = joint[:, :-1], joint[:, -1:]
     best = int(scores.argmax())
     if float(greedy_score) > float(scores[best]):
-        return vocab.decode(greedy_seq), float(greedy_score)
-    return vocab.decode(seqs[best].tolist()), float(scores[best])
+        return vocab.decode(greedy_seq)[:length], float(greedy_score)
+    return vocab.decode(seqs[best].tolist())[:length], float(scores[best])

@@ -21,9 +21,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from charrnn import checkpoint
+from charrnn import checkpoint, distributed
 from charrnn.config import TrainConfig
 from charrnn.data import Batches, Prepared
+from charrnn.distributed import World
 from charrnn.errors import CharrnnError
 from charrnn.evaluate import evaluate
 from charrnn.model import CharRNN, ModelConfig, count_parameters, detach_state
@@ -103,15 +104,26 @@ class Trainer:
     log: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr)
     resume: dict[str, Any] | None = None
     init_from: dict[str, Any] | None = None
+    world: World = field(default_factory=World)
+    device: torch.device | None = None
 
     def __post_init__(self) -> None:
-        cfg = self.cfg
-        self.device = pick_device(cfg.device)
+        cfg, world = self.cfg, self.world
+        if not world.main:
+            self.quiet = True
+            self.log = lambda msg: None
+        self.device = self.device or pick_device(cfg.device)
         torch.manual_seed(cfg.seed)
         try:
             self.batch_size = Batches.fit_batch_size(len(self.data.train), cfg.batch_size, cfg.seq_len)
         except CharrnnError as e:
             raise CharrnnError(f"{', '.join(self.data.names[:3])}: {e}") from None
+        if world.active:
+            if self.batch_size < world.size:
+                raise CharrnnError(f"--batch-size {self.batch_size} is smaller than the {world.size} ranks; each needs a stream")
+            if cfg.batch_size % world.size:
+                raise CharrnnError(f"--batch-size {cfg.batch_size} must divide evenly over {world.size} ranks")
+            self.batch_size -= self.batch_size % world.size
         if self.batch_size < cfg.batch_size:
             self.log(
                 f"warning: corpus is short; using --batch-size {self.batch_size} instead of {cfg.batch_size}"
@@ -120,6 +132,9 @@ class Trainer:
         if len(self.data.val) < 2 and cfg.val_frac > 0:
             raise CharrnnError("validation split is empty; give more text or a larger --val-frac")
         self.batches = Batches(self.data.train, cfg.batch_size, cfg.seq_len)
+        self.rows = world.rows(cfg.batch_size)
+        # Characters the validation predictions cover, so val is in bits per character.
+        self.val_chars = self.data.vocab.count_chars(self.data.val[1:])
         self.model_cfg = ModelConfig(
             vocab_size=self.data.vocab.size,
             model=cfg.model,
@@ -131,6 +146,12 @@ class Trainer:
         )
         _check_fits_memory(self.model_cfg, cfg)
         self.model = CharRNN(self.model_cfg).to(self.device)
+        self.net = self.model
+        if world.active:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = DistributedDataParallel(self.model, device_ids=ids)
         self.opt = _make_optimizer(self.model, cfg)
         self.run = RunState()
         self.state = None
@@ -142,6 +163,7 @@ class Trainer:
 
     # -- checkpoints -------------------------------------------------------------------------
     def _payload(self, with_resume: bool) -> dict[str, Any]:
+        """The checkpoint's contents; with resume state, every rank must call it (it gathers)."""
         r = self.run
         obj: dict[str, Any] = {
             "model_config": self.model_cfg.to_dict(),
@@ -157,12 +179,15 @@ class Trainer:
         if with_resume:
             state = self.state
             if state is not None:
-                state = [s.detach().cpu() for s in state] if isinstance(state, tuple) else [state.detach().cpu()]
+                state = list(state) if isinstance(state, tuple) else [state]
+                state = [s.detach().cpu() for s in distributed.gather_rows(self.world, state)]
+            rng = distributed.gather_rng(self.world)
             obj["resume"] = {
                 "optimizer": self.opt.state_dict(),
                 "run": {k: v for k, v in r.__dict__.items() if k != "history"},
                 "history": r.history,
-                "rng_cpu": torch.get_rng_state(),
+                "rng_cpu": rng[0],
+                "rng_ranks": rng,
                 "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
                 "hidden": state,
                 "batch_size": self.batch_size,
@@ -173,7 +198,9 @@ class Trainer:
         path = self.out / name
         if not all(torch.isfinite(p).all() for p in self.model.parameters()):
             raise CharrnnError(f"refusing to save non-finite weights to {path}")
-        checkpoint.save(self._payload(with_resume), path)
+        payload = self._payload(with_resume)
+        if self.world.main:
+            checkpoint.save(payload, path)
         return path
 
     def _check_same(self, ckpt: dict[str, Any], what: str) -> None:
@@ -200,31 +227,18 @@ class Trainer:
         self.model.load_state_dict(ckpt["state_dict"])
         self.opt.load_state_dict(res["optimizer"])
         self.run = RunState(**res["run"], history=list(res["history"]))
-        torch.set_rng_state(res["rng_cpu"])
+        ranks = res.get("rng_ranks") or []
+        torch.set_rng_state(ranks[self.world.rank] if len(ranks) == self.world.size else res["rng_cpu"])
         if res["rng_cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(res["rng_cuda"])
         hidden = res["hidden"]
         if hidden is not None:
-            hidden = [h.to(self.device) for h in hidden]
+            # Saved for the whole global batch: this rank takes its own streams.
+            hidden = [h[:, self.rows].to(self.device) for h in hidden]
             self.state = tuple(hidden) if len(hidden) == 2 else hidden[0]
 
     def _load_init(self, ckpt: dict[str, Any]) -> None:
-        theirs = ckpt["vocab"]
-        if theirs != self.data.vocab.to_state():
-            from charrnn.vocab import describe_chars, from_state
-
-            vocab = from_state(theirs)
-            text = self.data.vocab.decode(np.arange(self.data.vocab.size))
-            missing = vocab.missing(text)
-            if missing:
-                raise CharrnnError(
-                    f"--init-from: the corpus has characters the checkpoint's vocabulary lacks: {describe_chars(missing)}"
-                )
-            self.data = _reencode(self.data, vocab)
-            self.batches = Batches(self.data.train, self.cfg.batch_size, self.cfg.seq_len)
-            self.model_cfg = ModelConfig(**{**self.model_cfg.to_dict(), "vocab_size": vocab.size})
-            self.model = CharRNN(self.model_cfg).to(self.device)
-            self.opt = _make_optimizer(self.model, self.cfg)
+        """Fine-tuning: the corpus was encoded with the checkpoint's vocabulary (see ``prepare``)."""
         self._check_same(ckpt, "--init-from")
         self.model.load_state_dict(ckpt["state_dict"])
 
@@ -247,6 +261,7 @@ class Trainer:
             r.epoch += 1
             self.state = None
         x, y = self.batches.window(r.window)
+        x, y = x[self.rows], y[self.rows]
         to = lambda a: torch.from_numpy(np.ascontiguousarray(a).astype(np.int64)).to(self.device)
         return to(x), to(y)
 
@@ -257,7 +272,7 @@ class Trainer:
         self.log(f"\n{signal.Signals(signum).name}: saving last.pt after this step (again to quit at once)")
 
     def fit(self) -> dict[str, Any]:
-        cfg, r = self.cfg, self.run
+        cfg = self.cfg
         if cfg.steps is None and cfg.epochs is None and cfg.time is None:
             raise CharrnnError("give a stopping point: --steps, --epochs or --time")
         self.out.mkdir(parents=True, exist_ok=True)
@@ -274,6 +289,8 @@ class Trainer:
                 signal.signal(s, h)
 
     def _write_history(self, metrics: Path) -> None:
+        if not self.world.main:
+            return
         tmp = metrics.with_name(f".{metrics.name}.tmp")
         tmp.write_text("".join(json.dumps(line) + "\n" for line in self.run.history))
         os.replace(tmp, metrics)
@@ -281,42 +298,46 @@ class Trainer:
     def _loop(self, metrics: Path) -> dict[str, Any]:
         from charrnn.progress import TrainProgress
 
-        cfg, r, model = self.cfg, self.run, self.model
+        cfg, r, model, world = self.cfg, self.run, self.model, self.world
         model.train()
-        chars_per_step = self.batch_size * cfg.seq_len
+        chars_per_step = self.batch_size * cfg.seq_len * self.data.chars_per_token
         start = time.monotonic() - r.elapsed
         last_log_time, last_log_step = time.monotonic(), r.step
         loss_sum = torch.tensor(r.loss_sum, dtype=torch.float64, device=self.device)
         params = [p for p in model.parameters()]
-        self.log(
-            f"training {cfg.model} {cfg.layers}x{cfg.hidden} ({count_parameters(model) / 1e6:.2f}M parameters) on "
-            f"{len(self.data.train):,} train / {len(self.data.val):,} val tokens, vocab {self.data.vocab.size}, "
-            f"batch {self.batch_size} x seq {cfg.seq_len}, device {self.device}"
-        )
+        if not self.quiet:
+            self.log(
+                f"training {cfg.model} {cfg.layers}x{cfg.hidden} ({count_parameters(model) / 1e6:.2f}M parameters) on "
+                f"{len(self.data.train):,} train / {len(self.data.val):,} val tokens, vocab {self.data.vocab.size}, "
+                f"batch {self.batch_size} x seq {cfg.seq_len}, device {self.device}"
+            )
         progress = TrainProgress(enabled=not self.quiet, total_steps=cfg.steps)
         with progress:
             while True:
                 elapsed = time.monotonic() - start
-                p = self._progress(elapsed)
+                # Under torchrun the ranks agree on the schedule position and on stopping.
+                p, stopping = distributed.max_all(world, self._progress(elapsed), self._stop_signal is not None)
                 if p >= 1.0:
                     break
-                if self._stop_signal is not None:
+                if stopping:
                     r.elapsed = elapsed
                     r.loss_sum = float(loss_sum)
                     path = self.save("last.pt")
                     progress.stop()
-                    raise Interrupted(self._stop_signal, path)
+                    raise Interrupted(self._stop_signal or signal.SIGTERM, path)
                 lr = lr_at(cfg, r.step, p) * r.lr_scale
                 for g in self.opt.param_groups:
                     g["lr"] = lr
                 x, y = self._batch()
-                logits, state = model(x, self.state)
+                logits, state = self.net(x, self.state)
                 loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
                 self.opt.zero_grad(set_to_none=True)
                 loss.backward()
                 gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
                 finite = torch.isfinite(loss) & torch.isfinite(gnorm)
                 r.window += 1
+                if world.active:
+                    finite = not distributed.max_all(world, float(not bool(finite)))[0]
                 if not bool(finite):
                     r.bad_steps += 1
                     r.lr_scale *= 0.5
@@ -333,12 +354,13 @@ class Trainer:
                 r.step += 1
                 loss_sum += loss.detach().double()
                 r.loss_count += 1
-                done = self._progress(time.monotonic() - start) >= 1.0
+                done = distributed.max_all(world, self._progress(time.monotonic() - start))[0] >= 1.0
                 is_log = r.step % cfg.log_every == 0 or done
                 is_eval = cfg.val_frac > 0 and (r.step % cfg.eval_every == 0 or done)
                 if is_log or is_eval:
                     now = time.monotonic()
-                    train_bpc = float(loss_sum) / r.loss_count / LN2
+                    mean_loss = float(distributed.sum_values(world, loss_sum)) / world.size / r.loss_count
+                    train_bpc = mean_loss / LN2 / self.data.chars_per_token
                     cps = (r.step - last_log_step) * chars_per_step / max(1e-9, now - last_log_time)
                     line: dict[str, Any] = {
                         "step": r.step,
@@ -352,12 +374,13 @@ class Trainer:
                     loss_sum.zero_()
                     r.loss_count = 0
                     if is_eval:
-                        score = evaluate(model, self.data.val, self.device)
+                        score = evaluate(model, self.data.val, self.device, chars=self.val_chars, world=world)
                         r.last_val = score.bpc
                         line["val_bpc"] = round(score.bpc, 5)
                     r.history.append(line)
-                    with open(metrics, "a") as f:
-                        f.write(json.dumps(line) + "\n")
+                    if world.main:
+                        with open(metrics, "a") as f:
+                            f.write(json.dumps(line) + "\n")
                     progress.update(r.step, p, train_bpc, r.last_val, cps)
                     r.elapsed = time.monotonic() - start
                     r.loss_sum = 0.0
@@ -407,10 +430,3 @@ def _check_fits_memory(model_cfg: ModelConfig, cfg: TrainConfig) -> None:
             f"model too large: about {need / 2**30:.1f} GiB needed for {params / 1e6:.0f}M parameters and "
             f"activations, this machine has {total / 2**30:.1f} GiB; lower --hidden, --layers, --batch-size or --seq-len"
         )
-
-
-def _reencode(data: Prepared, vocab) -> Prepared:
-    """The same corpus under another vocabulary (fine-tuning a model on new text)."""
-    train = vocab.encode(data.vocab.decode(data.train))
-    val = vocab.encode(data.vocab.decode(data.val)) if len(data.val) else data.val
-    return Prepared(vocab=vocab, train=train, val=val, key=data.key, names=data.names)

@@ -7,7 +7,7 @@ from charrnn import corpus
 from charrnn.errors import CharrnnError
 from charrnn.vocab import CharVocab
 
-from conftest import SHARED, TINY, run_cli, run_proc, shared
+from conftest import TINY, run_cli, run_proc, shared
 
 
 def test_decode_drops_bom_and_normalises_line_endings():
@@ -32,7 +32,7 @@ def test_directory_is_read_sorted_and_hidden_files_skipped(tmp_path):
     (tmp_path / ".hidden").write_text("no")
     files = corpus.resolve([str(tmp_path)])
     assert [Path(f).name for f in files] == ["a.txt", "b.txt", "c.txt"]
-    assert corpus.read_text(corpus.read_sources([str(tmp_path)])) == "aybeesea"
+    assert corpus.read_text(corpus.open_sources([str(tmp_path)])) == "aybeesea"
 
 
 @pytest.mark.parametrize(

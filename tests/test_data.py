@@ -57,15 +57,24 @@ def test_evaluate_matches_sequential_loss():
     assert abs(score.nats - float(nats)) < 1e-3
 
 
-def test_cache_is_reused_and_changed_corpus_reencoded(tmp_path):
+def test_cache_is_reused_and_changed_corpus_reencoded(tmp_path, monkeypatch):
+    import charrnn.data as data_mod
+
     corpus = tmp_path / "c.txt"
     corpus.write_text("hello world\n" * 50)
     cache = tmp_path / "cache"
     first = prepare([str(corpus)], cache, 0.1)
     files = sorted(p.name for p in cache.iterdir())
-    assert any(f.endswith(".npy") for f in files)
+    assert any(f.endswith(".ids") for f in files) and not any(".tmp" in f for f in files)
+
+    def no_rebuild(*a, **k):
+        raise AssertionError("the cached corpus should have been used")
+
+    monkeypatch.setattr(data_mod, "_build", no_rebuild)
     again = prepare([str(corpus)], cache, 0.1)
-    assert again.key == first.key and isinstance(again.train.base, np.memmap) or isinstance(again.train, np.memmap)
+    assert again.key == first.key and isinstance(again.train, np.memmap)
+    assert np.array_equal(np.asarray(again.train), np.asarray(first.train))
+    monkeypatch.undo()
     corpus.write_text("HELLO WORLD\n" * 50)
     changed = prepare([str(corpus)], cache, 0.1)
     assert changed.key != first.key and changed.vocab.decode(changed.train[:5]) == "HELLO"

@@ -97,7 +97,7 @@ def test_fuzz_corpus_loader(tmp_path):
             p.write_bytes(data)
             paths.append(str(p))
         try:
-            text = corpus.read_text(corpus.read_sources(paths))
+            text = corpus.read_text(corpus.open_sources(paths))
             assert isinstance(text, str) and "\r" not in text and "\ufeff" not in text[:1]
             outcomes["ok"] += 1
         except CharrnnError as e:

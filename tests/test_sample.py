@@ -1,5 +1,4 @@
 import json
-import math
 import subprocess
 import sys
 
@@ -8,7 +7,7 @@ import pytest
 import torch
 
 from charrnn.model import CharRNN, ModelConfig
-from charrnn.sample import SampleOptions, StopCutter, Stepper, beam_search, filter_logits, generate, pick, warm_up
+from charrnn.sample import SampleOptions, StopCutter, Stepper, beam_search, filter_logits, generate, pick
 from charrnn.vocab import CharVocab
 
 from conftest import run_cli

@@ -1,0 +1,139 @@
+"""Training throughput: charrnn's train step vs a plain PyTorch loop, same model, same run.
+
+Prints one JSON line per (model, implementation) with chars/s, achieved GFLOP/s and the ratio to
+the plain loop, plus the machine's measured float32 matrix-multiply peak; then peak RSS and RSS
+drift (after 100 vs 1,000 steps of the tiny model), and a table of step time against hidden size
+and sequence length. Usage: python bench/train_speed.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import corpus, emit  # noqa: E402
+
+from charrnn.config import make_config  # noqa: E402
+from charrnn.data import prepare  # noqa: E402
+from charrnn.train import Trainer  # noqa: E402
+
+
+def matmul_peak() -> float:
+    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    for _ in range(3):
+        a @ b
+    n, start = 20, time.perf_counter()
+    for _ in range(n):
+        a @ b
+    return n * 2 * 1024**3 / (time.perf_counter() - start) / 1e9
+
+
+def flops_per_char(layers: int, hidden: int, embed: int, vocab: int) -> float:
+    """Matrix-multiply FLOPs of one training character: forward (2 per MAC) x 3 for backward."""
+    macs = 4 * hidden * (embed + hidden) + (layers - 1) * 4 * hidden * 2 * hidden + hidden * vocab
+    return 3 * 2 * macs
+
+
+def plain_loop(ids: np.ndarray, vocab: int, layers: int, hidden: int, embed: int, batch: int, seq: int, steps: int) -> float:
+    torch.manual_seed(0)
+    emb, rnn, head = nn.Embedding(vocab, embed), nn.LSTM(embed, hidden, layers, batch_first=True, dropout=0.2), nn.Linear(hidden, vocab)
+    params = [*emb.parameters(), *rnn.parameters(), *head.parameters()]
+    opt = torch.optim.Adam(params, lr=2e-3)
+    per = (len(ids) - 1) // batch
+    xs = torch.from_numpy(ids[: batch * per].astype(np.int64).reshape(batch, per))
+    ys = torch.from_numpy(ids[1 : batch * per + 1].astype(np.int64).reshape(batch, per))
+    state, times = None, []
+    for k in range(steps):
+        start = time.perf_counter()
+        x, y = xs[:, k * seq : (k + 1) * seq], ys[:, k * seq : (k + 1) * seq]
+        out, state = rnn(emb(x), state)
+        state = tuple(s.detach() for s in state)
+        loss = nn.functional.cross_entropy(head(nn.functional.dropout(out, 0.2)).reshape(-1, vocab), y.reshape(-1))
+        opt.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(params, 5.0)
+        opt.step()
+        loss.item()
+        times.append(time.perf_counter() - start)
+    return batch * seq / statistics.median(times[2:])
+
+
+def charrnn_loop(path: Path, layers: int, hidden: int, embed: int, batch: int, seq: int, steps: int) -> tuple[float, list]:
+    cfg = make_config(None, dict(layers=layers, hidden=hidden, embed=embed, dropout=0.2, batch_size=batch,
+                                 seq_len=seq, steps=steps, eval_every=10**9, log_every=5, val_frac=0.01))
+    with tempfile.TemporaryDirectory() as out:
+        trainer = Trainer(cfg, prepare([str(path)], None, cfg.val_frac), Path(out), quiet=True)
+        trainer.fit()
+        lines = [json.loads(l) for l in (Path(out) / "metrics.jsonl").read_text().splitlines()]
+    return statistics.median(l["chars_per_s"] for l in lines[1:-1]), lines
+
+
+def rss_mb() -> float:
+    """Current resident memory (Linux /proc), to see drift rather than the high-water mark."""
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return pages * resource.getpagesize() / 2**20
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="fewer steps and no scaling table")
+    args = ap.parse_args()
+    path = corpus("tinyshakespeare.txt")
+    data = prepare([str(path)], None, 0.1)
+    vocab = data.vocab.size
+    peak = matmul_peak()
+    emit(bench="train_speed", what="matmul_peak_gflops", value=round(peak, 1))
+    steps = 8 if args.quick else 25
+    for layers, hidden, embed, batch, seq in ((2, 512, 512, 64, 100), (2, 128, 128, 50, 50)):
+        name = f"lstm {layers}x{hidden} seq {seq} batch {batch}"
+        plain = plain_loop(np.asarray(data.train), vocab, layers, hidden, embed, batch, seq, steps)
+        ours, _ = charrnn_loop(path, layers, hidden, embed, batch, seq, steps * 2)
+        fpc = flops_per_char(layers, hidden, embed, vocab)
+        emit(bench="train_speed", model=name, who="plain", chars_per_s=round(plain), gflops=round(plain * fpc / 1e9, 1))
+        emit(bench="train_speed", model=name, who="charrnn", chars_per_s=round(ours), gflops=round(ours * fpc / 1e9, 1),
+             vs_plain=round(ours / plain, 3), peak_gflops=round(peak, 1))
+    # Memory: RSS must not grow over a long run.
+    cfg = make_config("tiny", dict(steps=100 if args.quick else 1000, eval_every=10**9, log_every=10, val_frac=0.01))
+    with tempfile.TemporaryDirectory() as out:
+        trainer = Trainer(cfg, prepare([str(path)], None, 0.01), Path(out), quiet=True)
+        marks: dict[int, float] = {}
+
+        class Marking(list):
+            """The metrics history, noting the RSS when steps 100 and 1000 are logged."""
+
+            def append(self, line: dict) -> None:
+                super().append(line)
+                if line["step"] in (100, 1000):
+                    marks[line["step"]] = rss_mb()
+
+        trainer.run.history = Marking()
+        trainer.fit()
+    emit(bench="train_speed", what="rss_mb", after_100=round(marks.get(100, 0), 1), after_1000=round(marks.get(1000, 0), 1),
+         peak_rss_mb=round(peak_rss_mb(), 1))
+    if args.quick:
+        return
+    for hidden in (128, 256, 512, 1024):
+        ours, _ = charrnn_loop(path, 2, hidden, 128, 64, 100, 12)
+        emit(bench="train_speed", table="hidden", hidden=hidden, seq=100, batch=64, ms_per_step=round(64 * 100 / ours * 1000, 1), chars_per_s=round(ours))
+    for seq in (50, 100, 200, 400):
+        ours, _ = charrnn_loop(path, 2, 512, 128, 64, seq, 10)
+        emit(bench="train_speed", table="seq_len", hidden=512, seq=seq, batch=64, ms_per_step=round(64 * seq / ours * 1000, 1), chars_per_s=round(ours))
+
+
+if __name__ == "__main__":
+    main()
