@@ -137,7 +137,8 @@ def _scan(sources: list[corpus.Source], bar) -> tuple[int, np.ndarray]:
     for text in _chunks(sources, bar):
         n += len(text)
         points = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
-        counts += np.bincount(points, minlength=_CODEPOINTS)
+        seen = np.bincount(points)
+        counts[: len(seen)] += seen
     if all(chr(int(p)).isspace() for p in np.flatnonzero(counts)):
         raise CharrnnError(f"{corpus.describe(sources)}: corpus is empty")
     return n, counts
