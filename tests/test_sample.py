@@ -96,7 +96,8 @@ def test_beam_is_at_least_as_likely_as_greedy():
     text, score = beam_search(model, vocab, prime, width=5, length=30)
     greedy = "".join(p for _, p in generate(model, vocab, SampleOptions(length=30, greedy=True), prime))
     ids = vocab.encode("ab" + greedy).astype(np.int64)
-    logits, _ = model(torch.from_numpy(ids)[None])
+    with torch.no_grad():
+        logits, _ = model(torch.from_numpy(ids)[None])
     logp = logits[0, 1:-1].log_softmax(-1).gather(1, torch.from_numpy(ids[2:])[:, None]).sum()
     assert len(text) == 30 and score >= float(logp) - 1e-6
 
