@@ -236,6 +236,19 @@ def _gate_rows(w: Tensor, k: int, H: int) -> Tensor:
     return w[k * H : (k + 1) * H]
 
 
+def _torch_layer(rnn: nn.RNNBase, layer: int) -> dict[str, Tensor]:
+    return {n: getattr(rnn, f"{n}_l{layer}").detach() for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
+
+
+def _joined_gates(p: dict[str, Tensor], names: str, H: int) -> dict[str, Tensor]:
+    """Gate ``k`` (named ``names[k]``) on ``[h, x]``: ``W = [W_hk | W_ik]``, ``b = b_ik + b_hk``."""
+    out = {}
+    for k, name in enumerate(names):
+        out[f"W_{name}"] = torch.cat([_gate_rows(p["weight_hh"], k, H), _gate_rows(p["weight_ih"], k, H)], 1)
+        out[f"b_{name}"] = _gate_rows(p["bias_ih"], k, H) + _gate_rows(p["bias_hh"], k, H)
+    return out
+
+
 def lstm_weights_from_torch(rnn: nn.LSTM, layer: int) -> dict[str, Tensor]:
     """Per-gate textbook weights of one ``nn.LSTM`` layer.
 
@@ -243,13 +256,7 @@ def lstm_weights_from_torch(rnn: nn.LSTM, layer: int) -> dict[str, Tensor]:
     biases; the textbook gate ``k`` acts on ``[h, x]`` with ``W_k = [W_hk | W_ik]`` and
     ``b_k = b_ik + b_hk``. Returns ``W_i, b_i, W_f, b_f, W_g, b_g, W_o, b_o``.
     """
-    H = rnn.hidden_size
-    p = {n: getattr(rnn, f"{n}_l{layer}").detach() for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
-    out = {}
-    for k, name in enumerate("ifgo"):
-        out[f"W_{name}"] = torch.cat([_gate_rows(p["weight_hh"], k, H), _gate_rows(p["weight_ih"], k, H)], 1)
-        out[f"b_{name}"] = _gate_rows(p["bias_ih"], k, H) + _gate_rows(p["bias_hh"], k, H)
-    return out
+    return _joined_gates(_torch_layer(rnn, layer), "ifgo", rnn.hidden_size)
 
 
 def gru_weights_from_torch(rnn: nn.GRU, layer: int) -> dict[str, Tensor]:
@@ -260,11 +267,8 @@ def gru_weights_from_torch(rnn: nn.GRU, layer: int) -> dict[str, Tensor]:
     reset gate after the recurrent product, so ``b_hn`` cannot be merged into ``b_in``.
     """
     H = rnn.hidden_size
-    p = {n: getattr(rnn, f"{n}_l{layer}").detach() for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
-    out = {}
-    for k, name in enumerate("rz"):
-        out[f"W_{name}"] = torch.cat([_gate_rows(p["weight_hh"], k, H), _gate_rows(p["weight_ih"], k, H)], 1)
-        out[f"b_{name}"] = _gate_rows(p["bias_ih"], k, H) + _gate_rows(p["bias_hh"], k, H)
+    p = _torch_layer(rnn, layer)
+    out = _joined_gates(p, "rz", H)
     out["W_in"], out["b_in"] = _gate_rows(p["weight_ih"], 2, H), _gate_rows(p["bias_ih"], 2, H)
     out["W_hn"], out["b_hn"] = _gate_rows(p["weight_hh"], 2, H), _gate_rows(p["bias_hh"], 2, H)
     return out

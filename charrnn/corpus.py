@@ -16,7 +16,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Callable, Iterator
 
 from charrnn.errors import CharrnnError
 
@@ -139,7 +139,7 @@ def iter_text(f: BinaryIO, name: str, chunk_bytes: int | None = None) -> Iterato
             return
 
 
-def iter_corpus(sources: list[Source], chunk_bytes: int | None = None) -> Iterator[tuple[str, int]]:
+def iter_corpus(sources: list[Source]) -> Iterator[tuple[str, int]]:
     """Every file's text chunks in order; files are joined as they are (each keeps its own ending)."""
     for s in sources:
         try:
@@ -147,7 +147,7 @@ def iter_corpus(sources: list[Source], chunk_bytes: int | None = None) -> Iterat
         except OSError as e:
             raise CharrnnError(f"{s.name}: cannot read ({e.strerror})") from None
         with f:
-            yield from iter_text(f, s.name, chunk_bytes)
+            yield from iter_text(f, s.name)
 
 
 def decode(data: bytes, name: str) -> str:
@@ -167,14 +167,18 @@ def describe(sources: list[Source]) -> str:
     return ", ".join(s.name for s in sources[:3]) + (" ..." if len(sources) > 3 else "")
 
 
-def fingerprint(sources: list[Source]) -> str:
-    """Hash of the files' contents in order, so a cache is never served for changed text."""
+def fingerprint(sources: list[Source], advance: Callable[[int], None] = lambda n: None) -> str:
+    """Hash of the files' contents in order, so a cache is never served for changed text.
+
+    ``advance`` is told how many bytes each chunk held (a progress bar).
+    """
     h = hashlib.sha256()
     for s in sources:
         h.update(s.size.to_bytes(8, "little"))
         with open(s.path, "rb") as f:
             while chunk := f.read(CHUNK_BYTES):
                 h.update(chunk)
+                advance(len(chunk))
     return h.hexdigest()
 
 

@@ -94,14 +94,14 @@ def prepare(
         total = sum(s.size for s in sources)
         with PrepareProgress(enabled=show_progress and total > 0) as bar:
             bar.phase("hashing", total)
-            digest = _hash(sources, bar)
+            digest = corpus.fingerprint(sources, bar.advance)
             settings = json.dumps([spec.kind, spec.size, val_frac, vocab.to_state() if vocab else None], default=_bytes_hash)
             key = f"{digest[:24]}-{spec.kind}-{hashlib.sha256(settings.encode()).hexdigest()[:12]}-v{CACHE_VERSION}"
             if cache_dir is not None:
                 cached = _load_cache(cache_dir, key, names)
                 if cached is not None:
                     return cached
-            return _build(sources, names, key, cache_dir, val_frac, spec, vocab, bar)
+            return _build(sources, names, total, key, cache_dir, val_frac, spec, vocab, bar)
     finally:
         corpus.release(sources)
 
@@ -110,17 +110,6 @@ def _bytes_hash(value: object) -> str:
     if isinstance(value, bytes):
         return hashlib.sha256(value).hexdigest()
     raise TypeError(type(value).__name__)
-
-
-def _hash(sources: list[corpus.Source], bar) -> str:
-    h = hashlib.sha256()
-    for s in sources:
-        h.update(s.size.to_bytes(8, "little"))
-        with open(s.path, "rb") as f:
-            while chunk := f.read(corpus.CHUNK_BYTES):
-                h.update(chunk)
-                bar.advance(len(chunk))
-    return h.hexdigest()
 
 
 def _chunks(sources: list[corpus.Source], bar) -> Iterator[str]:
@@ -219,8 +208,7 @@ def _train_lines(sources: list[corpus.Source], cut: int, bar) -> Iterator[str]:
                 yield line
 
 
-def _build(sources, names, key, cache_dir, val_frac, spec, vocab, bar) -> Prepared:
-    total = sum(s.size for s in sources)
+def _build(sources, names, total, key, cache_dir, val_frac, spec, vocab, bar) -> Prepared:
     bar.phase("scanning", total)
     n_chars, counts = _scan(sources, bar)
     cut = split_point(n_chars, val_frac)
@@ -263,7 +251,7 @@ def _build(sources, names, key, cache_dir, val_frac, spec, vocab, bar) -> Prepar
         "train_chars": cut,
         "val_chars": n_chars - cut,
     }
-    _commit_cache(cache_dir, key, target, vocab, meta)
+    _commit_cache(cache_dir, key, target, meta)
     cached = _load_cache(cache_dir, key, names)
     if cached is None:
         raise CharrnnError(f"the corpus cache just written in {cache_dir} does not read back (disk full?)")
@@ -311,7 +299,7 @@ def _cache_paths(cache_dir: Path, key: str) -> tuple[Path, Path, Path]:
     return cache_dir / f"{key}.ids", cache_dir / f"{key}.json", cache_dir / f"{key}.vocab"
 
 
-def _commit_cache(cache_dir: Path, key: str, ids_tmp: Path, vocab: Vocab, meta: dict) -> None:
+def _commit_cache(cache_dir: Path, key: str, ids_tmp: Path, meta: dict) -> None:
     """Rename the ids into place, then write the metadata; the metadata marks the set complete."""
     ids_path, meta_path, vocab_path = _cache_paths(cache_dir, key)
     try:
