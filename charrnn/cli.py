@@ -78,6 +78,7 @@ def train(
     out: Optional[Path] = typer.Option(None, help="Run directory (default checkpoints/<corpus-name>)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out (or the RUN_DIR given as corpus) from its last.pt."),
     init_from: Optional[Path] = typer.Option(None, help="Start from this checkpoint's weights (fine-tuning); a fresh run otherwise."),
+    tensorboard: Optional[bool] = typer.Option(None, "--tensorboard/--no-tensorboard", help="Also log the metrics for TensorBoard in RUN_DIR/tensorboard (needs: pip install 'charrnn[tensorboard]')."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
 ) -> None:
     """Train a model on a corpus; writes best.pt, last.pt and metrics.jsonl to the run directory."""
@@ -165,6 +166,8 @@ def _train(corpus, preset, out, resume, init_from, quiet, time, **flags) -> None
         summary(result, quiet)
         if not quiet:
             print(f"sample with: charrnn sample {out}", file=sys.stderr)
+            if cfg.tensorboard:
+                print(f"curves in TensorBoard: tensorboard --logdir {out / 'tensorboard'}", file=sys.stderr)
 
 
 class _Out:
@@ -349,6 +352,77 @@ def evaluate_cmd(
                 print(f"{k:<16}{v}")
     except CharrnnError as e:
         _fail(str(e))
+
+
+@app.command()
+def plot(
+    runs: list[Path] = typer.Argument(..., metavar="RUN_DIR...", help="Run directories (or their metrics.jsonl files) to overlay."),
+    output: Path = typer.Option(Path("curves.png"), "--output", "-o", help="Image to write: .png, .svg or .pdf."),
+    title: Optional[str] = typer.Option(None, help="Figure title."),
+) -> None:
+    """Train and val bits/char against step and wall time, several runs overlaid (needs matplotlib)."""
+    try:
+        from charrnn.plot import plot_runs
+
+        print(f"wrote {plot_runs(runs, output, title)}", file=sys.stderr)
+    except CharrnnError as e:
+        _fail(str(e))
+
+
+@app.command()
+def viz(
+    checkpoint_path: Path = typer.Argument(..., metavar="CHECKPOINT", help="Checkpoint file or run directory."),
+    text: str = typer.Argument(..., help="Text file to read through the model, or - for stdin."),
+    output: Path = typer.Option(Path("viz.html"), "--output", "-o", help="HTML page to write."),
+    unit: list[str] = typer.Option([], help="LAYER:UNIT (from 0; cell state for LSTMs) or LAYER:UNIT:h|c to offer on the page (repeatable)."),
+    length: int = typer.Option(2000, min=1, max=50_000, help="Characters of the text to show."),
+    offset: int = typer.Option(0, min=0, help="Characters of the text to skip first."),
+    top: int = typer.Option(5, min=1, max=100, help="Units listed per feature."),
+    unknown: str = typer.Option("error", help="Characters outside the vocabulary: error | skip."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Do not print the unit ranking."),
+) -> None:
+    """An HTML page of the text coloured by surprisal or by any unit, with the units that track
+    quotes, line position and speaker cues found for you; hover a character for the predictions."""
+    try:
+        _viz(checkpoint_path, text, output, unit, length, offset, top, unknown, quiet)
+    except CharrnnError as e:
+        _fail(str(e))
+
+
+def _viz(checkpoint_path, text, output, units, length, offset, top, unknown, quiet) -> None:
+    from charrnn import checkpoint, corpus
+    from charrnn.sample import encode_prime
+    from charrnn.trace import parse_unit, rank_units, trace
+    from charrnn.viz import render
+
+    if unknown not in ("error", "skip"):
+        raise CharrnnError(f"--unknown must be error or skip (got {unknown!r})")
+    if text != corpus.STDIN and not Path(text).exists():
+        raise CharrnnError(f"{text}: no such file (TEXT is a file; for a literal text: echo '...' | charrnn viz CHECKPOINT -)")
+    ckpt = checkpoint.load(checkpoint_path)
+    model, vocab = checkpoint.build_model(ckpt)
+    chosen = [parse_unit(u, model) for u in units]
+    sources = corpus.open_sources([text])
+    try:
+        body = corpus.read_text(sources)[offset : offset + length]
+    finally:
+        corpus.release(sources)
+    if not body:
+        raise CharrnnError(f"{text}: no text to show" + (f" after --offset {offset}" if offset else ""))
+    tr = trace(model, vocab, encode_prime(vocab, body, unknown, what="the text"))
+    ranking = rank_units(tr, top)
+    cfg = model.cfg
+    subtitle = f"{Path(ckpt['path'])} · {cfg.model} {cfg.layers}x{cfg.hidden}, {vocab.kind} vocabulary of {vocab.size}"
+    page = render(tr, f"charrnn viz: {Path(text).name if text != corpus.STDIN else 'stdin'}", subtitle, chosen, ranking)
+    try:
+        output.write_text(page, encoding="utf-8")
+    except OSError as e:
+        raise CharrnnError(f"cannot write {output} ({e.strerror or e})") from None
+    if not quiet:
+        for feature, scored in ranking.items():
+            best = ", ".join(f"{u.name} (r={r:+.2f})" for u, r in scored[:3])
+            print(f"{feature:<22}{best}", file=sys.stderr)
+    print(f"wrote {output}", file=sys.stderr)
 
 
 def main() -> None:

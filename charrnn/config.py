@@ -47,6 +47,7 @@ class TrainConfig:
     device: str = "auto"
     vocab: str = "char"
     vocab_size: int | None = None
+    tensorboard: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)

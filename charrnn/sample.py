@@ -158,15 +158,16 @@ class Stepper:
         return logits, torch.stack(hs)
 
 
-def encode_prime(vocab, prime: str, unknown: str = "error") -> list[int]:
-    """Prime text as ids; characters outside the vocabulary are an error or skipped."""
+def encode_prime(vocab, prime: str, unknown: str = "error", what: str = "prime text") -> list[int]:
+    """Prime text (or any ``what`` a user gives) as ids; characters outside the vocabulary are
+    an error or skipped."""
     from charrnn.vocab import describe_chars
 
     missing = vocab.missing(prime)
     if missing:
         if unknown != "skip":
             raise CharrnnError(
-                f"prime text has characters the vocabulary lacks: {describe_chars(missing)} "
+                f"{what} has characters the vocabulary lacks: {describe_chars(missing)} "
                 "(use --unknown skip to drop them)"
             )
         prime = "".join(c for c in prime if c not in set(missing))

@@ -31,6 +31,8 @@ from charrnn.model import CharRNN, ModelConfig, count_parameters, detach_state
 
 LN2 = math.log(2)
 MAX_BAD_STEPS = 5
+# metrics.jsonl fields mirrored to TensorBoard with --tensorboard, and their tags there.
+TENSORBOARD_TAGS = {"train_bpc": "bpc/train", "val_bpc": "bpc/val", "lr": "lr", "chars_per_s": "chars_per_s"}
 
 
 class Interrupted(Exception):
@@ -280,13 +282,29 @@ class Trainer:
             raise CharrnnError(f"--out {self.out}: directory is not writable")
         metrics = self.out / "metrics.jsonl"
         self._write_history(metrics)
+        board = self._open_tensorboard() if cfg.tensorboard and self.world.main else None
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             with torch.enable_grad():
-                return self._loop(metrics)
+                return self._loop(metrics, board)
         finally:
             for s, h in old.items():
                 signal.signal(s, h)
+            if board is not None:
+                board.close()
+
+    def _open_tensorboard(self):
+        """A SummaryWriter in RUN_DIR/tensorboard. A resumed run drops the events logged after
+        its checkpoint (they will be logged again); a fresh run starts the directory over."""
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise CharrnnError("--tensorboard needs the tensorboard package: pip install 'charrnn[tensorboard]'") from None
+        log_dir = self.out / "tensorboard"
+        if self.resume is None and log_dir.is_dir():
+            for old in log_dir.glob("events.out.tfevents.*"):
+                old.unlink()
+        return SummaryWriter(str(log_dir), purge_step=self.run.step + 1 if self.resume is not None else None)
 
     def _write_history(self, metrics: Path) -> None:
         if not self.world.main:
@@ -295,7 +313,7 @@ class Trainer:
         tmp.write_text("".join(json.dumps(line) + "\n" for line in self.run.history))
         os.replace(tmp, metrics)
 
-    def _loop(self, metrics: Path) -> dict[str, Any]:
+    def _loop(self, metrics: Path, board: Any = None) -> dict[str, Any]:
         from charrnn.progress import TrainProgress
 
         cfg, r, model, world = self.cfg, self.run, self.model, self.world
@@ -381,6 +399,11 @@ class Trainer:
                     if world.main:
                         with open(metrics, "a") as f:
                             f.write(json.dumps(line) + "\n")
+                    if board is not None:
+                        for key, tag in TENSORBOARD_TAGS.items():
+                            if line[key] is not None:
+                                board.add_scalar(tag, line[key], r.step)
+                        board.flush()
                     progress.update(r.step, p, train_bpc, r.last_val, cps)
                     r.elapsed = time.monotonic() - start
                     r.loss_sum = 0.0
