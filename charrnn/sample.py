@@ -66,7 +66,11 @@ def pick(logits: torch.Tensor, opts: SampleOptions, gen: torch.Generator | None)
     if opts.greedy:
         return logits.argmax(-1)
     probs = filter_logits(logits, opts.temp, opts.top_k, opts.top_p).softmax(-1)
-    return torch.multinomial(probs, 1, generator=gen).squeeze(-1)
+    # One draw per row by the exponential race: argmax(p_k / E_k) with E_k ~ Exp(1) picks k with
+    # probability p_k, what torch.multinomial does for one sample, without its per-call checks
+    # (a quarter of the per-character overhead at batch 1). Excluded tokens have p = 0.
+    race = torch.empty_like(probs).exponential_(generator=gen)
+    return probs.div_(race).argmax(-1)
 
 
 class Stepper:
@@ -99,6 +103,14 @@ class Stepper:
                     self.b_ih, self.b_hh = b_ih, b_hh
                 else:
                     self.b_ih = [a + b for a, b in zip(b_ih, b_hh)]
+                    if self.kind == "lstm":
+                        # Gate columns reordered i, f, g, o -> i, f, o, g: one sigmoid over the
+                        # first three gates and one tanh per step instead of four calls.
+                        H = cfg.hidden
+                        order = torch.cat([torch.arange(2 * H), torch.arange(3 * H, 4 * H), torch.arange(2 * H, 3 * H)])
+                        self.w_hh = [m[:, order].contiguous() for m in self.w_hh]
+                        self.w_ih = [m[:, order].contiguous() for m in self.w_ih]
+                        self.b_ih = [b[order] for b in self.b_ih]
                     # Layers above the first: one product of [x, h] with the stacked matrices.
                     self.w_cat = [None] + [torch.cat([self.w_ih[i], self.w_hh[i]], 0) for i in range(1, cfg.layers)]
             # Layer 0's input product depends only on the token: precompute it for every token.
@@ -141,12 +153,9 @@ class Stepper:
                 else:
                     g = torch.addmm(self.b_ih[i], torch.cat([x, h], 1), self.w_cat[i])
                 if self.kind == "lstm":
-                    i_g = torch.sigmoid(g[:, :H])
-                    f_g = torch.sigmoid(g[:, H : 2 * H])
-                    g_g = torch.tanh(g[:, 2 * H : 3 * H])
-                    o_g = torch.sigmoid(g[:, 3 * H :])
-                    c = f_g * c_all[i] + i_g * g_g
-                    h = o_g * torch.tanh(c)
+                    gates = torch.sigmoid(g[:, : 3 * H])
+                    c = torch.addcmul(gates[:, H : 2 * H] * c_all[i], gates[:, :H], torch.tanh(g[:, 3 * H :]))
+                    h = gates[:, 2 * H :] * torch.tanh(c)
                     cs.append(c)
                 else:
                     h = torch.tanh(g)
