@@ -113,8 +113,8 @@ def plot_runs(paths: list[Path], out: Path, title: str | None = None) -> Path:
     by_step.set_xlabel("step")
     by_time.set_xlabel(f"training time ({unit})")
     by_step.set_ylabel("bits per character")
-    by_step.set_title("by step (dashed: train, dots: val)")
-    by_time.set_title("by wall time (dashed: train, dots: val)")
+    by_step.set_title("by step (dashed: train, solid: val)")
+    by_time.set_title("by wall time (dashed: train, solid: val)")
     for ax in (by_step, by_time):
         ax.grid(True, alpha=0.3)
     by_time.legend(loc="upper right", fontsize="small")
