@@ -107,7 +107,7 @@ def main() -> None:
     med = {k: statistics.median(v) for k, v in rounds.items()}
     plain, b1, b64 = med["plain"], med["b1"], med["b64"]
     bound = med["bw"] / weight_bytes
-    compute_bound = 64 * med["flops"] / sum(2 * 64 * k * n for k, n in shapes)
+    compute_bound = med["flops"] / sum(2 * k * n for k, n in shapes)  # characters: 2kn FLOPs each per matrix
     emit(bench="sampler", who="plain nn.LSTM loop, fresh process", batch=1, chars_per_s=round(fresh, 1))
     emit(bench="sampler", who="plain nn.LSTM loop, warm allocator", batch=1, chars_per_s=round(plain, 1),
          runs=[round(v) for v in rounds["plain"]])

@@ -215,6 +215,12 @@ def sample(
         _fail(f"cannot write the sample to stdout ({e.strerror or e})", code=1)
 
 
+def _check_unknown(unknown: str) -> None:
+    """--unknown of sample and viz, checked before any checkpoint is loaded."""
+    if unknown not in ("error", "skip"):
+        raise CharrnnError(f"--unknown must be error or skip (got {unknown!r})")
+
+
 def _detach_stdout() -> None:
     """Point stdout at /dev/null so the interpreter's final flush cannot fail again at exit."""
     devnull = os.open(os.devnull, os.O_WRONLY)
@@ -226,8 +232,7 @@ def _sample(checkpoint_path, prime, prime_file, unknown, stop, separator, as_jso
 
     opts = SampleOptions(stops=[_unescape(s) for s in stop], **o)
     opts.check()
-    if unknown not in ("error", "skip"):
-        raise CharrnnError(f"--unknown must be error or skip (got {unknown!r})")
+    _check_unknown(unknown)
     if prime is not None and prime_file is not None:
         raise CharrnnError("give --prime or --prime-file, not both")
     if prime_file is not None:
@@ -395,8 +400,7 @@ def _viz(checkpoint_path, text, output, units, length, offset, top, unknown, qui
     from charrnn.trace import parse_unit, rank_units, trace
     from charrnn.viz import render
 
-    if unknown not in ("error", "skip"):
-        raise CharrnnError(f"--unknown must be error or skip (got {unknown!r})")
+    _check_unknown(unknown)
     if text != corpus.STDIN and not Path(text).exists():
         raise CharrnnError(f"{text}: no such file (TEXT is a file; for a literal text: echo '...' | charrnn viz CHECKPOINT -)")
     ckpt = checkpoint.load(checkpoint_path)

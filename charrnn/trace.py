@@ -109,13 +109,14 @@ def trace(model: CharRNN, vocab, ids: list[int]) -> Trace:
     for t in start_ids(vocab, []):
         logits, state = stepper.step(torch.tensor([t]), state)
     pieces = vocab.token_bytes()
+    logp = logits[0].log_softmax(-1)
     logps, tops, hs, cs = [], [], [], []
     for i in ids:
-        logps.append(float(logits[0].log_softmax(-1)[i]))
+        logps.append(float(logp[i]))
         logits, state = stepper.step(torch.tensor([i]), state)
-        p = logits[0].softmax(-1)
-        top = torch.topk(p, min(TOP_PREDICTIONS, p.numel()))
-        tops.append(list(zip(top.indices.tolist(), top.values.tolist())))
+        logp = logits[0].log_softmax(-1)  # the next token's distribution: scored above, top-5 here
+        top = torch.topk(logp, min(TOP_PREDICTIONS, logp.numel()))
+        tops.append(list(zip(top.indices.tolist(), top.values.exp().tolist())))
         h, c = state if paired else (state, None)
         hs.append(h[:, 0].numpy().copy())
         if paired:
