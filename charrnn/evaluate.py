@@ -13,6 +13,13 @@ from charrnn.data import val_streams
 from charrnn.distributed import World, sum_values
 from charrnn.model import CharRNN, select_state
 
+# Each stream starts from a zero state and pays ~11 extra bits before its context builds up
+# (measured on tinyshakespeare: 32 streams over the 111k-char val split read 0.003 bpc worse than
+# 2 streams, 128 streams 0.012 worse). 16k tokens per stream keeps that under 0.001 bpc, and
+# still gives a GPU hundreds of rows on a large validation split.
+TOKENS_PER_STREAM = 16384
+MAX_STREAMS = 256
+
 
 @dataclass(frozen=True)
 class Score:
@@ -43,15 +50,16 @@ def evaluate(
     model: CharRNN,
     ids: np.ndarray,
     device: torch.device,
-    streams: int = 32,
+    streams: int | None = None,
     window: int = 256,
     chars: int | None = None,
     world: World | None = None,
 ) -> Score:
     """Score every prediction of ``ids`` exactly once.
 
-    The text runs as ``streams`` contiguous rows in parallel (fast), and the few leftover
-    positions continue the last row's state, so nothing is skipped and nothing counted twice.
+    The text runs as ``streams`` contiguous rows in parallel (by default one per 16k tokens, so the
+    zero state each row starts from costs almost nothing), and the few leftover positions continue
+    the last row's state, so nothing is skipped and nothing counted twice.
     ``chars`` is how many characters the predicted tokens (all but the first) decode to; it
     defaults to one per token (a character vocabulary), and makes subword scores comparable.
     Under torchrun each rank scores a block of the rows and the totals are summed, which gives
@@ -59,6 +67,8 @@ def evaluate(
     """
     was_training = model.training
     model.eval()
+    if streams is None:
+        streams = max(1, min(MAX_STREAMS, (len(ids) - 1) // TOKENS_PER_STREAM))
     inputs, targets, tail_in, tail_tgt = val_streams(ids, streams)
     holds_last = True
     if world is not None and world.active:

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 
 from charrnn.data import Batches, prepare, val_streams
@@ -55,6 +56,21 @@ def test_evaluate_matches_sequential_loss():
     nats = torch.nn.functional.cross_entropy(logits[0], torch.from_numpy(ids[1:]), reduction="sum")
     score = evaluate(model, ids, torch.device("cpu"), streams=1, window=64)
     assert abs(score.nats - float(nats)) < 1e-3
+
+
+def test_evaluate_picks_few_long_streams(monkeypatch):
+    """By default a row per TOKENS_PER_STREAM tokens: long rows, so the zero start state is rare."""
+    import charrnn.evaluate as evaluate_mod
+
+    monkeypatch.setattr(evaluate_mod, "TOKENS_PER_STREAM", 100)
+    torch.manual_seed(0)
+    model = CharRNN(ModelConfig(vocab_size=20, layers=1, hidden=16, embed=8, dropout=0.0)).eval()
+    ids = np.random.default_rng(1).integers(0, 20, 1001)
+    cpu = torch.device("cpu")
+    assert evaluate(model, ids, cpu).nats == pytest.approx(evaluate(model, ids, cpu, streams=10).nats, abs=1e-6)
+    assert evaluate(model, ids, cpu).nats != pytest.approx(evaluate(model, ids, cpu, streams=5).nats, abs=1e-3)
+    short = ids[:80]
+    assert evaluate(model, short, cpu).nats == pytest.approx(evaluate(model, short, cpu, streams=1).nats, abs=1e-6)
 
 
 def test_cache_is_reused_and_changed_corpus_reencoded(tmp_path, monkeypatch):
