@@ -61,7 +61,7 @@ def train(
     seq_len: Optional[int] = typer.Option(None, min=1, max=100000, help="Truncated BPTT window length."),
     batch_size: Optional[int] = typer.Option(None, min=1, max=65536, help="Parallel streams per step."),
     lr: Optional[float] = typer.Option(None, min=0.0, max=10.0, help="Peak learning rate."),
-    min_lr: Optional[float] = typer.Option(None, min=0.0, max=10.0, help="Final learning rate of the cosine decay (default lr/10)."),
+    min_lr: Optional[float] = typer.Option(None, min=0.0, max=10.0, help="Final learning rate of the cosine decay (default lr/100)."),
     warmup: Optional[int] = typer.Option(None, min=1, max=10**9, help="Linear warm-up steps."),
     weight_decay: Optional[float] = typer.Option(None, min=0.0, max=10.0, help="AdamW weight decay on matrices."),
     grad_clip: Optional[float] = typer.Option(None, min=0.0, max=1e6, help="Global gradient-norm clip."),

@@ -68,7 +68,7 @@ class TrainConfig:
 
     @property
     def final_lr(self) -> float:
-        return self.min_lr if self.min_lr is not None else self.lr / 10
+        return self.min_lr if self.min_lr is not None else self.lr / 100
 
 
 def make_config(preset: str | None, overrides: dict) -> TrainConfig:

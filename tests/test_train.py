@@ -5,6 +5,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 
 from charrnn import checkpoint
@@ -104,3 +105,18 @@ def test_init_from_fine_tunes_subset_corpus(tmp_path, trained_run):
     sub.write_text("ANNA: the sea is dark.\n" * 40)
     r = run_cli("train", sub, *TINY, "--steps", "5", "--init-from", trained_run / "best.pt", "--out", tmp_path / "o", "--quiet")
     assert r.exit_code == 0, r.stderr
+
+
+def test_learning_rate_warms_up_then_anneals_to_a_hundredth():
+    from charrnn.config import TrainConfig
+    from charrnn.train import lr_at
+
+    cfg = TrainConfig(lr=1e-2, warmup=10, steps=100)
+    assert [lr_at(cfg, s, s / 100) for s in (0, 4, 9)] == pytest.approx([1e-3, 5e-3, 1e-2])
+    assert lr_at(cfg, 10, 0.0) == pytest.approx(1e-2)
+    assert lr_at(cfg, 55, 0.5) == pytest.approx((1e-2 + 1e-4) / 2)
+    assert lr_at(cfg, 100, 1.0) == pytest.approx(1e-4)
+    assert lr_at(cfg, 999, 3.0) == pytest.approx(1e-4)  # past the end it stays at the floor
+    steps = [lr_at(cfg, s, s / 100) for s in range(10, 101)]
+    assert all(a >= b for a, b in zip(steps, steps[1:]))
+    assert lr_at(TrainConfig(lr=1e-2, min_lr=0.0, warmup=0), 5, 1.0) == 0.0
