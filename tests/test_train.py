@@ -88,6 +88,21 @@ def test_interrupted_run_resumes_bit_identical(tmp_path, repetitive_corpus):
     assert strip(straight) == strip(cut)
 
 
+def test_resume_of_a_run_saved_by_another_optimizer_kernel(tmp_path, repetitive_corpus):
+    """Runs saved before the fused AdamW (foreach kernel) resume, and step with our kernel."""
+    out = tmp_path / "run"
+    assert run_cli("train", repetitive_corpus, *TINY, "--steps", "4", "--quiet", "--out", out).exit_code == 0
+    ckpt = torch.load(out / "last.pt", weights_only=True)
+    for g in ckpt["resume"]["optimizer"]["param_groups"]:
+        g["fused"], g["foreach"] = None, True
+    checkpoint.save({k: v for k, v in ckpt.items() if k not in ("format", "version")}, out / "last.pt")
+    r = run_cli("train", "--resume", out, "--steps", "8", "--quiet")
+    assert r.exit_code == 0, r.stderr
+    resumed = torch.load(out / "last.pt", weights_only=True)
+    assert resumed["step"] == 8
+    assert all(g["fused"] and not g["foreach"] for g in resumed["resume"]["optimizer"]["param_groups"])
+
+
 def test_resume_refuses_different_model(tmp_path, trained_run, repetitive_corpus):
     r = run_cli("train", repetitive_corpus, "--resume", "--out", trained_run, "--hidden", "64", "--quiet")
     assert r.exit_code == 2 and "hidden" in r.stderr
