@@ -168,13 +168,7 @@ def _train(corpus, preset, out, resume, init_from, quiet, time, **flags) -> None
             print(f"sample with: charrnn sample {out}", file=sys.stderr)
             if cfg.tensorboard:
                 print(f"curves in TensorBoard: tensorboard --logdir {out / 'tensorboard'}", file=sys.stderr)
-    if world.active:
-        # Everything is written and the group is closed. A normal interpreter exit here aborted a
-        # rank in gloo's teardown ("terminate called without an active exception", exit -6) in
-        # ~1 of 10 two-rank runs, failing a finished run; end the process directly instead.
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)
+    distributed.exit_finished(world)
 
 
 class _Out:
