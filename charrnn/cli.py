@@ -57,6 +57,7 @@ def train(
     hidden: Optional[int] = typer.Option(None, min=1, max=16384, help="Hidden units per layer."),
     embed: Optional[int] = typer.Option(None, min=1, max=16384, help="Embedding size."),
     dropout: Optional[float] = typer.Option(None, min=0.0, max=0.95, help="Dropout between layers and before the head."),
+    weight_drop: Optional[float] = typer.Option(None, min=0.0, max=0.95, help="DropConnect on the recurrent (hidden-to-hidden) weights, a mask per step."),
     tie: Optional[bool] = typer.Option(None, "--tie/--no-tie", help="Tie embedding and output weights (needs --embed == --hidden)."),
     seq_len: Optional[int] = typer.Option(None, min=1, max=100000, help="Truncated BPTT window length."),
     batch_size: Optional[int] = typer.Option(None, min=1, max=65536, help="Parallel streams per step."),
@@ -291,7 +292,7 @@ def info(checkpoint_path: Path = typer.Argument(..., metavar="CHECKPOINT", help=
         fmt = lambda v: "-" if v is None else f"{v:.4f}"
         rows = [
             ("checkpoint", ckpt["path"]),
-            ("model", f"{cfg.model} {cfg.layers}x{cfg.hidden}, embed {cfg.embed}, dropout {cfg.dropout}, tied {cfg.tie}"),
+            ("model", f"{cfg.model} {cfg.layers}x{cfg.hidden}, embed {cfg.embed}, dropout {cfg.dropout}, weight drop {cfg.weight_drop}, tied {cfg.tie}"),
             ("parameters", f"{count_parameters(model):,}"),
             ("vocabulary", f"{vocab.kind}, {vocab.size} tokens"),
             ("steps", f"{ckpt.get('step', 0):,}"),

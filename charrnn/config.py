@@ -29,6 +29,7 @@ class TrainConfig:
     hidden: int = 512
     embed: int = 128
     dropout: float = 0.1
+    weight_drop: float = 0.0
     tie: bool = False
     seq_len: int = 100
     batch_size: int = 64

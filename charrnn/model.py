@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call
 
 from charrnn.cells import CUSTOM_CELLS
 from charrnn.errors import CharrnnError
@@ -24,6 +26,7 @@ class ModelConfig:
     embed: int = 512
     dropout: float = 0.2
     tie: bool = False
+    weight_drop: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -77,8 +80,25 @@ class CharRNN(nn.Module):
 
     def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         """Logits for every position of ``x`` (batch, time) and the state after the last one."""
-        out, state = self.rnn(self.embed(x), state)
+        inputs = self.embed(x)
+        if self.training and self.cfg.weight_drop > 0:
+            out, state = functional_call(self.rnn, self._dropped_recurrent_weights(), (inputs, state))
+        else:
+            out, state = self.rnn(inputs, state)
         return self.head(self.drop(out)), state
+
+    def _dropped_recurrent_weights(self) -> dict[str, torch.Tensor]:
+        """DropConnect on the hidden-to-hidden matrices (Merity et al. 2017, AWD-LSTM).
+
+        One mask per matrix per window, shared by every time step and row: it regularises the
+        recurrence itself, which dropout on activations cannot reach without giving up the fused
+        LSTM kernel, and it costs one elementwise pass over each matrix per step.
+        """
+        return {
+            name: F.dropout(p, self.cfg.weight_drop)
+            for name, p in self.rnn.named_parameters()
+            if name.startswith("weight_hh")
+        }
 
     def init_state(self, batch: int, device: torch.device | str = "cpu") -> State:
         z = torch.zeros(self.cfg.layers, batch, self.cfg.hidden, device=device)

@@ -147,6 +147,7 @@ class Trainer:
             hidden=cfg.hidden,
             embed=cfg.embed,
             dropout=cfg.dropout,
+            weight_drop=cfg.weight_drop,
             tie=cfg.tie,
         )
         _check_fits_memory(self.model_cfg, cfg)
@@ -210,7 +211,8 @@ class Trainer:
 
     def _check_same(self, ckpt: dict[str, Any], what: str) -> None:
         mine = self.model_cfg.to_dict()
-        theirs = ckpt["model_config"]
+        # Read through ModelConfig so a field added since the checkpoint was saved takes its default.
+        theirs = ModelConfig.from_dict(ckpt["model_config"]).to_dict()
         diffs = [f"{k} {theirs.get(k)!r} -> {v!r}" for k, v in mine.items() if theirs.get(k) != v]
         if diffs:
             raise CharrnnError(f"cannot {what}: model differs from the checkpoint ({'; '.join(diffs)})")

@@ -5,9 +5,12 @@ import json
 import math
 from collections import Counter
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from charrnn.cells import (
@@ -21,6 +24,7 @@ from charrnn.cells import (
     reference_lstm_step,
 )
 from charrnn.errors import CharrnnError
+from charrnn.model import CharRNN, ModelConfig
 
 from conftest import TINY, run_cli
 
@@ -296,3 +300,45 @@ def test_every_cell_trains_and_samples(cell, repetitive_corpus, tmp_path):
     b = run_cli("sample", tmp_path, "--length", "80", "--seed", "4", "--prime", "ANNA")
     assert a.exit_code == 0, a.stderr
     assert a.stdout == b.stdout and a.stdout.startswith("ANNA") and len(a.stdout) == len("ANNA") + 80 + 1
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "peephole"])
+def test_weight_drop_masks_recurrent_weights_in_training_only(cell):
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=20, model=cell, layers=2, hidden=16, embed=8, dropout=0.0, weight_drop=0.5)
+    model = CharRNN(cfg)
+    x = torch.randint(0, 20, (3, 7))
+    saved = {k: v.clone() for k, v in model.state_dict().items()}
+    plain = CharRNN(replace(cfg, weight_drop=0.0))
+    plain.load_state_dict(saved)
+
+    torch.manual_seed(5)
+    dropped, _ = model(x)
+    torch.manual_seed(5)
+    masked = {n: F.dropout(p, 0.5) for n, p in plain.rnn.named_parameters() if n.startswith("weight_hh")}
+    assert len(masked) == 2 and all((w == 0).any() for w in masked.values())
+    with torch.no_grad():
+        for name, w in masked.items():
+            getattr(plain.rnn, name).copy_(w)
+    expected, _ = plain(x)
+    assert torch.allclose(dropped, expected, atol=1e-6)  # the same net with masked (and rescaled) W_hh
+    assert not torch.allclose(dropped, model(x)[0])  # a fresh mask each forward
+
+    dropped.sum().backward()
+    grad = model.rnn.weight_hh_l0.grad
+    assert (grad[masked["weight_hh_l0"] == 0] == 0).all() and grad.abs().sum() > 0
+    assert all(torch.equal(v, saved[k]) for k, v in model.state_dict().items())  # weights untouched
+
+    plain.load_state_dict(saved)
+    model.eval()
+    assert torch.allclose(model(x)[0], plain(x)[0])  # no mask at evaluation
+
+
+def test_weight_drop_trains_through_the_cli(repetitive_corpus, tmp_path):
+    r = run_cli("train", repetitive_corpus, *TINY, "--weight-drop", "0.25", "--steps", "150", "--out", tmp_path, "--quiet")
+    assert r.exit_code == 0, r.stderr
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    best = min(line["val_bpc"] for line in lines if line["val_bpc"] is not None)
+    assert best < 0.25 * unigram_entropy(repetitive_corpus.read_text())
+    info = run_cli("info", tmp_path)
+    assert "weight drop 0.25" in info.stdout

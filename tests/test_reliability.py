@@ -107,7 +107,7 @@ def test_fuzz_corpus_loader(tmp_path):
 
 
 NUMERIC = {
-    "--layers": int, "--hidden": int, "--embed": int, "--dropout": float, "--seq-len": int, "--batch-size": int,
+    "--layers": int, "--hidden": int, "--embed": int, "--dropout": float, "--weight-drop": float, "--seq-len": int, "--batch-size": int,
     "--lr": float, "--min-lr": float, "--warmup": int, "--weight-decay": float, "--grad-clip": float,
     "--steps": int, "--epochs": float, "--eval-every": int, "--log-every": int, "--val-frac": float, "--seed": int,
 }

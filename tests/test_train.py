@@ -103,6 +103,21 @@ def test_resume_of_a_run_saved_by_another_optimizer_kernel(tmp_path, repetitive_
     assert all(g["fused"] and not g["foreach"] for g in resumed["resume"]["optimizer"]["param_groups"])
 
 
+def test_resume_and_sample_a_checkpoint_saved_before_weight_drop(tmp_path, repetitive_corpus):
+    """Checkpoints from before a model field existed load with that field's default."""
+    out = tmp_path / "run"
+    assert run_cli("train", repetitive_corpus, *TINY, "--steps", "4", "--quiet", "--out", out).exit_code == 0
+    for name in ("last.pt", "best.pt"):
+        ckpt = torch.load(out / name, weights_only=True)
+        del ckpt["model_config"]["weight_drop"]
+        del ckpt["train_config"]["weight_drop"]
+        checkpoint.save({k: v for k, v in ckpt.items() if k not in ("format", "version")}, out / name)
+    r = run_cli("train", "--resume", out, "--steps", "8", "--quiet")
+    assert r.exit_code == 0, r.stderr
+    assert torch.load(out / "last.pt", weights_only=True)["step"] == 8
+    assert run_cli("sample", out / "best.pt", "--length", "20", "--seed", "1").exit_code == 0
+
+
 def test_resume_refuses_different_model(tmp_path, trained_run, repetitive_corpus):
     r = run_cli("train", repetitive_corpus, "--resume", "--out", trained_run, "--hidden", "64", "--quiet")
     assert r.exit_code == 2 and "hidden" in r.stderr
