@@ -1,9 +1,10 @@
 """Training throughput: charrnn's train step vs a plain PyTorch loop, same model, same run.
 
 Prints one JSON line per (model, implementation) with chars/s, achieved GFLOP/s and the ratio to
-the plain loop, plus the machine's measured float32 matrix-multiply peak; then peak RSS and RSS
-drift (after 100 vs 1,000 steps of the tiny model), and a table of step time against hidden size
-and sequence length. Usage: python bench/train_speed.py [--quick]
+the plain loop, plus the machine's measured float32 matrix-multiply peak; charrnn also runs with
+bfloat16 autocast where the CPU computes bfloat16 (AVX-512-BF16 or AMX); then peak RSS and RSS drift
+(after 100 vs 1,000 steps of the tiny model), and a table of step time against hidden size and
+sequence length. Usage: python bench/train_speed.py [--quick]
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from common import corpus, emit  # noqa: E402
 
 from charrnn.config import make_config  # noqa: E402
 from charrnn.data import prepare  # noqa: E402
+from charrnn.precision import cpu_computes  # noqa: E402
 from charrnn.train import Trainer  # noqa: E402
 
 
@@ -70,9 +72,11 @@ def plain_loop(ids: np.ndarray, vocab: int, layers: int, hidden: int, embed: int
     return batch * seq / statistics.median(times[2:])
 
 
-def charrnn_loop(path: Path, layers: int, hidden: int, embed: int, batch: int, seq: int, steps: int) -> tuple[float, list]:
+def charrnn_loop(path: Path, layers: int, hidden: int, embed: int, batch: int, seq: int, steps: int,
+                 precision: str = "float32") -> tuple[float, list]:
     cfg = make_config(None, dict(layers=layers, hidden=hidden, embed=embed, dropout=0.2, batch_size=batch,
-                                 seq_len=seq, steps=steps, eval_every=10**9, log_every=5, val_frac=0.01))
+                                 seq_len=seq, steps=steps, eval_every=10**9, log_every=5, val_frac=0.01,
+                                 precision=precision))
     with tempfile.TemporaryDirectory() as out:
         trainer = Trainer(cfg, prepare([str(path)], None, cfg.val_frac), Path(out), quiet=True)
         trainer.fit()
@@ -100,6 +104,7 @@ def main() -> None:
     vocab = data.vocab.size
     peak = matmul_peak()
     emit(bench="train_speed", what="matmul_peak_gflops", value=round(peak, 1))
+    native_bf16 = cpu_computes(torch.bfloat16)
     steps = 8 if args.quick else 25
     for layers, hidden, embed, batch, seq in () if args.skip_speed else ((2, 512, 512, 64, 100), (2, 128, 128, 50, 50)):
         name = f"lstm {layers}x{hidden} seq {seq} batch {batch}"
@@ -109,6 +114,14 @@ def main() -> None:
         emit(bench="train_speed", model=name, who="plain", chars_per_s=round(plain), gflops=round(plain * fpc / 1e9, 1))
         emit(bench="train_speed", model=name, who="charrnn", chars_per_s=round(ours), gflops=round(ours * fpc / 1e9, 1),
              vs_plain=round(ours / plain, 3), peak_gflops=round(peak, 1))
+        # bfloat16 autocast needs a CPU that computes bfloat16 (AVX-512-BF16, AMX): oneDNN has no
+        # bfloat16 LSTM without it.
+        if native_bf16:
+            bf16, _ = charrnn_loop(path, layers, hidden, embed, batch, seq, steps * 2, precision="bfloat16")
+            emit(bench="train_speed", model=name, who="charrnn --precision bfloat16", chars_per_s=round(bf16),
+                 vs_plain=round(bf16 / plain, 3), vs_float32=round(bf16 / ours, 3))
+        else:
+            emit(bench="train_speed", model=name, who="charrnn --precision bfloat16", skipped="this CPU has no AVX-512-BF16 or AMX")
     # Memory: RSS must not grow over a long run (sampled by a thread as the steps pass).
     cfg = make_config("tiny", dict(steps=100 if args.quick else 1000, eval_every=10**9, log_every=10, val_frac=0.01))
     with tempfile.TemporaryDirectory() as out:

@@ -76,6 +76,7 @@ def train(
     vocab_size: Optional[int] = typer.Option(None, min=1, max=1_000_000, help="Subword vocabulary size for --vocab bpe|unigram (default 1024)."),
     seed: Optional[int] = typer.Option(None, min=0, max=2**63 - 1, help="Random seed."),
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | mps."),
+    precision: Optional[str] = typer.Option(None, help="float32 (default) | bfloat16 | float16: the forward pass under autocast (weights stay float32)."),
     out: Optional[Path] = typer.Option(None, help="Run directory (default checkpoints/<corpus-name>)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out (or the RUN_DIR given as corpus) from its last.pt."),
     init_from: Optional[Path] = typer.Option(None, help="Start from this checkpoint's weights (fine-tuning); a fresh run otherwise."),
@@ -126,7 +127,7 @@ def _train(corpus, preset, out, resume, init_from, quiet, time, **flags) -> None
 
     import torch
 
-    from charrnn import distributed
+    from charrnn import distributed, precision
     from charrnn.corpus import STDIN, corpus_name
     from charrnn.data import VocabSpec, prepare
     from charrnn.progress import summary
@@ -138,6 +139,7 @@ def _train(corpus, preset, out, resume, init_from, quiet, time, **flags) -> None
     if out.exists() and not out.is_dir():
         raise CharrnnError(f"--out {out}: exists and is not a directory")
     device = pick_device(cfg.device)
+    precision.resolve(cfg.precision, device)  # before preparing the corpus, which can take minutes
     if world.active:
         if STDIN in paths:
             raise CharrnnError("a corpus from stdin cannot be shared between torchrun ranks; give a file")

@@ -46,6 +46,7 @@ class TrainConfig:
     val_frac: float = 0.1
     seed: int = 1337
     device: str = "auto"
+    precision: str = "float32"
     vocab: str = "char"
     vocab_size: int | None = None
     tensorboard: bool = False
@@ -62,8 +63,11 @@ class TrainConfig:
         if self.min_lr is not None and self.min_lr > self.lr:
             raise CharrnnError(f"--min-lr {self.min_lr} is above --lr {self.lr}")
         from charrnn.data import VocabSpec
+        from charrnn.precision import DTYPES
 
         VocabSpec(self.vocab, self.vocab_size)
+        if self.precision not in DTYPES:
+            raise CharrnnError(f"unknown precision {self.precision!r}; choose {', '.join(DTYPES)}")
         if self.tie and self.embed != self.hidden:
             raise CharrnnError(f"--tie needs --embed equal to --hidden (got {self.embed} and {self.hidden})")
 

@@ -106,10 +106,11 @@ class CharRNN(nn.Module):
 
 
 def detach_state(state: State) -> State:
-    """Cut the graph at a window boundary (truncated BPTT) while keeping the values."""
+    """Cut the graph at a window boundary (truncated BPTT) while keeping the values, in float32
+    whatever precision the window ran in, so checkpoints and the next window see one dtype."""
     if isinstance(state, tuple):
-        return tuple(s.detach() for s in state)
-    return state.detach()
+        return tuple(s.detach().float() for s in state)
+    return state.detach().float()
 
 
 def select_state(state: State, index: torch.Tensor | slice) -> State:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from charrnn import checkpoint, distributed
+from charrnn import checkpoint, distributed, precision
 from charrnn.config import TrainConfig
 from charrnn.data import Batches, Prepared
 from charrnn.distributed import World
@@ -31,6 +31,8 @@ from charrnn.model import CharRNN, ModelConfig, count_parameters, detach_state
 
 LN2 = math.log(2)
 MAX_BAD_STEPS = 5
+# Model settings that leave the weights' shapes alone: a resumed or fine-tuned run may change them.
+REGULARISATION = ("dropout", "weight_drop")
 # metrics.jsonl fields mirrored to TensorBoard with --tensorboard, and their tags there.
 TENSORBOARD_TAGS = {"train_bpc": "bpc/train", "val_bpc": "bpc/val", "lr": "lr", "chars_per_s": "chars_per_s"}
 
@@ -159,6 +161,8 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = DistributedDataParallel(self.model, device_ids=ids)
         self.opt = _make_optimizer(self.model, cfg)
+        self.precision = precision.resolve(cfg.precision, self.device)
+        self.scaler = self.precision.scaler()
         self.run = RunState()
         self.state = None
         if self.init_from is not None:
@@ -197,6 +201,7 @@ class Trainer:
                 "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
                 "hidden": state,
                 "batch_size": self.batch_size,
+                "scaler": self.scaler.state_dict(),
             }
         return obj
 
@@ -210,10 +215,12 @@ class Trainer:
         return path
 
     def _check_same(self, ckpt: dict[str, Any], what: str) -> None:
+        """The checkpoint's weights must fit this model; its regularisation may change (e.g. more
+        dropout for fine-tuning on a small corpus), as the learning rate or time budget may."""
         mine = self.model_cfg.to_dict()
         # Read through ModelConfig so a field added since the checkpoint was saved takes its default.
         theirs = ModelConfig.from_dict(ckpt["model_config"]).to_dict()
-        diffs = [f"{k} {theirs.get(k)!r} -> {v!r}" for k, v in mine.items() if theirs.get(k) != v]
+        diffs = [f"{k} {theirs[k]!r} -> {v!r}" for k, v in mine.items() if k not in REGULARISATION and theirs[k] != v]
         if diffs:
             raise CharrnnError(f"cannot {what}: model differs from the checkpoint ({'; '.join(diffs)})")
         if ckpt["vocab"] != self.data.vocab.to_state():
@@ -237,6 +244,8 @@ class Trainer:
         # The saved run may have stepped with another kernel (or on another device): use ours.
         for g, (fused, foreach) in zip(self.opt.param_groups, kernels):
             g["fused"], g["foreach"] = fused, foreach
+        if self.scaler.is_enabled() and res.get("scaler"):
+            self.scaler.load_state_dict(res["scaler"])
         self.run = RunState(**res["run"], history=list(res["history"]))
         ranks = res.get("rng_ranks") or []
         torch.set_rng_state(ranks[self.world.rank] if len(ranks) == self.world.size else res["rng_cpu"])
@@ -336,7 +345,7 @@ class Trainer:
             self.log(
                 f"training {cfg.model} {cfg.layers}x{cfg.hidden} ({count_parameters(model) / 1e6:.2f}M parameters) on "
                 f"{len(self.data.train):,} train / {len(self.data.val):,} val tokens, vocab {self.data.vocab.size}, "
-                f"batch {self.batch_size} x seq {cfg.seq_len}, device {self.device}"
+                f"batch {self.batch_size} x seq {cfg.seq_len}, device {self.device}, {self.precision.name}"
             )
         progress = TrainProgress(enabled=not self.quiet, total_steps=cfg.steps)
         with progress:
@@ -356,16 +365,25 @@ class Trainer:
                 for g in self.opt.param_groups:
                     g["lr"] = lr
                 x, y = self._batch()
-                logits, state = self.net(x, self.state)
+                with self.precision.autocast():
+                    logits, state = self.net(x, self.state)
                 loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
                 self.opt.zero_grad(set_to_none=True)
-                loss.backward()
+                self.scaler.scale(loss).backward()
+                self.scaler.unscale_(self.opt)
                 gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                finite = torch.isfinite(loss) & torch.isfinite(gnorm)
                 r.window += 1
-                if world.active:
-                    finite = not distributed.max_all(world, float(not bool(finite)))[0]
-                if not bool(finite):
+                bad = (~torch.isfinite(torch.stack([loss.detach(), gnorm.float()]))).tolist()  # one host sync
+                bad_loss, bad_grads = distributed.max_all(world, *map(float, bad))
+                if bad_grads and not bad_loss and self.scaler.is_enabled() and self.scaler.get_scale() > 1:
+                    # The scaled float16 gradients overflowed: the scaler lowers its scale and the
+                    # step is skipped. This is how loss scaling finds its level, not divergence
+                    # (unless the scale is already down to 1: then it is the gradients themselves).
+                    self.scaler.update()
+                    self.state = detach_state(state)
+                    continue
+                if bad_loss or bad_grads:
+                    self.scaler.update()
                     r.bad_steps += 1
                     r.lr_scale *= 0.5
                     self.state = None
@@ -376,7 +394,8 @@ class Trainer:
                         raise CharrnnError(f"training diverged: {r.bad_steps} non-finite steps in a row{hint}")
                     continue
                 r.bad_steps = 0
-                self.opt.step()
+                self.scaler.step(self.opt)
+                self.scaler.update()
                 self.state = detach_state(state)
                 r.step += 1
                 loss_sum += loss.detach().double()

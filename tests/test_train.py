@@ -137,6 +137,22 @@ def test_init_from_fine_tunes_subset_corpus(tmp_path, trained_run):
     assert r.exit_code == 0, r.stderr
 
 
+def test_fine_tuning_and_resume_may_change_regularisation(tmp_path, trained_run, repetitive_corpus):
+    sub = tmp_path / "sub.txt"
+    sub.write_text("ANNA: the sea is dark.\n" * 40)
+    out = tmp_path / "o"
+    more = ["--dropout", "0.3", "--weight-drop", "0.2"]
+    r = run_cli("train", sub, *TINY, *more, "--steps", "5", "--init-from", trained_run / "best.pt", "--out", out, "--quiet")
+    assert r.exit_code == 0, r.stderr
+    saved = torch.load(out / "last.pt", weights_only=True)["model_config"]
+    assert saved["dropout"] == 0.3 and saved["weight_drop"] == 0.2
+    run = tmp_path / "run"
+    assert run_cli("train", repetitive_corpus, *TINY, "--steps", "4", "--out", run, "--quiet").exit_code == 0
+    r = run_cli("train", "--resume", run, *more, "--steps", "8", "--quiet")
+    assert r.exit_code == 0, r.stderr
+    assert torch.load(run / "last.pt", weights_only=True)["model_config"]["weight_drop"] == 0.2
+
+
 def test_learning_rate_warms_up_then_anneals_to_a_hundredth():
     from charrnn.config import TrainConfig
     from charrnn.train import lr_at
