@@ -15,7 +15,7 @@ PRESETS: dict[str, dict] = {
     "small": dict(model="lstm", layers=2, hidden=512, embed=128, dropout=0.0, seq_len=100, batch_size=32,
                   lr=1e-2, weight_decay=0.1, time="10m"),
     "medium": dict(model="lstm", layers=3, hidden=640, embed=128, dropout=0.1, seq_len=100, batch_size=32,
-                   lr=6e-3, time="60m"),
+                   lr=6e-3, weight_decay=0.1, time="60m"),
     "large": dict(model="lstm", layers=3, hidden=1024, embed=256, dropout=0.2, seq_len=200, batch_size=128,
                   lr=4e-3, time="60m"),
 }
