@@ -148,7 +148,9 @@ def _train(corpus, preset, out, resume, init_from, quiet, time, **flags) -> None
     if world.main and not resume and (out / "last.pt").exists():
         print(f"note: {out} already holds a run; starting a new one over it (use --resume to continue it)", file=sys.stderr)
     init = checkpoint.load(init_from) if init_from is not None else None
-    fixed = from_state(init["vocab"]) if init is not None else None
+    # A fine-tuned run encodes its corpus with the vocabulary it started from, also when resumed.
+    given = init if init is not None else resume_ckpt if resume_ckpt and resume_ckpt["corpus"].get("vocab_given") else None
+    fixed = from_state(given["vocab"]) if given is not None else None
     spec = VocabSpec(cfg.vocab, cfg.vocab_size)
     distributed.start(world, device)
     try:

@@ -137,7 +137,7 @@ def test_init_from_fine_tunes_subset_corpus(tmp_path, trained_run):
     assert r.exit_code == 0, r.stderr
 
 
-def test_fine_tuning_and_resume_may_change_regularisation(tmp_path, trained_run, repetitive_corpus):
+def test_fine_tuning_and_resume_may_change_regularisation_and_a_fine_tune_resumes(tmp_path, trained_run, repetitive_corpus):
     sub = tmp_path / "sub.txt"
     sub.write_text("ANNA: the sea is dark.\n" * 40)
     out = tmp_path / "o"
@@ -146,6 +146,11 @@ def test_fine_tuning_and_resume_may_change_regularisation(tmp_path, trained_run,
     assert r.exit_code == 0, r.stderr
     saved = torch.load(out / "last.pt", weights_only=True)["model_config"]
     assert saved["dropout"] == 0.3 and saved["weight_drop"] == 0.2
+    # resuming the fine-tuned run keeps its vocabulary (the checkpoint's, not the subset corpus's own)
+    r = run_cli("train", "--resume", out, "--weight-drop", "0", "--steps", "8", "--quiet")
+    assert r.exit_code == 0, r.stderr
+    resumed = torch.load(out / "last.pt", weights_only=True)
+    assert resumed["model_config"]["weight_drop"] == 0 and resumed["step"] == 8
     run = tmp_path / "run"
     assert run_cli("train", repetitive_corpus, *TINY, "--steps", "4", "--out", run, "--quiet").exit_code == 0
     r = run_cli("train", "--resume", run, *more, "--steps", "8", "--quiet")
