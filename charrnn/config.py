@@ -63,11 +63,10 @@ class TrainConfig:
         if self.min_lr is not None and self.min_lr > self.lr:
             raise CharrnnError(f"--min-lr {self.min_lr} is above --lr {self.lr}")
         from charrnn.data import VocabSpec
-        from charrnn.precision import DTYPES
+        from charrnn.precision import dtype_of
 
         VocabSpec(self.vocab, self.vocab_size)
-        if self.precision not in DTYPES:
-            raise CharrnnError(f"unknown precision {self.precision!r}; choose {', '.join(DTYPES)}")
+        dtype_of(self.precision)
         if self.tie and self.embed != self.hidden:
             raise CharrnnError(f"--tie needs --embed equal to --hidden (got {self.embed} and {self.hidden})")
 

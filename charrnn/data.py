@@ -61,6 +61,9 @@ class Prepared:
     names: list[str]
     train_chars: int
     val_chars: int
+    # Encoded with a vocabulary the caller gave (--init-from) rather than one built from this
+    # corpus: resuming the run must give it again to find the same prepared corpus.
+    vocab_given: bool = False
 
     @property
     def chars_per_token(self) -> float:
@@ -97,11 +100,11 @@ def prepare(
             digest = corpus.fingerprint(sources, bar.advance)
             settings = json.dumps([spec.kind, spec.size, val_frac, vocab.to_state() if vocab else None], default=_bytes_hash)
             key = f"{digest[:24]}-{spec.kind}-{hashlib.sha256(settings.encode()).hexdigest()[:12]}-v{CACHE_VERSION}"
-            if cache_dir is not None:
-                cached = _load_cache(cache_dir, key, names)
-                if cached is not None:
-                    return cached
-            return _build(sources, names, total, key, cache_dir, val_frac, spec, vocab, bar)
+            data = _load_cache(cache_dir, key, names) if cache_dir is not None else None
+            if data is None:
+                data = _build(sources, names, total, key, cache_dir, val_frac, spec, vocab, bar)
+            data.vocab_given = vocab is not None
+            return data
     finally:
         corpus.release(sources)
 

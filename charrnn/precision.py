@@ -55,11 +55,16 @@ def cpu_computes(dtype: torch.dtype) -> bool:
     return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
 
-def resolve(name: str, device: torch.device) -> Precision:
-    """``--precision``: float32 unless asked; refuse a dtype the device cannot compute in."""
+def dtype_of(name: str) -> torch.dtype | None:
+    """The autocast dtype a ``--precision`` name stands for (None: float32 throughout)."""
     if name not in DTYPES:
         raise CharrnnError(f"unknown precision {name!r}; choose {', '.join(DTYPES)}")
-    dtype = DTYPES[name]
+    return DTYPES[name]
+
+
+def resolve(name: str, device: torch.device) -> Precision:
+    """``--precision``: float32 unless asked; refuse a dtype the device cannot compute in."""
+    dtype = dtype_of(name)
     if dtype is not None:
         if device.type == "cuda" and dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
             raise CharrnnError("--precision bfloat16: this GPU has no bfloat16 support; use float16")

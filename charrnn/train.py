@@ -165,9 +165,6 @@ class Trainer:
         self.scaler = self.precision.scaler()
         self.run = RunState()
         self.state = None
-        # Whether the corpus was encoded with a checkpoint's vocabulary (--init-from), which a
-        # resume must then do again to find the same prepared corpus.
-        self.vocab_given = self.init_from is not None or bool(self.resume and self.resume["corpus"].get("vocab_given"))
         if self.init_from is not None:
             self._load_init(self.init_from)
         if self.resume is not None:
@@ -183,7 +180,7 @@ class Trainer:
             "vocab": self.data.vocab.to_state(),
             "state_dict": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             "train_config": self.cfg.to_dict(),
-            "corpus": {"key": self.data.key, "files": self.data.names[:100], "vocab_given": self.vocab_given},
+            "corpus": {"key": self.data.key, "files": self.data.names[:100], "vocab_given": self.data.vocab_given},
             "step": r.step,
             "val_bpc": r.last_val,
             "best_val_bpc": r.best_val,
