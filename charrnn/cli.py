@@ -92,7 +92,7 @@ def train(
 
 def _train(corpus, preset, out, resume, init_from, quiet, time, **flags) -> None:
     from charrnn import checkpoint
-    from charrnn.config import make_config, parse_duration
+    from charrnn.config import GPU_PRESETS, make_config, parse_duration
 
     paths = list(corpus or [])
     resume_ckpt = None
@@ -140,6 +140,12 @@ def _train(corpus, preset, out, resume, init_from, quiet, time, **flags) -> None
         raise CharrnnError(f"--out {out}: exists and is not a directory")
     device = pick_device(cfg.device)
     precision.resolve(cfg.precision, device)  # before preparing the corpus, which can take minutes
+    if preset in GPU_PRESETS and device.type == "cpu" and world.main:
+        print(
+            f"warning: --preset {preset} is sized for a GPU; on a CPU each step takes tens of seconds, "
+            "and --preset small or medium will learn more in the same time",
+            file=sys.stderr,
+        )
     if world.active:
         if STDIN in paths:
             raise CharrnnError("a corpus from stdin cannot be shared between torchrun ranks; give a file")
