@@ -10,7 +10,7 @@ from charrnn.errors import CharrnnError
 # Sizes measured on a 2-core CPU (see README "Presets"): each preset is the model that reached
 # the lowest validation bpc on tinyshakespeare within its time budget.
 PRESETS: dict[str, dict] = {
-    "tiny": dict(model="lstm", layers=2, hidden=128, embed=64, dropout=0.0, seq_len=64, batch_size=32,
+    "tiny": dict(model="lstm", layers=2, hidden=256, embed=128, dropout=0.0, seq_len=64, batch_size=32,
                  lr=1e-2, time="2m"),
     "small": dict(model="lstm", layers=2, hidden=512, embed=128, dropout=0.0, seq_len=100, batch_size=32,
                   lr=1e-2, weight_decay=0.1, time="10m"),
