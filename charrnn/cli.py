@@ -142,8 +142,8 @@ def _train(corpus, preset, out, resume, init_from, quiet, time, **flags) -> None
     precision.resolve(cfg.precision, device)  # before preparing the corpus, which can take minutes
     if preset in GPU_PRESETS and device.type == "cpu" and world.main:
         print(
-            f"warning: --preset {preset} is sized for a GPU; on a CPU each step takes tens of seconds, "
-            "and --preset small or medium will learn more in the same time",
+            f"warning: --preset {preset} is sized for a GPU; on a CPU its steps are slow (~25 s each on 2 cores), "
+            "so --preset small or medium will learn more in the same time",
             file=sys.stderr,
         )
     if world.active:
