@@ -20,8 +20,8 @@ PRESETS: dict[str, dict] = {
                   lr=4e-3, time="60m"),
 }
 DEFAULT_PRESET = "small"
-# Presets sized for a GPU: on a 2-core CPU the large preset's step takes ~25 s, so a smaller preset learns more
-# in the same time (the CLI says so before training).
+# Presets sized for a GPU: on a 2-core CPU the large preset's step takes ~25 s, so a smaller
+# preset learns more in the same time (the CLI says so before training).
 GPU_PRESETS = ("large",)
 
 

@@ -4,7 +4,6 @@ against the textbook ones gate by gate, and every --model trained and sampled th
 import json
 import math
 from collections import Counter
-
 from dataclasses import replace
 
 import numpy as np
