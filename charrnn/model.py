@@ -114,10 +114,10 @@ def detach_state(state: State) -> State:
 
 
 def select_state(state: State, index: torch.Tensor | slice) -> State:
-    """The state of some rows of the batch (dimension 1)."""
+    """The state of some rows of the batch (dimension 1), contiguous: cuDNN refuses a strided hx."""
     if isinstance(state, tuple):
-        return tuple(s[:, index] for s in state)
-    return state[:, index]
+        return tuple(s[:, index].contiguous() for s in state)
+    return state[:, index].contiguous()
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -94,3 +94,24 @@ def test_cache_is_reused_and_changed_corpus_reencoded(tmp_path, monkeypatch):
     corpus.write_text("HELLO WORLD\n" * 50)
     changed = prepare([str(corpus)], cache, 0.1)
     assert changed.key != first.key and changed.vocab.decode(changed.train[:5]) == "HELLO"
+
+
+def test_evaluate_hands_the_rnn_a_contiguous_state():
+    """cuDNN refuses a strided hx ("rnn: hx is not contiguous", seen on an H100 when validating a
+    plain nn.LSTM): the tail row's state, cut from the batch's, must be a contiguous copy."""
+
+    class Strict(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = torch.nn.Embedding(20, 8)
+            self.rnn = torch.nn.LSTM(8, 16, num_layers=2, batch_first=True)  # 2 layers: the row's state is strided
+            self.head = torch.nn.Linear(16, 20)
+
+        def forward(self, x, state=None):
+            assert state is None or all(s.is_contiguous() for s in state)
+            out, state = self.rnn(self.embed(x), state)
+            return self.head(out), state
+
+    ids = np.random.default_rng(2).integers(0, 20, 503)  # 5 streams and a tail continuing the last
+    score = evaluate(Strict().eval(), ids, torch.device("cpu"), streams=5, window=32)
+    assert np.isfinite(score.nats)
