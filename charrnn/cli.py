@@ -149,8 +149,7 @@ def _train(corpus, preset, out, resume, init_from, quiet, time, **flags) -> None
     if world.active:
         if STDIN in paths:
             raise CharrnnError("a corpus from stdin cannot be shared between torchrun ranks; give a file")
-        if device.type == "cuda":
-            device = torch.device("cuda", world.local_rank)
+        device = distributed.rank_device(world, device)
     if world.main and not resume and (out / "last.pt").exists():
         print(f"note: {out} already holds a run; starting a new one over it (use --resume to continue it)", file=sys.stderr)
     init = checkpoint.load(init_from) if init_from is not None else None

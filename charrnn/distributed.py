@@ -56,6 +56,23 @@ def launched() -> World:
     return World(rank, size, local_rank, local_size)
 
 
+def rank_device(world: World, device: torch.device) -> torch.device:
+    """Each torchrun rank on a machine takes its own GPU, ``cuda:LOCAL_RANK``.
+
+    With more ranks than GPUs the extra ranks would die in ``set_device`` with a traceback while
+    the others wait for them; every rank sees the same counts, so all refuse together instead.
+    """
+    if not world.active or device.type != "cuda":
+        return device
+    gpus = torch.cuda.device_count()
+    if world.local_size > gpus:
+        raise CharrnnError(
+            f"torchrun started {world.local_size} processes on this machine but it has {gpus} GPU(s); "
+            f"use --nproc-per-node {gpus}, or --device cpu"
+        )
+    return torch.device("cuda", world.local_rank)
+
+
 def start(world: World, device: torch.device) -> None:
     """Join the process group: NCCL on GPUs, gloo on CPU; split the CPU cores between ranks."""
     if not world.active or dist.is_initialized():

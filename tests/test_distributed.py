@@ -5,9 +5,11 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
-from charrnn import checkpoint
+from charrnn import checkpoint, distributed
+from charrnn.errors import CharrnnError
 
 from conftest import TINY, run_cli
 
@@ -63,6 +65,20 @@ def test_two_ranks_match_one_process(tmp_path, repetitive_corpus):
 
 
 def test_batch_must_divide_over_ranks(tmp_path, repetitive_corpus):
-    p = torchrun(2, repetitive_corpus, *TINY, "--batch-size", "7", "--steps", "2", "--quiet", "--out", tmp_path / "o")
+    p = torchrun(2, repetitive_corpus, *TINY, "--batch-size", "7", "--steps", "2", "--device", "cpu", "--quiet",
+                 "--out", tmp_path / "o")
     assert p.returncode != 0
     assert b"must divide evenly over 2 ranks" in p.stderr
+
+
+def test_each_rank_takes_its_own_gpu_and_more_ranks_than_gpus_is_refused(monkeypatch):
+    # Seen on a 1-GPU machine: a second rank died in set_device(cuda:1) with a traceback.
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    world = distributed.World(rank=1, size=2, local_rank=1, local_size=2)
+    with pytest.raises(CharrnnError, match="started 2 processes on this machine but it has 1 GPU"):
+        distributed.rank_device(world, torch.device("cuda"))
+    with pytest.raises(CharrnnError):  # rank 0 refuses too, rather than wait for rank 1 forever
+        distributed.rank_device(distributed.World(rank=0, size=2, local_rank=0, local_size=2), torch.device("cuda"))
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert distributed.rank_device(world, torch.device("cuda")) == torch.device("cuda", 1)
+    assert distributed.rank_device(world, torch.device("cpu")) == torch.device("cpu")

@@ -79,7 +79,9 @@ def test_precision_errors(repetitive_corpus, tmp_path, monkeypatch):
     r = run_cli("train", repetitive_corpus, *TINY, "--precision", "float8", "--steps", "2", "--out", tmp_path, "--quiet")
     assert r.exit_code == 2 and r.stderr.startswith("error: unknown precision 'float8'")
     monkeypatch.setattr(precision, "cpu_computes", lambda dtype: False)
-    r = run_cli("train", repetitive_corpus, *TINY, "--precision", "bfloat16", "--steps", "2", "--out", tmp_path, "--quiet")
+    # --device cpu: on a GPU machine the default device would be the GPU, which needs no such CPU.
+    r = run_cli("train", repetitive_corpus, *TINY, "--precision", "bfloat16", "--steps", "2", "--device", "cpu",
+                "--out", tmp_path, "--quiet")
     assert r.exit_code == 2 and "lacks AVX-512-BF16 or AMX" in r.stderr and len(r.stderr.splitlines()) == 1
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
     with pytest.raises(CharrnnError, match="no bfloat16 support"):
