@@ -3,7 +3,9 @@
 The plain loop is the classic char-rnn recipe (nn.LSTM 2x512, embedding 512, seq 100, batch 64,
 Adam 2e-3, dropout 0.2, clip 5, hidden state carried) on the same 90/10 split; charrnn runs its
 default preset through the real CLI with only ``--time``. Both are scored by the same whole-split
-evaluation. Usage: python bench/quality.py [--minutes 10] [--corpus tinyshakespeare.txt]
+evaluation. ``--device cuda`` runs both on the GPU (charrnn with ``--device cuda``; its precision
+and preset stay the defaults unless ``--extra`` says otherwise).
+Usage: python bench/quality.py [--minutes 10] [--corpus tinyshakespeare.txt] [--device cuda]
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ class PlainLSTM(nn.Module):
         return self.head(self.drop(out)), state
 
 
-def plain_loop(path: Path, seconds: float) -> dict:
+def plain_loop(path: Path, seconds: float, device: torch.device) -> dict:
     text = path.read_text()
     chars = sorted(set(text))
     lookup = {c: i for i, c in enumerate(chars)}
@@ -44,12 +46,12 @@ def plain_loop(path: Path, seconds: float) -> dict:
     n = int(0.9 * len(ids))
     train, val = ids[:n], ids[n:]
     torch.manual_seed(1337)
-    model = PlainLSTM(len(chars))
+    model = PlainLSTM(len(chars)).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     B, T = 64, 100
     per = (len(train) - 1) // B
-    xs = torch.from_numpy(train[: B * per].reshape(B, per))
-    ys = torch.from_numpy(train[1 : B * per + 1].reshape(B, per))
+    xs = torch.from_numpy(train[: B * per].reshape(B, per)).to(device)
+    ys = torch.from_numpy(train[1 : B * per + 1].reshape(B, per)).to(device)
     state, k, steps = None, 0, 0
     start = time.monotonic()
     while time.monotonic() - start < seconds:
@@ -65,8 +67,10 @@ def plain_loop(path: Path, seconds: float) -> dict:
         opt.step()
         k += 1
         steps += 1
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     elapsed = time.monotonic() - start
-    score = evaluate(model, val, torch.device("cpu"))
+    score = evaluate(model, val, device)
     return {"val_bpc": score.bpc, "steps": steps, "chars_per_s": steps * B * T / elapsed, "train_s": elapsed}
 
 
@@ -76,16 +80,18 @@ def main() -> None:
     ap.add_argument("--corpus", default="tinyshakespeare.txt")
     ap.add_argument("--only", choices=["plain", "charrnn"], default=None)
     ap.add_argument("--extra", default="", help="extra flags for charrnn train, e.g. '--preset tiny'")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     args = ap.parse_args()
+    device = torch.device(args.device)
     path = corpus(args.corpus)
     seconds = args.minutes * 60
     results = {}
     if args.only in (None, "plain"):
-        results["plain"] = plain_loop(path, seconds)
-        emit(bench="quality", who="plain_lstm_2x512", corpus=args.corpus, minutes=args.minutes, **results["plain"])
+        results["plain"] = plain_loop(path, seconds, device)
+        emit(bench="quality", device=args.device, who="plain_lstm_2x512", corpus=args.corpus, minutes=args.minutes, **results["plain"])
     if args.only in (None, "charrnn"):
-        results["charrnn"] = train_cli(path, seconds, args.extra.split())
-        emit(bench="quality", who="charrnn " + (args.extra or "default preset"), corpus=args.corpus,
+        results["charrnn"] = train_cli(path, seconds, ["--device", args.device, *args.extra.split()])
+        emit(bench="quality", device=args.device, who="charrnn " + (args.extra or "default preset"), corpus=args.corpus,
              minutes=args.minutes, **results["charrnn"])
     if len(results) == 2:
         emit(bench="quality", ratio="plain_val_bpc/charrnn_val_bpc",
