@@ -45,6 +45,9 @@ class TrainConfig:
     epochs: float | None = None
     time: float | None = None
     eval_every: int = 200
+    # Validations in a row without a new best before the run stops (0: never). On a GPU a
+    # 1 MB corpus is learnt in under a minute and then only overfits (see README "On a GPU").
+    patience: int = 10
     log_every: int = 20
     val_frac: float = 0.1
     seed: int = 1337

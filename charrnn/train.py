@@ -94,6 +94,8 @@ class RunState:
     window: int = 0
     elapsed: float = 0.0
     best_val: float | None = None
+    best_step: int = 0
+    since_best: int = 0
     last_val: float | None = None
     bad_steps: int = 0
     lr_scale: float = 1.0
@@ -437,10 +439,20 @@ class Trainer:
                     r.loss_sum = 0.0
                     if is_eval:
                         if r.best_val is None or r.last_val < r.best_val:
-                            r.best_val = r.last_val
+                            r.best_val, r.best_step, r.since_best = r.last_val, r.step, 0
                             self.save("best.pt", with_resume=False)
+                        else:
+                            r.since_best += 1
                         self.save("last.pt")
                     last_log_time, last_log_step = time.monotonic(), r.step
+                    if cfg.patience and r.since_best >= cfg.patience:
+                        # Every rank holds the same whole-split val bpc, so all stop at this step.
+                        if not self.quiet:
+                            self.log(
+                                f"stopping early at step {r.step:,}: val bpc has not improved in {r.since_best} validations "
+                                f"(best {r.best_val:.4f} at step {r.best_step:,}, kept in best.pt; --patience 0 trains on)"
+                            )
+                        break
                 else:
                     progress.update(r.step, p, None, r.last_val, None)
         r.elapsed = time.monotonic() - start
@@ -453,6 +465,8 @@ class Trainer:
             "epochs": r.epoch + r.window / self.batches.windows,
             "elapsed": r.elapsed,
             "best_val_bpc": r.best_val,
+            "best_step": r.best_step,
+            "stopped_early": bool(cfg.patience) and r.since_best >= cfg.patience,
             "last_val_bpc": r.last_val,
             "train_bpc": r.history[-1]["train_bpc"] if r.history else None,
             "chars_per_s": r.step * chars_per_step / max(1e-9, r.elapsed),

@@ -5,6 +5,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -183,3 +184,23 @@ def test_learning_rate_warms_up_then_anneals_to_a_hundredth():
     steps = [lr_at(cfg, s, s / 100) for s in range(10, 101)]
     assert all(a >= b for a, b in zip(steps, steps[1:]))
     assert lr_at(TrainConfig(lr=1e-2, min_lr=0.0, warmup=0), 5, 1.0) == 0.0
+
+
+def test_patience_stops_a_run_whose_val_bpc_stopped_improving(tmp_path):
+    # Uniform random letters: nothing in the training split predicts the validation split, so
+    # after the first steps val bpc only gets worse as the model memorises noise.
+    rng = np.random.default_rng(0)
+    noise = tmp_path / "noise.txt"
+    noise.write_text("".join(rng.choice(list("abcdefghijklmnop"), 20_000)))
+    flags = [*TINY, "--lr", "3e-2", "--eval-every", "5", "--out"]
+    r = run_cli("train", noise, *flags, tmp_path / "a", "--steps", "2000", "--patience", "3")
+    assert r.exit_code == 0, r.stderr
+    lines = [json.loads(l) for l in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    vals = [(l["step"], l["val_bpc"]) for l in lines if l["val_bpc"] is not None]
+    best_step, best = min(vals, key=lambda sv: sv[1])
+    assert vals[-1][0] == best_step + 3 * 5 < 2000  # three validations without a new best, then stop
+    assert "stopping early" in r.stderr
+    assert checkpoint.load(tmp_path / "a" / "best.pt")["val_bpc"] == pytest.approx(best, abs=1e-4)
+    # --patience 0 trains to the end whatever val bpc does
+    r = run_cli("train", noise, *flags, tmp_path / "b", "--steps", "60", "--patience", "0", "--quiet")
+    assert r.exit_code == 0 and json.loads((tmp_path / "b" / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 60
