@@ -8,7 +8,8 @@ from dataclasses import asdict, dataclass, fields
 from charrnn.errors import CharrnnError
 
 # Sizes measured on a 2-core CPU (see README "Presets"): each preset is the model that reached
-# the lowest validation bpc on tinyshakespeare within its time budget.
+# the lowest validation bpc on tinyshakespeare within its time budget. Large was measured on an
+# H100: dropout 0.5 and weight decay 0.1 reached 2.099 where 0.2 and 0.01 reached 2.128.
 PRESETS: dict[str, dict] = {
     "tiny": dict(model="lstm", layers=2, hidden=256, embed=128, dropout=0.0, seq_len=64, batch_size=32,
                  lr=1e-2, time="2m"),
@@ -16,8 +17,8 @@ PRESETS: dict[str, dict] = {
                   lr=1e-2, weight_decay=0.1, time="10m"),
     "medium": dict(model="lstm", layers=3, hidden=640, embed=128, dropout=0.1, seq_len=100, batch_size=32,
                    lr=6e-3, weight_decay=0.1, time="60m"),
-    "large": dict(model="lstm", layers=3, hidden=1024, embed=256, dropout=0.2, seq_len=200, batch_size=128,
-                  lr=4e-3, time="60m"),
+    "large": dict(model="lstm", layers=3, hidden=1024, embed=256, dropout=0.5, seq_len=200, batch_size=128,
+                  lr=4e-3, weight_decay=0.1, time="60m"),
 }
 DEFAULT_PRESET = "small"
 # Presets sized for a GPU: on a 2-core CPU the large preset's step takes ~25 s, so a smaller
