@@ -114,15 +114,17 @@ def summary(result: dict[str, Any], quiet: bool) -> None:
         return
     table = Table(title="charrnn training summary", show_header=False)
     fmt = lambda v: "-" if v is None else f"{v:.4f}"
+    steps = f"{result['steps']:,}" + (" (stopped early: val bpc stopped improving)" if result["stopped_early"] else "")
+    best = fmt(result["best_val_bpc"]) + (f" (step {result['best_step']:,})" if result["best_val_bpc"] is not None else "")
     rows = [
-        ("steps", f"{result['steps']:,}" + (" (stopped early: val bpc stopped improving)" if result["stopped_early"] else "")),
+        ("steps", steps),
         ("epochs", f"{result['epochs']:.2f}"),
         ("time", f"{result['elapsed']:.1f} s"),
         ("chars/s", f"{result['chars_per_s']:,.0f}"),
         ("parameters", f"{result['parameters']:,}"),
         ("last train bpc", fmt(result["train_bpc"])),
         ("last val bpc", fmt(result["last_val_bpc"])),
-        ("best val bpc", fmt(result["best_val_bpc"]) + (f" (step {result['best_step']:,})" if result["best_val_bpc"] is not None else "")),
+        ("best val bpc", best),
         ("best checkpoint", result["best"]),
         ("last checkpoint", result["last"]),
     ]

@@ -141,6 +141,7 @@ class Trainer:
         if len(self.data.val) < 2 and cfg.val_frac > 0:
             raise CharrnnError("validation split is empty; give more text or a larger --val-frac")
         self.batches = Batches(self.data.train, cfg.batch_size, cfg.seq_len)
+        self.eval_every = cfg.eval_every or min(200, self.batches.windows)
         self.rows = world.rows(cfg.batch_size)
         # Characters the validation predictions cover, so val is in bits per character.
         self.val_chars = self.data.vocab.count_chars(self.data.val[1:])
@@ -404,7 +405,7 @@ class Trainer:
                 r.loss_count += 1
                 done = distributed.max_all(world, self._progress(time.monotonic() - start))[0] >= 1.0
                 is_log = r.step % cfg.log_every == 0 or done
-                is_eval = cfg.val_frac > 0 and (r.step % cfg.eval_every == 0 or done)
+                is_eval = cfg.val_frac > 0 and (r.step % self.eval_every == 0 or done)
                 if is_log or is_eval:
                     now = time.monotonic()
                     mean_loss = float(distributed.sum_values(world, loss_sum)) / world.size / r.loss_count

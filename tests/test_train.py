@@ -204,3 +204,14 @@ def test_patience_stops_a_run_whose_val_bpc_stopped_improving(tmp_path):
     # --patience 0 trains to the end whatever val bpc does
     r = run_cli("train", noise, *flags, tmp_path / "b", "--steps", "60", "--patience", "0", "--quiet")
     assert r.exit_code == 0 and json.loads((tmp_path / "b" / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 60
+
+
+def test_validation_comes_once_per_pass_on_a_small_corpus(tmp_path, repetitive_corpus):
+    from charrnn.data import Batches, prepare
+
+    passes = Batches(prepare([str(repetitive_corpus)], None, 0.1).train, 8, 16).windows
+    assert passes < 200  # the default 200 steps would be several passes over this text
+    r = run_cli("train", repetitive_corpus, *TINY, "--steps", str(2 * passes + 3), "--patience", "0", "--out", tmp_path, "--quiet")
+    assert r.exit_code == 0, r.stderr
+    lines = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [l["step"] for l in lines if l["val_bpc"] is not None] == [passes, 2 * passes, 2 * passes + 3]
