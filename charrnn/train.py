@@ -451,7 +451,9 @@ class Trainer:
                         if not self.quiet:
                             self.log(
                                 f"stopping early at step {r.step:,}: val bpc has not improved in {r.since_best} validations "
-                                f"(best {r.best_val:.4f} at step {r.best_step:,}, kept in best.pt; --patience 0 trains on)"
+                                f"(best {r.best_val:.4f} at step {r.best_step:,}, kept in best.pt; --patience 0 trains on). "
+                                f"A new run of --steps {_round_steps(r.best_step * 1.15)}, whose learning rate has decayed by "
+                                "then, may reach a lower val bpc"
                             )
                         break
                 else:
@@ -475,6 +477,12 @@ class Trainer:
             "last": str(last),
             "parameters": count_parameters(model),
         }
+
+
+def _round_steps(n: float) -> int:
+    """A step count to suggest, to two significant figures (300, not 304)."""
+    digits = max(0, len(str(int(n))) - 2)
+    return max(1, round(n / 10**digits) * 10**digits)
 
 
 def _check_fits_memory(model_cfg: ModelConfig, cfg: TrainConfig) -> None:

@@ -200,6 +200,9 @@ def test_patience_stops_a_run_whose_val_bpc_stopped_improving(tmp_path):
     best_step, best = min(vals, key=lambda sv: sv[1])
     assert vals[-1][0] == best_step + 3 * 5 < 2000  # three validations without a new best, then stop
     assert "stopping early" in r.stderr
+    # and it suggests a run that ends a little after the best step, rounded: its lr decays by then
+    suggested = int(r.stderr.split("A new run of --steps ")[1].split(",")[0])
+    assert best_step < suggested <= 1.25 * best_step
     assert checkpoint.load(tmp_path / "a" / "best.pt")["val_bpc"] == pytest.approx(best, abs=1e-4)
     # --patience 0 trains to the end whatever val bpc does
     r = run_cli("train", noise, *flags, tmp_path / "b", "--steps", "60", "--patience", "0", "--quiet")
