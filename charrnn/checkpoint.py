@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 import pickle
+import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Callable
 
 import torch
 
@@ -27,11 +28,20 @@ def save(obj: dict[str, Any], path: Path) -> None:
     The rename is atomic, so at every instant ``path`` is either the previous complete
     checkpoint or the new complete one, never a torn file.
     """
-    path = Path(path)
+    _write_atomic(Path(path), lambda f: torch.save({"format": FORMAT, "version": VERSION, **obj}, f))
+
+
+def copy(src: Path, dst: Path) -> None:
+    """Copy a checkpoint file over ``dst`` as atomically as ``save`` writes one."""
+    with open(src, "rb") as source:
+        _write_atomic(Path(dst), lambda f: shutil.copyfileobj(source, f))
+
+
+def _write_atomic(path: Path, write: Callable[[BinaryIO], None]) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
-            torch.save({"format": FORMAT, "version": VERSION, **obj}, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -132,7 +132,7 @@ def _train(corpus, preset, out, resume, init_from, quiet, time, **flags) -> None
     from charrnn.corpus import STDIN, corpus_name
     from charrnn.data import VocabSpec, prepare
     from charrnn.progress import summary
-    from charrnn.train import Interrupted, Trainer, pick_device
+    from charrnn.train import Interrupted, Trainer, fit_retraining, pick_device
     from charrnn.vocab import from_state
 
     world = distributed.launched()
@@ -166,7 +166,7 @@ def _train(corpus, preset, out, resume, init_from, quiet, time, **flags) -> None
         )
         trainer = Trainer(cfg, data, out, quiet=quiet, resume=resume_ckpt, init_from=init, world=world, device=device)
         try:
-            result = trainer.fit()
+            result = fit_retraining(trainer)
         except Interrupted as e:
             if world.main:
                 print(f"stopped: saved {e.path}; continue with: charrnn train --resume {out}", file=sys.stderr)

@@ -128,6 +128,10 @@ def summary(result: dict[str, Any], quiet: bool) -> None:
         ("best checkpoint", result["best"]),
         ("last checkpoint", result["last"]),
     ]
+    if "first_run" in result:
+        f = result["first_run"]
+        rows.insert(3, ("first run", f"{f['steps']:,} steps, {f['elapsed']:.1f} s, stopped early; best {fmt(f['best_val_bpc'])} "
+                                     f"(step {f['best_step']:,})"))
     for k, v in rows:
         table.add_row(k, v)
     stderr.print(table)

@@ -186,27 +186,46 @@ def test_learning_rate_warms_up_then_anneals_to_a_hundredth():
     assert lr_at(TrainConfig(lr=1e-2, min_lr=0.0, warmup=0), 5, 1.0) == 0.0
 
 
-def test_patience_stops_a_run_whose_val_bpc_stopped_improving(tmp_path):
+def _vals(metrics) -> list[tuple[int, float]]:
+    lines = [json.loads(l) for l in metrics.read_text().splitlines()]
+    return [(l["step"], l["val_bpc"]) for l in lines if l["val_bpc"] is not None]
+
+
+def test_patience_stops_a_run_and_a_shorter_fresh_run_follows(tmp_path):
     # Uniform random letters: nothing in the training split predicts the validation split, so
     # after the first steps val bpc only gets worse as the model memorises noise.
     rng = np.random.default_rng(0)
     noise = tmp_path / "noise.txt"
     noise.write_text("".join(rng.choice(list("abcdefghijklmnop"), 20_000)))
     flags = [*TINY, "--lr", "3e-2", "--eval-every", "5", "--out"]
-    r = run_cli("train", noise, *flags, tmp_path / "a", "--steps", "2000", "--patience", "3")
+    out = tmp_path / "a"
+    r = run_cli("train", noise, *flags, out, "--steps", "2000", "--patience", "3")
     assert r.exit_code == 0, r.stderr
-    lines = [json.loads(l) for l in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
-    vals = [(l["step"], l["val_bpc"]) for l in lines if l["val_bpc"] is not None]
-    best_step, best = min(vals, key=lambda sv: sv[1])
-    assert vals[-1][0] == best_step + 3 * 5 < 2000  # three validations without a new best, then stop
+    first = _vals(out / "first" / "metrics.jsonl")
+    best_step, best = min(first, key=lambda sv: sv[1])
     assert "stopping early" in r.stderr
-    # and it suggests a run that ends a little after the best step, rounded: its lr decays by then
-    suggested = int(r.stderr.split("A new run of --steps ")[1].split(",")[0])
-    assert best_step < suggested <= 1.25 * best_step
-    assert checkpoint.load(tmp_path / "a" / "best.pt")["val_bpc"] == pytest.approx(best, abs=1e-4)
+    assert first[-1][0] == best_step + 3 * 5 < 2000  # three validations without a new best, then stop
+    # then a fresh run over as many steps (the budget has room for it)
+    steps = int(r.stderr.split("training again from scratch for ")[1].split(" ")[0])
+    assert steps == first[-1][0]  # as long as the first run, its learning rate decaying over them
+    second = _vals(out / "metrics.jsonl")
+    assert second[-1][0] == steps or r.stderr.count("stopping early") == 2  # (it may stop early too; no third run)
+    # best.pt is the better of the two runs' best models
+    assert checkpoint.load(out / "best.pt")["val_bpc"] == pytest.approx(min(best, min(v for _, v in second)), abs=1e-4)
+    assert checkpoint.load(out / "first" / "best.pt")["val_bpc"] == pytest.approx(best, abs=1e-4)
     # --patience 0 trains to the end whatever val bpc does
     r = run_cli("train", noise, *flags, tmp_path / "b", "--steps", "60", "--patience", "0", "--quiet")
-    assert r.exit_code == 0 and json.loads((tmp_path / "b" / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 60
+    assert r.exit_code == 0 and _vals(tmp_path / "b" / "metrics.jsonl")[-1][0] == 60
+
+
+def test_second_run_length_and_budget():
+    from charrnn.train import retrain_steps
+
+    stopped = {"stopped_early": True, "best_step": 168, "steps": 288}
+    assert retrain_steps({**stopped, "budget_used": 0.25}) == (288, True)  # the first run's length again
+    assert retrain_steps({**stopped, "budget_used": 0.55}) == (235, True)  # as much as is left: 288 * 0.45 / 0.55
+    assert retrain_steps({**stopped, "budget_used": 0.7}) == (288, False)  # 123 < 1.15 x 168: only suggested
+    assert retrain_steps({**stopped, "stopped_early": False, "budget_used": 1.0}) is None
 
 
 def test_validation_comes_once_per_pass_on_a_small_corpus(tmp_path, repetitive_corpus):
