@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import signal
 import sys
 import time
@@ -515,7 +516,8 @@ def fit_retraining(trainer: Trainer) -> dict[str, Any]:
     if plan is None:
         return first
     steps, fits = plan
-    if not fits:
+    # A resumed run may itself be a second run; it never starts a third.
+    if not fits or trainer.resume is not None:
         if not trainer.quiet:
             trainer.log(f"a new run of --steps {steps}, with the learning rate decaying over them, may reach a lower val bpc")
         return first
@@ -526,6 +528,8 @@ def fit_retraining(trainer: Trainer) -> dict[str, Any]:
     if trainer.world.main:
         aside.mkdir(exist_ok=True)
         for name in ("best.pt", "last.pt", "metrics.jsonl", "tensorboard"):
+            if (aside / name).is_dir():  # an earlier run's, in the same RUN_DIR
+                shutil.rmtree(aside / name)
             if (trainer.out / name).exists():
                 os.replace(trainer.out / name, aside / name)
     cfg = replace(trainer.cfg, steps=steps, epochs=None, time=None)

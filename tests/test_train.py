@@ -191,7 +191,7 @@ def _vals(metrics) -> list[tuple[int, float]]:
     return [(l["step"], l["val_bpc"]) for l in lines if l["val_bpc"] is not None]
 
 
-def test_patience_stops_a_run_and_a_shorter_fresh_run_follows(tmp_path):
+def test_patience_stops_a_run_and_a_fresh_run_of_its_length_follows(tmp_path):
     # Uniform random letters: nothing in the training split predicts the validation split, so
     # after the first steps val bpc only gets worse as the model memorises noise.
     rng = np.random.default_rng(0)
@@ -199,7 +199,7 @@ def test_patience_stops_a_run_and_a_shorter_fresh_run_follows(tmp_path):
     noise.write_text("".join(rng.choice(list("abcdefghijklmnop"), 20_000)))
     flags = [*TINY, "--lr", "3e-2", "--eval-every", "5", "--out"]
     out = tmp_path / "a"
-    r = run_cli("train", noise, *flags, out, "--steps", "2000", "--patience", "3")
+    r = run_cli("train", noise, *flags, out, "--steps", "2000", "--patience", "3", "--tensorboard")
     assert r.exit_code == 0, r.stderr
     first = _vals(out / "first" / "metrics.jsonl")
     best_step, best = min(first, key=lambda sv: sv[1])
@@ -213,6 +213,10 @@ def test_patience_stops_a_run_and_a_shorter_fresh_run_follows(tmp_path):
     # best.pt is the better of the two runs' best models
     assert checkpoint.load(out / "best.pt")["val_bpc"] == pytest.approx(min(best, min(v for _, v in second)), abs=1e-4)
     assert checkpoint.load(out / "first" / "best.pt")["val_bpc"] == pytest.approx(best, abs=1e-4)
+    # the same again into the same RUN_DIR replaces the earlier first run's files (and directories)
+    r = run_cli("train", noise, *flags, out, "--steps", "2000", "--patience", "3", "--tensorboard", "--quiet")
+    assert r.exit_code == 0, r.stderr
+    assert _vals(out / "first" / "metrics.jsonl") == first and (out / "first" / "tensorboard").is_dir()
     # --patience 0 trains to the end whatever val bpc does
     r = run_cli("train", noise, *flags, tmp_path / "b", "--steps", "60", "--patience", "0", "--quiet")
     assert r.exit_code == 0 and _vals(tmp_path / "b" / "metrics.jsonl")[-1][0] == 60
