@@ -115,7 +115,9 @@ def summary(result: dict[str, Any], quiet: bool) -> None:
     table = Table(title="charrnn training summary", show_header=False)
     fmt = lambda v: "-" if v is None else f"{v:.4f}"
     steps = f"{result['steps']:,}" + (" (stopped early: val bpc stopped improving)" if result["stopped_early"] else "")
-    best = fmt(result["best_val_bpc"]) + (f" (step {result['best_step']:,})" if result["best_val_bpc"] is not None else "")
+    best = fmt(result["best_val_bpc"])
+    if result["best_val_bpc"] is not None:
+        best += f" (step {result['best_step']:,}{' of the first run' if result.get('best_in_first_run') else ''})"
     rows = [
         ("steps", steps),
         ("epochs", f"{result['epochs']:.2f}"),

@@ -541,7 +541,7 @@ def fit_retraining(trainer: Trainer) -> dict[str, Any]:
             checkpoint.copy(aside / "best.pt", trainer.out / "best.pt")
         if not trainer.quiet:
             trainer.log(f"the first run's model was better ({first['best_val_bpc']:.4f}); best.pt is a copy of it")
-        second.update(best_val_bpc=first["best_val_bpc"], best_step=first["best_step"])
+        second.update(best_val_bpc=first["best_val_bpc"], best_step=first["best_step"], best_in_first_run=True)
     second["first_run"] = {k: first[k] for k in ("steps", "elapsed", "best_val_bpc", "best_step")}
     return second
 
