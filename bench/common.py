@@ -9,7 +9,32 @@ import sys
 import tempfile
 from pathlib import Path
 
+import torch
+from torch import nn
+
 CORPORA = Path(__file__).resolve().parents[2] / "shared" / "corpora"
+
+
+class PlainLSTM(nn.Module):
+    """The baseline both benches compare against: nn.LSTM with dropout 0.2 between layers and
+    before the head, as the classic char-rnn recipe has it."""
+
+    def __init__(self, vocab: int, layers: int = 2, hidden: int = 512, embed: int = 512) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, embed)
+        self.rnn = nn.LSTM(embed, hidden, num_layers=layers, dropout=0.2, batch_first=True)
+        self.drop = nn.Dropout(0.2)
+        self.head = nn.Linear(hidden, vocab)
+
+    def forward(self, x: torch.Tensor, state: tuple | None = None) -> tuple[torch.Tensor, tuple]:
+        out, state = self.rnn(self.embed(x), state)
+        return self.head(self.drop(out)), state
+
+
+def sync(device: torch.device) -> None:
+    """Wait for the GPU's queued work, so a host clock reads the time it took."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def emit(**fields) -> None:

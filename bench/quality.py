@@ -20,22 +20,9 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import corpus, emit, train_cli  # noqa: E402
+from common import PlainLSTM, corpus, emit, sync, train_cli  # noqa: E402
 
 from charrnn.evaluate import evaluate  # noqa: E402
-
-
-class PlainLSTM(nn.Module):
-    def __init__(self, vocab: int) -> None:
-        super().__init__()
-        self.embed = nn.Embedding(vocab, 512)
-        self.rnn = nn.LSTM(512, 512, num_layers=2, dropout=0.2, batch_first=True)
-        self.drop = nn.Dropout(0.2)
-        self.head = nn.Linear(512, vocab)
-
-    def forward(self, x, state=None):
-        out, state = self.rnn(self.embed(x), state)
-        return self.head(self.drop(out)), state
 
 
 def plain_loop(path: Path, seconds: float, device: torch.device) -> dict:
@@ -67,8 +54,7 @@ def plain_loop(path: Path, seconds: float, device: torch.device) -> dict:
         opt.step()
         k += 1
         steps += 1
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    sync(device)
     elapsed = time.monotonic() - start
     score = evaluate(model, val, device)
     return {"val_bpc": score.bpc, "steps": steps, "chars_per_s": steps * B * T / elapsed, "train_s": elapsed}

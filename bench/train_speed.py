@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import corpus, emit  # noqa: E402
+from common import PlainLSTM, corpus, emit, sync  # noqa: E402
 
 from charrnn.config import make_config  # noqa: E402
 from charrnn.data import prepare  # noqa: E402
@@ -49,27 +49,10 @@ def matmul_peak(device: torch.device, dtype: torch.dtype = torch.float32) -> flo
     return reps * 2 * n**3 / (time.perf_counter() - start) / 1e9
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def flops_per_char(layers: int, hidden: int, embed: int, vocab: int) -> float:
     """Matrix-multiply FLOPs of one training character: forward (2 per MAC) x 3 for backward."""
     macs = 4 * hidden * (embed + hidden) + (layers - 1) * 4 * hidden * 2 * hidden + hidden * vocab
     return 3 * 2 * macs
-
-
-class PlainLSTM(nn.Module):
-    def __init__(self, vocab: int, layers: int, hidden: int, embed: int) -> None:
-        super().__init__()
-        self.emb = nn.Embedding(vocab, embed)
-        self.rnn = nn.LSTM(embed, hidden, layers, batch_first=True, dropout=0.2)
-        self.head = nn.Linear(hidden, vocab)
-
-    def forward(self, x: torch.Tensor, state: tuple | None) -> tuple[torch.Tensor, tuple]:
-        out, state = self.rnn(self.emb(x), state)
-        return self.head(nn.functional.dropout(out, 0.2)), state
 
 
 def plain_loop(ids: np.ndarray, vocab: int, layers: int, hidden: int, embed: int, batch: int, seq: int, steps: int,

@@ -267,6 +267,9 @@ class Trainer:
         self.model.load_state_dict(ckpt["state_dict"])
 
     # -- the loop ----------------------------------------------------------------------------
+    def _patience_spent(self) -> bool:
+        return bool(self.cfg.patience) and self.run.since_best >= self.cfg.patience
+
     def _progress(self, elapsed: float) -> float:
         cfg, r = self.cfg, self.run
         p = 0.0
@@ -447,7 +450,7 @@ class Trainer:
                             r.since_best += 1
                         self.save("last.pt")
                     last_log_time, last_log_step = time.monotonic(), r.step
-                    if cfg.patience and r.since_best >= cfg.patience:
+                    if self._patience_spent():
                         # Every rank holds the same whole-split val bpc, so all stop at this step.
                         if not self.quiet:
                             self.log(
@@ -468,7 +471,7 @@ class Trainer:
             "elapsed": r.elapsed,
             "best_val_bpc": r.best_val,
             "best_step": r.best_step,
-            "stopped_early": bool(cfg.patience) and r.since_best >= cfg.patience,
+            "stopped_early": self._patience_spent(),
             # The share of the budget (steps, epochs or time) spent; every rank agrees on it.
             "budget_used": distributed.max_all(world, self._progress(r.elapsed))[0],
             "last_val_bpc": r.last_val,
@@ -527,7 +530,7 @@ def fit_retraining(trainer: Trainer) -> dict[str, Any]:
     aside = trainer.out / FIRST_RUN
     if trainer.world.main:
         aside.mkdir(exist_ok=True)
-        for name in ("best.pt", "last.pt", "metrics.jsonl", "tensorboard"):
+        for name in (*checkpoint.RUN_FILES, "metrics.jsonl", "tensorboard"):
             if (aside / name).is_dir():  # an earlier run's, in the same RUN_DIR
                 shutil.rmtree(aside / name)
             if (trainer.out / name).exists():
