@@ -230,6 +230,37 @@ def test_second_run_length_and_budget():
     assert retrain_steps({**stopped, "budget_used": 0.55}) == (235, True)  # as much as is left: 288 * 0.45 / 0.55
     assert retrain_steps({**stopped, "budget_used": 0.7}) == (288, False)  # 123 < 1.15 x 168: only suggested
     assert retrain_steps({**stopped, "stopped_early": False, "budget_used": 1.0}) is None
+    # with more dropout than the first run: what is left of the budget, up to 3x the first run
+    assert retrain_steps({**stopped, "budget_used": 0.3}, more_dropout=True) == (672, True)  # 288 * 0.7 / 0.3
+    assert retrain_steps({**stopped, "budget_used": 0.1}, more_dropout=True) == (864, True)  # room for 2,592
+    assert retrain_steps({**stopped, "budget_used": 0.7}, more_dropout=True) == (288, False)
+
+
+def test_the_second_run_takes_the_presets_dropout_unless_dropout_was_given(tmp_path):
+    from charrnn.config import make_config
+
+    assert make_config("small", {}).retrain_dropout == 0.3 and make_config("small", {}).dropout == 0.0
+    assert make_config("small", {"dropout": 0.1}).retrain_dropout is None  # the user's dropout holds for both runs
+    rng = np.random.default_rng(0)
+    noise = tmp_path / "noise.txt"
+    noise.write_text("".join(rng.choice(list("abcdefghijklmnop"), 20_000)))
+    at = TINY.index("--dropout")
+    flags = TINY[:at] + TINY[at + 2 :]
+    out = tmp_path / "run"
+    r = run_cli("train", noise, *flags, "--lr", "3e-2", "--eval-every", "5", "--out", out, "--steps", "2000",
+                "--patience", "3", "--quiet")
+    assert r.exit_code == 0, r.stderr
+    first = checkpoint.load(out / "first" / "last.pt")
+    second = checkpoint.load(out / "last.pt")
+    assert first["model_config"]["dropout"] == 0.0 and second["model_config"]["dropout"] == 0.3
+    assert second["train_config"]["steps"] == 3 * first["step"]  # more dropout, so a longer run
+    # under a time budget the second run also ends by the budget's end
+    r = run_cli("train", noise, *flags, "--lr", "3e-2", "--eval-every", "5", "--out", out, "--time", "6s",
+                "--patience", "3", "--quiet")
+    assert r.exit_code == 0, r.stderr
+    first, second = checkpoint.load(out / "first" / "last.pt"), checkpoint.load(out / "last.pt")
+    assert first["elapsed"] + second["train_config"]["time"] == pytest.approx(6.0)
+    assert first["elapsed"] + second["elapsed"] < 6.5
 
 
 def test_validation_comes_once_per_pass_on_a_small_corpus(tmp_path, repetitive_corpus):
