@@ -191,12 +191,17 @@ def _vals(metrics) -> list[tuple[int, float]]:
     return [(l["step"], l["val_bpc"]) for l in lines if l["val_bpc"] is not None]
 
 
-def test_patience_stops_a_run_and_a_fresh_run_of_its_length_follows(tmp_path):
-    # Uniform random letters: nothing in the training split predicts the validation split, so
-    # after the first steps val bpc only gets worse as the model memorises noise.
+@pytest.fixture
+def noise(tmp_path):
+    """Uniform random letters: nothing in the training split predicts the validation split, so
+    after the first steps val bpc only gets worse as the model memorises noise."""
     rng = np.random.default_rng(0)
-    noise = tmp_path / "noise.txt"
-    noise.write_text("".join(rng.choice(list("abcdefghijklmnop"), 20_000)))
+    path = tmp_path / "noise.txt"
+    path.write_text("".join(rng.choice(list("abcdefghijklmnop"), 20_000)))
+    return path
+
+
+def test_patience_stops_a_run_and_a_fresh_run_of_its_length_follows(tmp_path, noise):
     flags = [*TINY, "--lr", "3e-2", "--eval-every", "5", "--out"]
     out = tmp_path / "a"
     r = run_cli("train", noise, *flags, out, "--steps", "2000", "--patience", "3", "--tensorboard")
@@ -236,27 +241,22 @@ def test_second_run_length_and_budget():
     assert retrain_steps({**stopped, "budget_used": 0.7}, more_dropout=True) == (288, False)
 
 
-def test_the_second_run_takes_the_presets_dropout_unless_dropout_was_given(tmp_path):
+def test_the_second_run_takes_the_presets_dropout_unless_dropout_was_given(tmp_path, noise):
     from charrnn.config import make_config
 
     assert make_config("small", {}).retrain_dropout == 0.3 and make_config("small", {}).dropout == 0.0
     assert make_config("small", {"dropout": 0.1}).retrain_dropout is None  # the user's dropout holds for both runs
-    rng = np.random.default_rng(0)
-    noise = tmp_path / "noise.txt"
-    noise.write_text("".join(rng.choice(list("abcdefghijklmnop"), 20_000)))
     at = TINY.index("--dropout")
-    flags = TINY[:at] + TINY[at + 2 :]
     out = tmp_path / "run"
-    r = run_cli("train", noise, *flags, "--lr", "3e-2", "--eval-every", "5", "--out", out, "--steps", "2000",
-                "--patience", "3", "--quiet")
+    flags = [*TINY[:at], *TINY[at + 2 :], "--lr", "3e-2", "--eval-every", "5", "--patience", "3", "--out", out, "--quiet"]
+    r = run_cli("train", noise, *flags, "--steps", "2000")
     assert r.exit_code == 0, r.stderr
     first = checkpoint.load(out / "first" / "last.pt")
     second = checkpoint.load(out / "last.pt")
     assert first["model_config"]["dropout"] == 0.0 and second["model_config"]["dropout"] == 0.3
     assert second["train_config"]["steps"] == 3 * first["step"]  # more dropout, so a longer run
     # under a time budget the second run also ends by the budget's end
-    r = run_cli("train", noise, *flags, "--lr", "3e-2", "--eval-every", "5", "--out", out, "--time", "6s",
-                "--patience", "3", "--quiet")
+    r = run_cli("train", noise, *flags, "--time", "6s")
     assert r.exit_code == 0, r.stderr
     first, second = checkpoint.load(out / "first" / "last.pt"), checkpoint.load(out / "last.pt")
     assert first["elapsed"] + second["train_config"]["time"] == pytest.approx(6.0)
