@@ -75,6 +75,7 @@ def train(
     val_frac: Optional[float] = typer.Option(None, min=0.0, max=0.5, help="Last fraction of the text held out for validation."),
     vocab: Optional[str] = typer.Option(None, help="Tokens: char (default) | bpe | unigram (SentencePiece subwords, trained on the training split)."),
     vocab_size: Optional[int] = typer.Option(None, min=1, max=1_000_000, help="Subword vocabulary size for --vocab bpe|unigram (default 1024)."),
+    keep_gutenberg: Optional[bool] = typer.Option(None, "--keep-gutenberg", help="Train on a Project Gutenberg e-book's header and licence too (by default only its text between the START and END lines)."),
     seed: Optional[int] = typer.Option(None, min=0, max=2**63 - 1, help="Random seed."),
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | mps."),
     precision: Optional[str] = typer.Option(None, help="float32 (default) | bfloat16 | float16: the forward pass under autocast (weights stay float32)."),
@@ -112,6 +113,7 @@ def _train(corpus, preset, out, resume, init_from, quiet, time, **flags) -> None
             paths = files
         # The run's own settings, with any flag given now on top (e.g. a longer --time).
         base = {k: v for k, v in saved.items()}
+        base.setdefault("keep_gutenberg", True)  # a run from before the header was left out read it
         given = {k: v for k, v in flags.items() if v is not None}
         if time is not None:
             given["time"] = parse_duration(time)
@@ -162,8 +164,16 @@ def _train(corpus, preset, out, resume, init_from, quiet, time, **flags) -> None
     try:
         # Rank 0 prepares (and caches) the corpus; the others then read the same cache.
         data = distributed.main_first(
-            world, lambda: prepare(paths, out / ".cache", cfg.val_frac, spec, vocab=fixed, show_progress=not quiet and world.main)
+            world,
+            lambda: prepare(
+                paths, out / ".cache", cfg.val_frac, spec, vocab=fixed, show_progress=not quiet and world.main,
+                keep_gutenberg=cfg.keep_gutenberg,
+            ),
         )
+        if world.main and not quiet:
+            for name, chars in data.left_out.items():
+                print(f"note: {name}: training on the book only, without Project Gutenberg's header and licence "
+                      f"({chars:,} characters; --keep-gutenberg keeps them)", file=sys.stderr)
         trainer = Trainer(cfg, data, out, quiet=quiet, resume=resume_ckpt, init_from=init, world=world, device=device)
         try:
             result = fit_retraining(trainer)
@@ -326,6 +336,7 @@ def evaluate_cmd(
     text: list[str] = typer.Argument(..., help="Text files or directories, or - for stdin."),
     as_json: bool = typer.Option(False, "--json", help="One machine-readable JSON line."),
     skip_unknown: bool = typer.Option(False, "--skip-unknown", help="Drop (and count) characters outside the vocabulary."),
+    keep_gutenberg: bool = typer.Option(False, "--keep-gutenberg", help="Score a Project Gutenberg e-book's header and licence too (by default only its text)."),
 ) -> None:
     """Bits per character (and per token, and perplexity) of any text under a trained model."""
     try:
@@ -337,7 +348,7 @@ def evaluate_cmd(
         model, vocab = checkpoint.build_model(checkpoint.load(checkpoint_path))
         sources = corpus.open_sources(text)
         try:
-            body = corpus.read_text(sources)
+            body = corpus.read_text(sources, keep_gutenberg)
         finally:
             corpus.release(sources)
         missing = vocab.missing(body)

@@ -64,6 +64,8 @@ class TrainConfig:
     precision: str = "float32"
     vocab: str = "char"
     vocab_size: int | None = None
+    # Train on a Project Gutenberg e-book's header and licence too (left out by default).
+    keep_gutenberg: bool = False
     tensorboard: bool = False
 
     def to_dict(self) -> dict:

@@ -11,6 +11,7 @@ import codecs
 import hashlib
 import io
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -23,6 +24,14 @@ from charrnn.errors import CharrnnError
 STDIN = "-"
 BOM = "\ufeff"
 CHUNK_BYTES = 8 << 20
+# Project Gutenberg e-books open with a header and end with the licence, around lines like
+# "*** START OF THE PROJECT GUTENBERG EBOOK ... ***" and "*** END OF ...". Left in, the licence
+# (~18k characters) is the whole validation split of a play-length book, so early stopping
+# judges the model on legal text, and the model learns to write it.
+_GUTENBERG_LINE = r"^\*\*\* ?{} OF (?:THE|THIS) PROJECT GUTENBERG E(?:BOOK|TEXT)\b[^\n]*"
+GUTENBERG_START = re.compile(_GUTENBERG_LINE.format("START"), re.M | re.I)
+GUTENBERG_END = re.compile(_GUTENBERG_LINE.format("END"), re.M | re.I)
+GUTENBERG_HEADER_CHARS = 64 * 1024  # a START line further in is not a header's
 
 
 @dataclass(frozen=True)
@@ -139,15 +148,65 @@ def iter_text(f: BinaryIO, name: str, chunk_bytes: int | None = None) -> Iterato
             return
 
 
-def iter_corpus(sources: list[Source]) -> Iterator[tuple[str, int]]:
-    """Every file's text chunks in order; files are joined as they are (each keeps its own ending)."""
+def without_gutenberg(chunks: Iterator[tuple[str, int]], left_out: list[int]) -> Iterator[tuple[str, int]]:
+    """A Project Gutenberg e-book's text between its START and END lines (other text unchanged),
+    as (text, bytes consumed) chunks like ``iter_text``'s; appends the characters left out to
+    ``left_out`` when it finds a START line. The last partial line of each chunk waits for the
+    next, so an END line split between chunks is still found."""
+    chunks = iter(chunks)
+    head, used = "", 0
+    for text, n in chunks:
+        head, used = head + text, used + n
+        if len(head) >= GUTENBERG_HEADER_CHARS:
+            break
+    start = GUTENBERG_START.search(head, 0, GUTENBERG_HEADER_CHARS)
+    if start is None:
+        yield head, used
+        yield from chunks
+        return
+    buf = head[start.end() :].lstrip("\n")
+    dropped = len(head) - len(buf)
+    while True:
+        end = GUTENBERG_END.search(buf)
+        if end is not None:
+            yield buf[: end.start()], used
+            dropped += len(buf) - end.start()
+            for text, n in chunks:
+                dropped += len(text)
+                yield "", n
+            break
+        keep = buf.rfind("\n") + 1
+        yield buf[:keep], used
+        buf = buf[keep:]
+        text, used = next(chunks, (None, 0))
+        if text is None:
+            yield buf, 0
+            break
+        buf += text
+    left_out.append(dropped)
+
+
+def iter_corpus(
+    sources: list[Source], keep_gutenberg: bool = False, left_out: dict[str, int] | None = None
+) -> Iterator[tuple[str, int]]:
+    """Every file's text chunks in order; files are joined as they are (each keeps its own ending).
+
+    A Project Gutenberg e-book gives only its text, without header and licence, unless
+    ``keep_gutenberg``; ``left_out`` then maps its name to the characters left out.
+    """
     for s in sources:
         try:
             f = open(s.path, "rb")
         except OSError as e:
             raise CharrnnError(f"{s.name}: cannot read ({e.strerror})") from None
         with f:
-            yield from iter_text(f, s.name)
+            if keep_gutenberg:
+                yield from iter_text(f, s.name)
+                continue
+            dropped: list[int] = []
+            yield from without_gutenberg(iter_text(f, s.name), dropped)
+            if dropped and left_out is not None:
+                left_out[s.name] = dropped[0]
 
 
 def decode(data: bytes, name: str) -> str:
@@ -155,9 +214,9 @@ def decode(data: bytes, name: str) -> str:
     return "".join(text for text, _ in iter_text(io.BytesIO(data), name))
 
 
-def read_text(sources: list[Source]) -> str:
+def read_text(sources: list[Source], keep_gutenberg: bool = False) -> str:
     """The whole corpus as one text in memory, for inputs known to be small (``eval``)."""
-    text = "".join(t for t, _ in iter_corpus(sources))
+    text = "".join(t for t, _ in iter_corpus(sources, keep_gutenberg))
     if not text.strip():
         raise CharrnnError(f"{describe(sources)}: corpus is empty")
     return text

@@ -13,7 +13,7 @@ import hashlib
 import itertools
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
@@ -64,6 +64,8 @@ class Prepared:
     # Encoded with a vocabulary the caller gave (--init-from) rather than one built from this
     # corpus: resuming the run must give it again to find the same prepared corpus.
     vocab_given: bool = False
+    # Characters of Project Gutenberg header and licence left out, by file name.
+    left_out: dict[str, int] = field(default_factory=dict)
 
     @property
     def chars_per_token(self) -> float:
@@ -83,11 +85,13 @@ def prepare(
     spec: VocabSpec = VocabSpec(),
     vocab: Vocab | None = None,
     show_progress: bool = False,
+    keep_gutenberg: bool = False,
 ) -> Prepared:
     """Read, validate, encode and split a corpus, re-using a cached encoding when the bytes match.
 
     With ``vocab`` given (fine-tuning), the corpus is encoded with it instead of a new one, and
-    characters it cannot represent are an error that lists them.
+    characters it cannot represent are an error that lists them. Project Gutenberg e-books lose
+    their header and licence unless ``keep_gutenberg``.
     """
     from charrnn.progress import PrepareProgress
 
@@ -98,11 +102,14 @@ def prepare(
         with PrepareProgress(enabled=show_progress and total > 0) as bar:
             bar.phase("hashing", total)
             digest = corpus.fingerprint(sources, bar.advance)
-            settings = json.dumps([spec.kind, spec.size, val_frac, vocab.to_state() if vocab else None], default=_bytes_hash)
+            settings = json.dumps(
+                [spec.kind, spec.size, val_frac, vocab.to_state() if vocab else None, keep_gutenberg], default=_bytes_hash
+            )
             key = f"{digest[:24]}-{spec.kind}-{hashlib.sha256(settings.encode()).hexdigest()[:12]}-v{CACHE_VERSION}"
             data = _load_cache(cache_dir, key, names) if cache_dir is not None else None
             if data is None:
-                data = _build(sources, names, total, key, cache_dir, val_frac, spec, vocab, bar)
+                read = _Reader(sources, bar, keep_gutenberg)
+                data = _build(read, names, total, key, cache_dir, val_frac, spec, vocab)
             data.vocab_given = vocab is not None
             return data
     finally:
@@ -115,24 +122,34 @@ def _bytes_hash(value: object) -> str:
     raise TypeError(type(value).__name__)
 
 
-def _chunks(sources: list[corpus.Source], bar) -> Iterator[str]:
-    for text, used in corpus.iter_corpus(sources):
-        bar.advance(used)
-        if text:
-            yield text
+@dataclass
+class _Reader:
+    """The corpus text, read afresh for each pass (scan, vocabulary, encode) with the progress bar
+    advanced by the bytes read; the passes agree on what was left out."""
+
+    sources: list[corpus.Source]
+    bar: object
+    keep_gutenberg: bool
+    left_out: dict[str, int] = field(default_factory=dict)
+
+    def chunks(self) -> Iterator[str]:
+        for text, used in corpus.iter_corpus(self.sources, self.keep_gutenberg, self.left_out):
+            self.bar.advance(used)
+            if text:
+                yield text
 
 
-def _scan(sources: list[corpus.Source], bar) -> tuple[int, np.ndarray]:
+def _scan(read: _Reader) -> tuple[int, np.ndarray]:
     """Characters in the corpus and how often each code point occurs; validates every file."""
     counts = np.zeros(_CODEPOINTS, dtype=np.int64)
     n = 0
-    for text in _chunks(sources, bar):
+    for text in read.chunks():
         n += len(text)
         points = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
         seen = np.bincount(points)
         counts[: len(seen)] += seen
     if all(chr(int(p)).isspace() for p in np.flatnonzero(counts)):
-        raise CharrnnError(f"{corpus.describe(sources)}: corpus is empty")
+        raise CharrnnError(f"{corpus.describe(read.sources)}: corpus is empty")
     return n, counts
 
 
@@ -197,10 +214,10 @@ def encode_text(vocab: Vocab, text: str) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, id_dtype(vocab.size))
 
 
-def _train_lines(sources: list[corpus.Source], cut: int, bar) -> Iterator[str]:
+def _train_lines(read: _Reader, cut: int) -> Iterator[str]:
     """Lines of the training split only, the sentences SentencePiece learns from."""
     def train_texts() -> Iterator[str]:
-        for part, text in _split_stream(_chunks(sources, bar), cut):
+        for part, text in _split_stream(read.chunks(), cut):
             if part:
                 return
             yield text
@@ -211,9 +228,10 @@ def _train_lines(sources: list[corpus.Source], cut: int, bar) -> Iterator[str]:
                 yield line
 
 
-def _build(sources, names, total, key, cache_dir, val_frac, spec, vocab, bar) -> Prepared:
+def _build(read: _Reader, names, total, key, cache_dir, val_frac, spec, vocab) -> Prepared:
+    bar = read.bar
     bar.phase("scanning", total)
-    n_chars, counts = _scan(sources, bar)
+    n_chars, counts = _scan(read)
     cut = split_point(n_chars, val_frac)
     present = np.flatnonzero(counts)
     chars = "".join(chr(int(p)) for p in present)
@@ -223,24 +241,24 @@ def _build(sources, names, total, key, cache_dir, val_frac, spec, vocab, bar) ->
         else:
             if SPACE_MARK in chars:
                 raise CharrnnError(
-                    f"{corpus.describe(sources)}: holds {SPACE_MARK!r} (U+2581), which SentencePiece reserves "
+                    f"{corpus.describe(read.sources)}: holds {SPACE_MARK!r} (U+2581), which SentencePiece reserves "
                     "for spaces; use --vocab char for this corpus"
                 )
             bar.phase(f"training {spec.kind} vocabulary", total)
-            vocab = SubwordVocab.train(spec.kind, spec.pieces, _train_lines(sources, cut, bar), len(present))
+            vocab = SubwordVocab.train(spec.kind, spec.pieces, _train_lines(read, cut), len(present))
     else:
         missing = vocab.missing(chars)
         if missing:
             raise CharrnnError(f"--init-from: the corpus has characters the checkpoint's vocabulary lacks: {describe_chars(missing)}")
     bar.phase("encoding", total)
     if cache_dir is None:
-        train, val = _encode(sources, vocab, cut, None, bar)
-        return Prepared(vocab, train, val, key, names, cut, n_chars - cut)
+        train, val = _encode(read, vocab, cut, None)
+        return Prepared(vocab, train, val, key, names, cut, n_chars - cut, left_out=read.left_out)
     target = cache_dir / f".{key}.ids.tmp{os.getpid()}"
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
         with open(target, "wb") as f:
-            parts = _encode(sources, vocab, cut, f, bar)
+            parts = _encode(read, vocab, cut, f)
     except OSError as e:
         _discard(target)
         raise CharrnnError(f"cannot write the corpus cache in {cache_dir} ({e.strerror or e})") from None
@@ -253,6 +271,7 @@ def _build(sources, names, total, key, cache_dir, val_frac, spec, vocab, bar) ->
         "val_tokens": parts[1],
         "train_chars": cut,
         "val_chars": n_chars - cut,
+        "left_out": read.left_out,
     }
     _commit_cache(cache_dir, key, target, meta)
     cached = _load_cache(cache_dir, key, names)
@@ -268,7 +287,7 @@ def _discard(path: Path) -> None:
         pass
 
 
-def _encode(sources, vocab: Vocab, cut: int, f: BinaryIO | None, bar):
+def _encode(read: _Reader, vocab: Vocab, cut: int, f: BinaryIO | None):
     """Encode the training then the validation text; to ``f`` (returns token counts) or in memory."""
     dtype = id_dtype(vocab.size)
     kept: list[list[np.ndarray]] = [[], []]
@@ -282,7 +301,7 @@ def _encode(sources, vocab: Vocab, cut: int, f: BinaryIO | None, bar):
         else:
             f.write(ids.tobytes())
 
-    stream = _split_stream(_chunks(sources, bar), cut)
+    stream = _split_stream(read.chunks(), cut)
     if isinstance(vocab, CharVocab):
         for part, text in stream:
             emit(part, vocab.encode(text))
@@ -337,7 +356,10 @@ def _load_cache(cache_dir: Path, key: str, names: list[str]) -> Prepared | None:
             ids = np.zeros(0, dtype)
         else:
             ids = np.memmap(ids_path, dtype=dtype, mode="r", shape=(n_train + n_val,))
-        return Prepared(vocab, ids[:n_train], ids[n_train:], key, names, int(meta["train_chars"]), int(meta["val_chars"]))
+        return Prepared(
+            vocab, ids[:n_train], ids[n_train:], key, names, int(meta["train_chars"]), int(meta["val_chars"]),
+            left_out=dict(meta["left_out"]),
+        )
     except (OSError, ValueError, KeyError, TypeError, CharrnnError):
         return None
 

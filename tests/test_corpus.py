@@ -1,12 +1,15 @@
+import io
 from pathlib import Path
 
 import numpy as np
+import torch
 import pytest
 
 from charrnn import corpus
 from charrnn.errors import CharrnnError
 from charrnn.vocab import CharVocab
 
+from charrnn import checkpoint
 from conftest import TINY, run_cli, run_proc, shared
 
 
@@ -88,3 +91,63 @@ def test_char_vocab_round_trips_shared_corpora(name):
 def test_spanish_corpus_bom_crlf():
     text = corpus.decode(shared("quijote_es.txt").read_bytes(), "quijote")
     assert not text.startswith("\ufeff") and "\r" not in text and "ñ" in text
+
+
+# A Project Gutenberg e-book as the site serves it (CRLF), with characters only the licence has.
+PG_HEADER = ("\ufeffThe Project Gutenberg eBook of A Play\r\n\r\nThis eBook is for the use of anyone anywhere.\r\n\r\n"
+             "*** START OF THE PROJECT GUTENBERG EBOOK A PLAY ***\r\n\r\n\r\n")
+PG_LICENCE = ("\r\n*** END OF THE PROJECT GUTENBERG EBOOK A PLAY ***\r\n\r\n"
+              "Section 1. General Terms of Use \u00a7 Redistributing Project Gutenberg\u2122 electronic works\r\n")
+
+
+def _ebook(play: str) -> bytes:
+    return (PG_HEADER + play.replace("\n", "\r\n") + PG_LICENCE).encode()
+
+
+@pytest.mark.parametrize("chunk_bytes", [5, 64, 1 << 20])
+def test_a_gutenberg_ebook_is_read_without_its_header_and_licence(chunk_bytes):
+    play = "ANNA: the sea is open.\nBORIS: the lamp is dark.\n" * 30
+    raw = _ebook(play)
+    left_out: list[int] = []
+    chunks = list(corpus.without_gutenberg(corpus.iter_text(io.BytesIO(raw), "pg.txt", chunk_bytes), left_out))
+    assert "".join(t for t, _ in chunks) == play + "\n"  # the blank line before the END line stays
+    assert sum(n for _, n in chunks) == len(raw)  # every byte counted, for the progress bar
+    assert left_out == [len(corpus.decode(raw, "pg.txt")) - len(play) - 1]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "ANNA: the sea is open.\n" * 20,
+        # a START line deep in a text is something the text says, not a header
+        "x\n" * 40_000 + "*** START OF THE PROJECT GUTENBERG EBOOK X ***\nafter\n*** END OF THE PROJECT GUTENBERG EBOOK X ***\n",
+    ],
+)
+def test_text_without_a_gutenberg_header_is_read_unchanged(text):
+    left_out: list[int] = []
+    chunks = corpus.without_gutenberg(corpus.iter_text(io.BytesIO(text.encode()), "t", 1000), left_out)
+    assert "".join(t for t, _ in chunks) == text and left_out == []
+
+
+def test_training_leaves_out_a_gutenberg_header_and_licence_unless_kept(tmp_path, repetitive_corpus):
+    book = tmp_path / "pg99.txt"
+    book.write_bytes(_ebook(repetitive_corpus.read_text()))
+    r = run_cli("train", book, *TINY, "--steps", "4", "--out", tmp_path / "a")
+    assert r.exit_code == 0, r.stderr
+    assert "pg99.txt: training on the book only, without Project Gutenberg's header and licence" in r.stderr
+    chars = checkpoint.load(tmp_path / "a" / "best.pt")["vocab"]["chars"]
+    assert chars == "".join(sorted(set(repetitive_corpus.read_text())))
+    # eval reads the book the same way; the licence has characters the model has never seen
+    assert run_cli("eval", tmp_path / "a", book).exit_code == 0
+    r = run_cli("eval", tmp_path / "a", book, "--keep-gutenberg")
+    assert r.exit_code == 2 and "vocabulary lacks" in r.stderr
+    r = run_cli("train", book, *TINY, "--steps", "4", "--out", tmp_path / "b", "--keep-gutenberg")
+    assert r.exit_code == 0 and "Project Gutenberg" not in r.stderr
+    assert "\u00a7" in checkpoint.load(tmp_path / "b" / "best.pt")["vocab"]["chars"]
+    # a run saved before the header was left out resumes on the text it was trained on
+    ckpt = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
+    del ckpt["train_config"]["keep_gutenberg"]
+    checkpoint.save({k: v for k, v in ckpt.items() if k not in ("format", "version")}, tmp_path / "b" / "last.pt")
+    r = run_cli("train", "--resume", tmp_path / "b", "--steps", "6", "--quiet")
+    assert r.exit_code == 0, r.stderr
+    assert "\u00a7" in checkpoint.load(tmp_path / "b" / "last.pt")["vocab"]["chars"]

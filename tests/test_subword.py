@@ -32,7 +32,7 @@ def test_subword_round_trips_every_shared_corpus(tmp_path, monkeypatch, name, ki
     # Small chunks and pieces, so chunk, piece and split boundaries all fall inside the text.
     monkeypatch.setattr(corpus, "CHUNK_BYTES", 4099)
     monkeypatch.setattr(data, "_PIECE_CHARS", 1000)
-    prepared = prepare([str(path)], None, 0.1, VocabSpec(kind, 400))
+    prepared = prepare([str(path)], None, 0.1, VocabSpec(kind, 400), keep_gutenberg=True)  # the file as it is
     vocab = prepared.vocab
     cut = split_point(len(text), 0.1)
     assert vocab.decode(prepared.train) == text[:cut]
