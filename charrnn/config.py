@@ -10,17 +10,20 @@ from charrnn.errors import CharrnnError
 # Sizes measured on a 2-core CPU (see README "Presets"): each preset is the model that reached
 # the lowest validation bpc on tinyshakespeare within its time budget. Large was measured on an
 # H100: dropout 0.5 and weight decay 0.1 reached 2.099 where 0.2 and 0.01 reached 2.128.
-# retrain_dropout is for the second run after an early stop, which only comes once a run has
-# memorised its text (README "Early stop"): on Earnest, small, 532 steps, dropout 0 / 0.2 / 0.3 /
-# 0.5 reached 2.624 / 2.553 / 2.542 / 2.576; on the demo screenplay, tiny, 650 steps, 0.1
-# reached 2.538 where 0.3 reached 2.583. Medium's 0.3 is small's value, unmeasured there.
+# retrain_dropout and retrain_length are for the second run after an early stop, which only comes
+# once a run has memorised its text (README "Early stop"). Measured on the demo screenplay, small:
+# dropout 0 / 0.3 over the first run's 288 steps reached 2.554 / 2.579, 0.3 over 432 (1.5x) /
+# 576 / 820 steps 2.514 / 2.513 / 2.542; tiny, after a first run of 684 steps: dropout 0.1 over
+# 684 / 1,368 / 2,052 steps reached 2.528 / 2.569 / 2.559 (and 0.3 over 650, 2.583). On Earnest
+# (play only), small, 0.3 over 1x / 1.5x the first run's 480 steps: 2.003 / 2.007, dropout 0
+# over 1x: 2.069. Medium's values are small's, unmeasured there.
 PRESETS: dict[str, dict] = {
     "tiny": dict(model="lstm", layers=2, hidden=256, embed=128, dropout=0.0, retrain_dropout=0.1, seq_len=64,
                  batch_size=32, lr=1e-2, time="2m"),
-    "small": dict(model="lstm", layers=2, hidden=512, embed=128, dropout=0.0, retrain_dropout=0.3, seq_len=100,
-                  batch_size=32, lr=1e-2, weight_decay=0.1, time="10m"),
-    "medium": dict(model="lstm", layers=3, hidden=640, embed=128, dropout=0.1, retrain_dropout=0.3, seq_len=100,
-                   batch_size=32, lr=6e-3, weight_decay=0.1, time="60m"),
+    "small": dict(model="lstm", layers=2, hidden=512, embed=128, dropout=0.0, retrain_dropout=0.3, retrain_length=1.5,
+                  seq_len=100, batch_size=32, lr=1e-2, weight_decay=0.1, time="10m"),
+    "medium": dict(model="lstm", layers=3, hidden=640, embed=128, dropout=0.1, retrain_dropout=0.3, retrain_length=1.5,
+                   seq_len=100, batch_size=32, lr=6e-3, weight_decay=0.1, time="60m"),
     "large": dict(model="lstm", layers=3, hidden=1024, embed=256, dropout=0.5, seq_len=200, batch_size=128,
                   lr=4e-3, weight_decay=0.1, time="60m"),
 }
@@ -37,8 +40,10 @@ class TrainConfig:
     hidden: int = 512
     embed: int = 128
     dropout: float = 0.1
-    # Dropout of the fresh run that follows an early stop (None: the same as ``dropout``).
+    # Dropout of the fresh run that follows an early stop (None: the same as ``dropout``), and
+    # that run's length as a multiple of the first run's when its dropout is higher.
     retrain_dropout: float | None = None
+    retrain_length: float = 1.0
     weight_drop: float = 0.0
     tie: bool = False
     seq_len: int = 100

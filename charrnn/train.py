@@ -356,6 +356,7 @@ class Trainer:
                 f"batch {self.batch_size} x seq {cfg.seq_len}, device {self.device}, {self.precision.name}"
             )
         progress = TrainProgress(enabled=not self.quiet, total_steps=cfg.steps)
+        stopped_early = False
         with progress:
             while True:
                 elapsed = time.monotonic() - start
@@ -453,7 +454,8 @@ class Trainer:
                     last_log_time, last_log_step = time.monotonic(), r.step
                     if self._patience_spent():
                         # Every rank holds the same whole-split val bpc, so all stop at this step.
-                        if not self.quiet:
+                        stopped_early = not done
+                        if not self.quiet and stopped_early:
                             self.log(
                                 f"stopping early at step {r.step:,}: val bpc has not improved in {r.since_best} validations "
                                 f"(best {r.best_val:.4f} at step {r.best_step:,}, kept in best.pt; --patience 0 trains on)"
@@ -472,7 +474,9 @@ class Trainer:
             "elapsed": r.elapsed,
             "best_val_bpc": r.best_val,
             "best_step": r.best_step,
-            "stopped_early": self._patience_spent(),
+            # val bpc stopped improving (for --patience validations), at the budget's end or before it
+            "overfit": self._patience_spent(),
+            "stopped_early": stopped_early,
             # The share of the budget (steps, epochs or time) spent; every rank agrees on it.
             "budget_used": distributed.max_all(world, self._progress(r.elapsed))[0],
             "last_val_bpc": r.last_val,
@@ -485,29 +489,27 @@ class Trainer:
 
 
 FIRST_RUN = "first"  # where fit_retraining moves an early-stopped first run's files
-# A second run with more dropout than the first learns the text more slowly, so it may take what
-# is left of the budget, up to this many times the first run's steps: on the demo screenplay
-# (small, first run 288 steps) 820 steps with dropout 0.3 reached 2.542, 288 steps only 2.579.
-LONGER_WITH_DROPOUT = 3
 
 
-def retrain_steps(result: dict[str, Any], more_dropout: bool = False) -> tuple[int, bool] | None:
+def retrain_steps(result: dict[str, Any], longer: float = 1.0) -> tuple[int, bool] | None:
     """Steps for a fresh run whose learning rate decays over the passes an early-stopped run
     could use, and whether that run fits in what is left of the budget (else it is a suggestion).
 
-    None when the run did not stop early. With the same dropout, the first run's own length, or
-    as much of it as the budget has room for (steps cost the same in both runs); with more, up to
-    ``LONGER_WITH_DROPOUT`` times that. Never under 1.15x the first run's best step: on the demo
-    screenplay, with the best at step 168 of 288 (validation flat from there to 264), a 190-step
-    run reached 2.680 against 2.554 for 288 (README "Early stop").
+    None when val bpc did not stop improving. The first run's own length times ``longer`` (a
+    second run with more dropout may learn the text more slowly: ``retrain_length``), or as much
+    of it as the budget has room for (steps cost about the same in both runs). Never under 1.15x
+    the first run's best step: on the demo screenplay, with the best at step 168 of 288
+    (validation flat from there to 264), a 190-step run reached 2.680 against 2.554 for 288
+    (README "Early stop"). A suggestion is the whole length the run would have had with room.
     """
-    if not result["stopped_early"] or not result["best_step"]:
+    if not result["overfit"] or not result["best_step"]:
         return None
     first, used = result["steps"], result["budget_used"]
+    longest = round(first * longer)
     room = first * (1 - used) / used if used > 0 else first
-    steps = min(first * (LONGER_WITH_DROPOUT if more_dropout else 1), int(room))
+    steps = min(longest, int(room))
     if steps < 1.15 * result["best_step"]:
-        return first, False
+        return longest, False
     return steps, True
 
 
@@ -523,7 +525,7 @@ def fit_retraining(trainer: Trainer) -> dict[str, Any]:
     first = trainer.fit()
     cfg = trainer.cfg
     dropout = cfg.dropout if cfg.retrain_dropout is None else cfg.retrain_dropout
-    plan = retrain_steps(first, more_dropout=dropout > cfg.dropout)
+    plan = retrain_steps(first, cfg.retrain_length if dropout > cfg.dropout else 1.0)
     if plan is None:
         return first
     steps, fits = plan

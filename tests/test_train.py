@@ -230,15 +230,32 @@ def test_patience_stops_a_run_and_a_fresh_run_of_its_length_follows(tmp_path, no
 def test_second_run_length_and_budget():
     from charrnn.train import retrain_steps
 
-    stopped = {"stopped_early": True, "best_step": 168, "steps": 288}
+    stopped = {"overfit": True, "best_step": 168, "steps": 288}
     assert retrain_steps({**stopped, "budget_used": 0.25}) == (288, True)  # the first run's length again
     assert retrain_steps({**stopped, "budget_used": 0.55}) == (235, True)  # as much as is left: 288 * 0.45 / 0.55
     assert retrain_steps({**stopped, "budget_used": 0.7}) == (288, False)  # 123 < 1.15 x 168: only suggested
-    assert retrain_steps({**stopped, "stopped_early": False, "budget_used": 1.0}) is None
-    # with more dropout than the first run: what is left of the budget, up to 3x the first run
-    assert retrain_steps({**stopped, "budget_used": 0.3}, more_dropout=True) == (672, True)  # 288 * 0.7 / 0.3
-    assert retrain_steps({**stopped, "budget_used": 0.1}, more_dropout=True) == (864, True)  # room for 2,592
-    assert retrain_steps({**stopped, "budget_used": 0.7}, more_dropout=True) == (288, False)
+    assert retrain_steps({**stopped, "overfit": False, "budget_used": 1.0}) is None
+    # a longer run (a second run with more dropout): what is left of the budget, up to 3x here
+    assert retrain_steps({**stopped, "budget_used": 0.3}, longer=3) == (672, True)  # 288 * 0.7 / 0.3
+    assert retrain_steps({**stopped, "budget_used": 0.1}, longer=3) == (864, True)  # room for 2,592
+    assert retrain_steps({**stopped, "budget_used": 0.7}, longer=3) == (864, False)  # suggested: the whole 3x run
+
+
+def test_a_run_whose_patience_runs_out_at_its_last_step_did_not_stop_early(tmp_path):
+    """Train on letters a-h, validate on i-p: val bpc only rises, so the best is the first
+    validation and three validations later the patience is spent, which is also the last step."""
+    rng = np.random.default_rng(0)
+    corpus = tmp_path / "shifted.txt"
+    corpus.write_text("".join(rng.choice(list("abcdefgh"), 18_000)) + "".join(rng.choice(list("ijklmnop"), 2_000)))
+    flags = [*TINY, "--eval-every", "5", "--patience", "2", "--out", tmp_path / "run"]
+    r = run_cli("train", corpus, *flags, "--steps", "15")
+    assert r.exit_code == 0, r.stderr
+    assert [s for s, _ in _vals(tmp_path / "run" / "metrics.jsonl")] == [5, 10, 15]
+    assert "stopping early" not in r.stderr and "stopped early" not in r.stderr
+    # no room for a second run, so it is suggested, as long as this one
+    assert "a new run of --steps 15 --dropout 0" in r.stderr
+    r = run_cli("train", corpus, *flags, "--steps", "2000")
+    assert "stopping early at step 15" in r.stderr and "stopped early" in r.stderr
 
 
 def test_the_second_run_takes_the_presets_dropout_unless_dropout_was_given(tmp_path, noise):
@@ -254,7 +271,7 @@ def test_the_second_run_takes_the_presets_dropout_unless_dropout_was_given(tmp_p
     first = checkpoint.load(out / "first" / "last.pt")
     second = checkpoint.load(out / "last.pt")
     assert first["model_config"]["dropout"] == 0.0 and second["model_config"]["dropout"] == 0.3
-    assert second["train_config"]["steps"] == 3 * first["step"]  # more dropout, so a longer run
+    assert second["train_config"]["steps"] == round(1.5 * first["step"])  # more dropout: the preset's longer run
     # under a time budget the second run also ends by the budget's end
     r = run_cli("train", noise, *flags, "--time", "6s")
     assert r.exit_code == 0, r.stderr
