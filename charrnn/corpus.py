@@ -175,7 +175,9 @@ def without_gutenberg(chunks: Iterator[tuple[str, int]], left_out: list[int]) ->
                 dropped += len(text)
                 yield "", n
             break
-        keep = buf.rfind("\n") + 1
+        # Hold back the last partial line, unless it is already longer than any END line
+        # (a file of one endless line must not gather in memory).
+        keep = buf.rfind("\n") + 1 or (len(buf) if len(buf) > GUTENBERG_HEADER_CHARS else 0)
         yield buf[:keep], used
         buf = buf[keep:]
         text, used = next(chunks, (None, 0))

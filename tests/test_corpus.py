@@ -115,6 +115,13 @@ def test_a_gutenberg_ebook_is_read_without_its_header_and_licence(chunk_bytes):
     assert left_out == [len(corpus.decode(raw, "pg.txt")) - len(play) - 1]
 
 
+def test_a_gutenberg_ebook_of_one_endless_line_is_streamed_in_pieces():
+    body = "la " * 100_000
+    chunks = list(corpus.without_gutenberg(corpus.iter_text(io.BytesIO(_ebook(body)), "pg.txt", 4096), []))
+    assert "".join(t for t, _ in chunks) == body + "\n"
+    assert max(len(t) for t, _ in chunks) < 2 * corpus.GUTENBERG_HEADER_CHARS
+
+
 @pytest.mark.parametrize(
     "text",
     [
