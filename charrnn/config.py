@@ -16,7 +16,8 @@ from charrnn.errors import CharrnnError
 # 576 / 820 steps 2.514 / 2.513 / 2.542; tiny, after a first run of 684 steps: dropout 0.1 over
 # 684 / 1,368 / 2,052 steps reached 2.528 / 2.569 / 2.559 (and 0.3 over 650, 2.583). On Earnest
 # (play only), small, 0.3 over 1x / 1.5x the first run's 480 steps: 2.003 / 2.007, dropout 0
-# over 1x: 2.069. Medium's values are small's, unmeasured there.
+# over 1x: 2.069. Medium takes small's values: on Earnest its first run reached 2.105 (stopped at
+# step 832), the second, 0.3 over 1.5x, 2.053 (stopped at 832 too).
 PRESETS: dict[str, dict] = {
     "tiny": dict(model="lstm", layers=2, hidden=256, embed=128, dropout=0.0, retrain_dropout=0.1, seq_len=64,
                  batch_size=32, lr=1e-2, time="2m"),
