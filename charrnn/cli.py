@@ -170,10 +170,11 @@ def _train(corpus, preset, out, resume, init_from, quiet, time, **flags) -> None
                 keep_gutenberg=cfg.keep_gutenberg,
             ),
         )
-        if world.main and not quiet:
-            for name, chars in data.left_out.items():
-                print(f"note: {name}: training on the book only, without Project Gutenberg's header and licence "
-                      f"({chars:,} characters; --keep-gutenberg keeps them)", file=sys.stderr)
+        if world.main and not quiet and data.left_out:
+            names = list(data.left_out)
+            books = names[0] if len(names) == 1 else f"{len(names)} books ({', '.join(names[:3])}{' ...' if len(names) > 3 else ''})"
+            print(f"note: {books}: training on the text only, without Project Gutenberg's header and licence "
+                  f"({sum(data.left_out.values()):,} characters; --keep-gutenberg keeps them)", file=sys.stderr)
         trainer = Trainer(cfg, data, out, quiet=quiet, resume=resume_ckpt, init_from=init, world=world, device=device)
         try:
             result = fit_retraining(trainer)

@@ -141,9 +141,15 @@ def test_training_leaves_out_a_gutenberg_header_and_licence_unless_kept(tmp_path
     book.write_bytes(_ebook(repetitive_corpus.read_text()))
     r = run_cli("train", book, *TINY, "--steps", "4", "--out", tmp_path / "a")
     assert r.exit_code == 0, r.stderr
-    assert "pg99.txt: training on the book only, without Project Gutenberg's header and licence" in r.stderr
+    assert "pg99.txt: training on the text only, without Project Gutenberg's header and licence" in r.stderr
     chars = checkpoint.load(tmp_path / "a" / "best.pt")["vocab"]["chars"]
     assert chars == "".join(sorted(set(repetitive_corpus.read_text())))
+    # a folder of books gets one line
+    (tmp_path / "shelf").mkdir()
+    for n in range(5):
+        (tmp_path / "shelf" / f"pg{n}.txt").write_bytes(_ebook(repetitive_corpus.read_text()))
+    r = run_cli("train", tmp_path / "shelf", *TINY, "--steps", "1", "--out", tmp_path / "c")
+    assert r.exit_code == 0 and r.stderr.count("note:") == 1 and "5 books (" in r.stderr
     # eval reads the book the same way; the licence has characters the model has never seen
     assert run_cli("eval", tmp_path / "a", book).exit_code == 0
     r = run_cli("eval", tmp_path / "a", book, "--keep-gutenberg")
