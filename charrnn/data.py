@@ -102,8 +102,11 @@ def prepare(
         with PrepareProgress(enabled=show_progress and total > 0) as bar:
             bar.phase("hashing", total)
             digest = corpus.fingerprint(sources, bar.advance)
+            # Reading the whole file is what versions before the Gutenberg rule did: the same key,
+            # so their runs resume and their caches are found.
             settings = json.dumps(
-                [spec.kind, spec.size, val_frac, vocab.to_state() if vocab else None, keep_gutenberg], default=_bytes_hash
+                [spec.kind, spec.size, val_frac, vocab.to_state() if vocab else None, *([] if keep_gutenberg else ["pg"])],
+                default=_bytes_hash,
             )
             key = f"{digest[:24]}-{spec.kind}-{hashlib.sha256(settings.encode()).hexdigest()[:12]}-v{CACHE_VERSION}"
             data = _load_cache(cache_dir, key, names) if cache_dir is not None else None
@@ -358,7 +361,7 @@ def _load_cache(cache_dir: Path, key: str, names: list[str]) -> Prepared | None:
             ids = np.memmap(ids_path, dtype=dtype, mode="r", shape=(n_train + n_val,))
         return Prepared(
             vocab, ids[:n_train], ids[n_train:], key, names, int(meta["train_chars"]), int(meta["val_chars"]),
-            left_out=dict(meta["left_out"]),
+            left_out=dict(meta.get("left_out", {})),
         )
     except (OSError, ValueError, KeyError, TypeError, CharrnnError):
         return None
