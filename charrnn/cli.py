@@ -43,6 +43,19 @@ def _unescape(text: str) -> str:
     return "".join(out)
 
 
+def _note_skipped(skipped: list[str]) -> None:
+    """One line for the files in corpus folders left out as not text, counted by folder (a source
+    tree's .pyc files are many, in few __pycache__ folders)."""
+    from collections import Counter
+
+    from charrnn.corpus import describe
+
+    if skipped:
+        where = Counter(str(Path(f).parent) for f in skipped)
+        print(f"note: left out {len(skipped)} file(s) that are not UTF-8 text: "
+              f"{describe([f'{n} in {d}' for d, n in where.most_common()])}", file=sys.stderr)
+
+
 def _fail(message: str, code: int = 2) -> None:
     print(f"error: {message}", file=sys.stderr)
     raise typer.Exit(code)
@@ -131,7 +144,7 @@ def _train(corpus, preset, out, resume, init_from, quiet, time, **flags) -> None
     import torch
 
     from charrnn import distributed, precision
-    from charrnn.corpus import STDIN, corpus_name
+    from charrnn.corpus import STDIN, corpus_name, describe
     from charrnn.data import VocabSpec, prepare
     from charrnn.progress import summary
     from charrnn.train import Interrupted, Trainer, fit_retraining, pick_device
@@ -170,9 +183,11 @@ def _train(corpus, preset, out, resume, init_from, quiet, time, **flags) -> None
                 keep_gutenberg=cfg.keep_gutenberg,
             ),
         )
+        if world.main and not quiet:
+            _note_skipped(data.skipped)
         if world.main and not quiet and data.left_out:
             names = list(data.left_out)
-            books = names[0] if len(names) == 1 else f"{len(names)} books ({', '.join(names[:3])}{' ...' if len(names) > 3 else ''})"
+            books = names[0] if len(names) == 1 else f"{len(names)} books ({describe(names)})"
             print(f"note: {books}: training on the text only, without Project Gutenberg's header and licence "
                   f"({sum(data.left_out.values()):,} characters; --keep-gutenberg keeps them)", file=sys.stderr)
         trainer = Trainer(cfg, data, out, quiet=quiet, resume=resume_ckpt, init_from=init, world=world, device=device)
@@ -347,7 +362,9 @@ def evaluate_cmd(
         from charrnn.vocab import describe_chars
 
         model, vocab = checkpoint.build_model(checkpoint.load(checkpoint_path))
-        sources = corpus.open_sources(text)
+        skipped: list[str] = []
+        sources = corpus.open_sources(text, skipped=skipped)
+        _note_skipped(skipped)
         try:
             body = corpus.read_text(sources, keep_gutenberg)
         finally:

@@ -24,6 +24,7 @@ from charrnn.errors import CharrnnError
 STDIN = "-"
 BOM = "\ufeff"
 CHUNK_BYTES = 8 << 20
+SNIFF_BYTES = 8000  # how much of a file in a directory decides whether it is text
 # Project Gutenberg e-books open with a header and end with the licence, around lines like
 # "*** START OF THE PROJECT GUTENBERG EBOOK ... ***" and "*** END OF ...". Left in, the licence
 # (~18k characters) is the whole validation split of a play-length book, so early stopping
@@ -46,8 +47,13 @@ class Source:
         return self.path.stat().st_size
 
 
-def resolve(paths: list[str]) -> list[str]:
-    """Expand directories into their regular files (recursively, sorted, hidden ones skipped)."""
+def resolve(paths: list[str], skipped: list[str] | None = None) -> list[str]:
+    """Expand directories into their regular text files (recursively, sorted, hidden ones skipped).
+
+    A file found inside a directory that is not UTF-8 text (a ``__pycache__`` .pyc, an image) is
+    left out and its name appended to ``skipped``: a source tree is a corpus as it stands. A file
+    named on its own is always read, so a binary one is still an error.
+    """
     if not paths:
         raise CharrnnError("no corpus given")
     files: list[str] = []
@@ -62,9 +68,14 @@ def resolve(paths: list[str]) -> list[str]:
                 for f in path.rglob("*")
                 if f.is_file() and not any(part.startswith(".") for part in f.relative_to(path).parts)
             )
-            if not inside:
-                raise CharrnnError(f"{p}: directory holds no files")
-            files.extend(str(f) for f in inside)
+            binary = {f for f in inside if looks_binary(f)}
+            text = [f for f in inside if f not in binary]
+            if skipped is not None:
+                skipped.extend(str(f) for f in inside if f in binary)
+            if not text:
+                what = "no files" if not inside else f"no text files ({len(binary)} not UTF-8 text)"
+                raise CharrnnError(f"{p}: directory holds {what}")
+            files.extend(str(f) for f in text)
         elif path.is_file():
             files.append(p)
         elif path.exists():
@@ -74,13 +85,31 @@ def resolve(paths: list[str]) -> list[str]:
     return files
 
 
-def open_sources(paths: list[str], spool_dir: Path | None = None) -> list[Source]:
+def looks_binary(path: Path) -> bool:
+    """Whether a file's first 8 kB hold a NUL byte or bytes that cannot be UTF-8 (git's test, and
+    the encoding charrnn reads). An unreadable file is not judged here: opening it reports why."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(SNIFF_BYTES)
+    except OSError:
+        return False
+    if b"\x00" in head:
+        return True
+    try:
+        codecs.getincrementaldecoder("utf-8")("strict").decode(head, final=False)
+    except UnicodeDecodeError:
+        return True
+    return False
+
+
+def open_sources(paths: list[str], spool_dir: Path | None = None, skipped: list[str] | None = None) -> list[Source]:
     """The corpus files in reading order; stdin (at most once) is copied to a file in ``spool_dir``.
 
     Spooling lets stdin be read more than once (hash, scan, encode) like any other file.
+    ``skipped`` gathers the files in directories that are not text (see ``resolve``).
     """
     sources = []
-    for name in resolve(paths):
+    for name in resolve(paths, skipped):
         if name == STDIN:
             if any(s.name == "<stdin>" for s in sources):
                 continue
@@ -224,8 +253,10 @@ def read_text(sources: list[Source], keep_gutenberg: bool = False) -> str:
     return text
 
 
-def describe(sources: list[Source]) -> str:
-    return ", ".join(s.name for s in sources[:3]) + (" ..." if len(sources) > 3 else "")
+def describe(sources: list[Source] | list[str]) -> str:
+    """The first three names of many files, for a message that must stay on one line."""
+    names = [s.name if isinstance(s, Source) else s for s in sources]
+    return ", ".join(names[:3]) + (" ..." if len(names) > 3 else "")
 
 
 def fingerprint(sources: list[Source], advance: Callable[[int], None] = lambda n: None) -> str:

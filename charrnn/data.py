@@ -66,6 +66,8 @@ class Prepared:
     vocab_given: bool = False
     # Characters of Project Gutenberg header and licence left out, by file name.
     left_out: dict[str, int] = field(default_factory=dict)
+    # Files inside the corpus directories left out as not text (not cached: found on each read).
+    skipped: list[str] = field(default_factory=list)
 
     @property
     def chars_per_token(self) -> float:
@@ -95,7 +97,8 @@ def prepare(
     """
     from charrnn.progress import PrepareProgress
 
-    sources = corpus.open_sources(paths, cache_dir)
+    skipped: list[str] = []
+    sources = corpus.open_sources(paths, cache_dir, skipped)
     try:
         names = [s.name for s in sources]
         total = sum(s.size for s in sources)
@@ -114,6 +117,7 @@ def prepare(
                 read = _Reader(sources, bar, keep_gutenberg)
                 data = _build(read, names, total, key, cache_dir, val_frac, spec, vocab)
             data.vocab_given = vocab is not None
+            data.skipped = skipped
             return data
     finally:
         corpus.release(sources)

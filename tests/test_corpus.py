@@ -38,6 +38,40 @@ def test_directory_is_read_sorted_and_hidden_files_skipped(tmp_path):
     assert corpus.read_text(corpus.open_sources([str(tmp_path)])) == "aybeesea"
 
 
+def test_files_in_a_folder_that_are_not_text_are_left_out(tmp_path):
+    (tmp_path / "a.py").write_text("print('hi')\n")
+    (tmp_path / "__pycache__").mkdir()
+    (tmp_path / "__pycache__" / "a.cpython-311.pyc").write_bytes(b"\xa7\r\r\n\x00\x00\x00\x00code")
+    (tmp_path / "latin1.txt").write_bytes("caf\u00e9 au lait\n".encode("latin-1"))
+    # A character cut in two by the 8000-byte sniff is still UTF-8 text.
+    (tmp_path / "long.txt").write_bytes(b"x" * (corpus.SNIFF_BYTES - 1) + "\u00e9\n".encode())
+    skipped: list[str] = []
+    files = corpus.resolve([str(tmp_path)], skipped)
+    assert [Path(f).name for f in files] == ["a.py", "long.txt"]
+    assert sorted(Path(f).name for f in skipped) == ["a.cpython-311.pyc", "latin1.txt"]
+    # Named on its own, a binary file is read, and refused with the reason.
+    with pytest.raises(CharrnnError, match="binary"):
+        corpus.read_text(corpus.open_sources([str(tmp_path / "__pycache__" / "a.cpython-311.pyc")]))
+    with pytest.raises(CharrnnError, match=r"__pycache__: directory holds no text files \(1 not UTF-8 text\)"):
+        corpus.resolve([str(tmp_path / "__pycache__")])
+
+
+def test_training_on_a_source_tree_notes_the_files_left_out(tmp_path):
+    src = tmp_path / "src"
+    (src / "pkg" / "__pycache__").mkdir(parents=True)
+    for i in range(3):
+        (src / "pkg" / f"m{i}.py").write_text(f"def f{i}(x):\n    return x * {i}\n" * 40)
+        (src / "pkg" / "__pycache__" / f"m{i}.pyc").write_bytes(b"\x00" * 64)
+    (src / "logo.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR")
+    out = tmp_path / "out"
+    r = run_cli("train", src, *TINY, "--steps", "3", "--out", out)
+    assert r.exit_code == 0, r.stderr
+    note = next(line for line in r.stderr.splitlines() if line.startswith("note: left out"))
+    assert note == f"note: left out 4 file(s) that are not UTF-8 text: 3 in {src / 'pkg' / '__pycache__'}, 1 in {src}"
+    r = run_cli("eval", out, src)
+    assert r.exit_code == 0 and "note: left out 4 file(s)" in r.stderr and "bpc" in r.stdout
+
+
 @pytest.mark.parametrize(
     "content, message",
     [
