@@ -73,6 +73,10 @@ class TrainConfig:
     # Train on a Project Gutenberg e-book's header and licence too (left out by default).
     keep_gutenberg: bool = False
     tensorboard: bool = False
+    # Set for the second run after an early stop: the first run's steps, elapsed, best val bpc
+    # and best step. Saved with the run, so a resumed second run still ends by keeping the
+    # better of the two models, and never starts a third.
+    first_run: dict | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -520,17 +520,19 @@ def fit_retraining(trainer: Trainer) -> dict[str, Any]:
     An early-stopped run's best model was trained at a still-high learning rate. Decaying the
     learning rate from that model does not help (it goes on memorising the text); a run whose
     whole cosine decay spans the passes the model could use does, and more so with the dropout
-    that memorising called for. The first run's files move to RUN_DIR/first.
+    that memorising called for. The first run's files move to RUN_DIR/first. A resumed first
+    run goes on to its second run as an uninterrupted one would.
     """
     first = trainer.fit()
     cfg = trainer.cfg
+    if cfg.first_run is not None:  # a resumed second run
+        return _keep_better(trainer, cfg.first_run, first)
     dropout = cfg.dropout if cfg.retrain_dropout is None else cfg.retrain_dropout
     plan = retrain_steps(first, cfg.retrain_length if dropout > cfg.dropout else 1.0)
     if plan is None:
         return first
     steps, fits = plan
-    # A resumed run may itself be a second run; it never starts a third.
-    if not fits or trainer.resume is not None:
+    if not fits:
         if not trainer.quiet:
             trainer.log(f"a new run of --steps {steps} --dropout {dropout:g}, with the learning rate decaying over them, "
                         "may reach a lower val bpc")
@@ -548,17 +550,23 @@ def fit_retraining(trainer: Trainer) -> dict[str, Any]:
                 os.replace(trainer.out / name, aside / name)
     # A time budget also bounds the second run: with more dropout its steps cost a little more.
     left = cfg.time - first["elapsed"] if cfg.time else None
-    again = Trainer(replace(cfg, steps=steps, epochs=None, time=left, dropout=dropout), trainer.data, trainer.out,
-                    quiet=trainer.quiet, log=trainer.log, init_from=trainer.init_from, world=trainer.world,
-                    device=trainer.device)
-    second = again.fit()
-    if second["best_val_bpc"] is None or second["best_val_bpc"] > first["best_val_bpc"]:
+    summary = {k: first[k] for k in ("steps", "elapsed", "best_val_bpc", "best_step")}
+    again = Trainer(replace(cfg, steps=steps, epochs=None, time=left, dropout=dropout, first_run=summary),
+                    trainer.data, trainer.out, quiet=trainer.quiet, log=trainer.log, init_from=trainer.init_from,
+                    world=trainer.world, device=trainer.device)
+    return _keep_better(again, summary, again.fit())
+
+
+def _keep_better(trainer: Trainer, first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]:
+    """The second run's result, with best.pt the first run's model where that was better."""
+    kept = trainer.out / FIRST_RUN / "best.pt"
+    if (second["best_val_bpc"] is None or second["best_val_bpc"] > first["best_val_bpc"]) and kept.is_file():
         if trainer.world.main:
-            checkpoint.copy(aside / "best.pt", trainer.out / "best.pt")
+            checkpoint.copy(kept, trainer.out / "best.pt")
         if not trainer.quiet:
             trainer.log(f"the first run's model was better ({first['best_val_bpc']:.4f}); best.pt is a copy of it")
         second.update(best_val_bpc=first["best_val_bpc"], best_step=first["best_step"], best_in_first_run=True)
-    second["first_run"] = {k: first[k] for k in ("steps", "elapsed", "best_val_bpc", "best_step")}
+    second["first_run"] = first
     return second
 
 

@@ -227,6 +227,50 @@ def test_patience_stops_a_run_and_a_fresh_run_of_its_length_follows(tmp_path, no
     assert r.exit_code == 0 and _vals(tmp_path / "b" / "metrics.jsonl")[-1][0] == 60
 
 
+@pytest.mark.parametrize("run, step", [(1, 10), (2, 5)])
+def test_a_run_interrupted_in_either_run_resumes_as_if_never_stopped(tmp_path, noise, monkeypatch, run, step):
+    """Stopped in the first run, the resumed run still goes on to the second; stopped in the
+    second, it still ends by keeping the better of the two runs' best models."""
+    from charrnn.train import Trainer
+
+    flags = [*TINY, "--lr", "3e-2", "--eval-every", "5", "--patience", "3", "--steps", "2000"]
+    straight = tmp_path / "straight"
+    r = run_cli("train", noise, *flags, "--out", straight, "--quiet")
+    assert r.exit_code == 0, r.stderr
+    real = Trainer._batch
+
+    def batch(self):
+        if (self.cfg.first_run is not None) == (run == 2) and self.run.step == step:
+            self._stop_signal = signal.SIGTERM
+        return real(self)
+
+    def interrupted(out):
+        monkeypatch.setattr(Trainer, "_batch", batch)
+        r = run_cli("train", noise, *flags, "--out", out, "--quiet")
+        monkeypatch.undo()
+        assert r.exit_code == 143, r.stderr
+        assert (out / "first").is_dir() == (run == 2)
+
+    cut = tmp_path / "cut"
+    interrupted(cut)
+    r = run_cli("train", "--resume", cut, "--quiet")
+    assert r.exit_code == 0, r.stderr
+    for name in ("first/best.pt", "first/last.pt", "best.pt", "last.pt"):
+        a, b = checkpoint.load(straight / name), checkpoint.load(cut / name)
+        assert a["step"] == b["step"] and a["val_bpc"] == b["val_bpc"], name
+        assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"]), name
+    if run == 2:
+        # Had the first run's best been better, the resumed second run would keep it in best.pt.
+        rigged = tmp_path / "rigged"
+        interrupted(rigged)
+        saved = torch.load(rigged / "last.pt", weights_only=True)
+        saved["train_config"]["first_run"]["best_val_bpc"] = 0.0
+        checkpoint.save(saved, rigged / "last.pt")
+        r = run_cli("train", "--resume", rigged)
+        assert r.exit_code == 0 and "the first run's model was better (0.0000)" in r.stderr, r.stderr
+        assert (rigged / "best.pt").read_bytes() == (rigged / "first" / "best.pt").read_bytes()
+
+
 def test_second_run_length_and_budget():
     from charrnn.train import retrain_steps
 
