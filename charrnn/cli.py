@@ -352,7 +352,7 @@ def evaluate_cmd(
     text: list[str] = typer.Argument(..., help="Text files or directories, or - for stdin."),
     as_json: bool = typer.Option(False, "--json", help="One machine-readable JSON line."),
     skip_unknown: bool = typer.Option(False, "--skip-unknown", help="Drop (and count) characters outside the vocabulary."),
-    keep_gutenberg: bool = typer.Option(False, "--keep-gutenberg", help="Score a Project Gutenberg e-book's header and licence too (by default only its text)."),
+    keep_gutenberg: Optional[bool] = typer.Option(None, "--keep-gutenberg/--no-keep-gutenberg", help="Score a Project Gutenberg e-book's header and licence too, or only its text (default: as the model was trained)."),
 ) -> None:
     """Bits per character (and per token, and perplexity) of any text under a trained model."""
     try:
@@ -361,7 +361,10 @@ def evaluate_cmd(
         from charrnn.evaluate import evaluate
         from charrnn.vocab import describe_chars
 
-        model, vocab = checkpoint.build_model(checkpoint.load(checkpoint_path))
+        ckpt = checkpoint.load(checkpoint_path)
+        model, vocab = checkpoint.build_model(ckpt)
+        if keep_gutenberg is None:
+            keep_gutenberg = bool(ckpt.get("train_config", {}).get("keep_gutenberg", False))
         skipped: list[str] = []
         sources = corpus.open_sources(text, skipped=skipped)
         _note_skipped(skipped)

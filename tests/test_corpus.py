@@ -1,4 +1,5 @@
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -191,6 +192,12 @@ def test_training_leaves_out_a_gutenberg_header_and_licence_unless_kept(tmp_path
     r = run_cli("train", book, *TINY, "--steps", "4", "--out", tmp_path / "b", "--keep-gutenberg")
     assert r.exit_code == 0 and "Project Gutenberg" not in r.stderr
     assert "\u00a7" in checkpoint.load(tmp_path / "b" / "best.pt")["vocab"]["chars"]
+    # eval reads a book as its model was trained, unless told
+    whole = len(corpus.decode(book.read_bytes(), "b"))
+    r = run_cli("eval", tmp_path / "b", book, "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["chars"] == whole - 1, r.stderr
+    r = run_cli("eval", tmp_path / "b", book, "--json", "--no-keep-gutenberg")
+    assert r.exit_code == 0 and json.loads(r.stdout)["chars"] == len(repetitive_corpus.read_text()), r.stderr  # the play and the blank line before END, less the first character
     # a run saved before the header was left out resumes on the text it was trained on
     ckpt = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
     del ckpt["train_config"]["keep_gutenberg"]
