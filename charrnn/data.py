@@ -278,7 +278,8 @@ def _build(read: _Reader, names, total, key, cache_dir, val_frac, spec, vocab) -
         "val_tokens": parts[1],
         "train_chars": cut,
         "val_chars": n_chars - cut,
-        "left_out": read.left_out,
+        # By position in the file list, so a renamed file (or stdin) is noted under today's name.
+        "left_out_at": {str(i): read.left_out[n] for i, n in enumerate(names) if n in read.left_out},
     }
     _commit_cache(cache_dir, key, target, meta)
     cached = _load_cache(cache_dir, key, names)
@@ -365,10 +366,18 @@ def _load_cache(cache_dir: Path, key: str, names: list[str]) -> Prepared | None:
             ids = np.memmap(ids_path, dtype=dtype, mode="r", shape=(n_train + n_val,))
         return Prepared(
             vocab, ids[:n_train], ids[n_train:], key, names, int(meta["train_chars"]), int(meta["val_chars"]),
-            left_out=dict(meta.get("left_out", {})),
+            left_out=_left_out(meta, names),
         )
     except (OSError, ValueError, KeyError, TypeError, CharrnnError):
         return None
+
+
+def _left_out(meta: dict, names: list[str]) -> dict[str, int]:
+    """The Gutenberg characters left out, by file name (caches written before they were kept by
+    position held names, and older ones none)."""
+    if "left_out_at" in meta:
+        return {names[int(i)]: int(n) for i, n in meta["left_out_at"].items()}
+    return dict(meta.get("left_out", {}))
 
 
 class Batches:
