@@ -108,6 +108,7 @@ def train(
 def _train(corpus, preset, out, resume, init_from, quiet, time, **flags) -> None:
     from charrnn import checkpoint
     from charrnn.config import GPU_PRESETS, make_config, parse_duration
+    from charrnn.corpus import STDIN, corpus_name, describe
 
     paths = list(corpus or [])
     resume_ckpt = None
@@ -119,11 +120,13 @@ def _train(corpus, preset, out, resume, init_from, quiet, time, **flags) -> None
             raise CharrnnError("--resume needs the run directory: charrnn train --resume RUN_DIR (or --out RUN_DIR)")
         resume_ckpt = checkpoint.load(Path(run_dir) / "last.pt")
         saved = resume_ckpt.get("train_config", {})
-        files = resume_ckpt.get("corpus", {}).get("files", [])
+        saved_corpus = resume_ckpt.get("corpus", {})
         if not paths:
-            if not files or "<stdin>" in files:
+            paths = list(saved_corpus.get("paths") or saved_corpus.get("files", []))
+            if not paths or "<stdin>" in paths or STDIN in paths:
                 raise CharrnnError("cannot resume: give the corpus again (the run was trained from stdin)")
-            paths = files
+            if "paths" not in saved_corpus and len(paths) >= 100:
+                raise CharrnnError("cannot resume: give the corpus again (this run saved only its first 100 file names)")
         # The run's own settings, with any flag given now on top (e.g. a longer --time).
         base = {k: v for k, v in saved.items()}
         base.setdefault("keep_gutenberg", True)  # a run from before the header was left out read it
@@ -144,7 +147,6 @@ def _train(corpus, preset, out, resume, init_from, quiet, time, **flags) -> None
     import torch
 
     from charrnn import distributed, precision
-    from charrnn.corpus import STDIN, corpus_name, describe
     from charrnn.data import VocabSpec, prepare
     from charrnn.progress import summary
     from charrnn.train import Interrupted, Trainer, fit_retraining, pick_device
@@ -192,7 +194,13 @@ def _train(corpus, preset, out, resume, init_from, quiet, time, **flags) -> None
                   f"({sum(data.left_out.values()):,} characters; --keep-gutenberg keeps them)", file=sys.stderr)
         trainer = Trainer(cfg, data, out, quiet=quiet, resume=resume_ckpt, init_from=init, world=world, device=device)
         try:
-            result = fit_retraining(trainer)
+            # A resumed first run goes on to a second one only if it knows it is a first run (versions
+            # before first_run did not say) and has its starting weights (a fine-tune's are not saved).
+            retrain = resume_ckpt is None or (
+                "first_run" in resume_ckpt.get("train_config", {})
+                and (init is not None or not resume_ckpt["corpus"].get("vocab_given"))
+            )
+            result = fit_retraining(trainer, retrain)
         except Interrupted as e:
             if world.main:
                 print(f"stopped: saved {e.path}; continue with: charrnn train --resume {out}", file=sys.stderr)
@@ -363,8 +371,8 @@ def evaluate_cmd(
 
         ckpt = checkpoint.load(checkpoint_path)
         model, vocab = checkpoint.build_model(ckpt)
-        if keep_gutenberg is None:
-            keep_gutenberg = bool(ckpt.get("train_config", {}).get("keep_gutenberg", False))
+        if keep_gutenberg is None:  # a model from before the Gutenberg rule was trained on whole files
+            keep_gutenberg = bool(ckpt.get("train_config", {}).get("keep_gutenberg", "train_config" in ckpt))
         skipped: list[str] = []
         sources = corpus.open_sources(text, skipped=skipped)
         _note_skipped(skipped)

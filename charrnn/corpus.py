@@ -86,8 +86,8 @@ def resolve(paths: list[str], skipped: list[str] | None = None) -> list[str]:
 
 
 def looks_binary(path: Path) -> bool:
-    """Whether a file's first 8 kB hold a NUL byte or bytes that cannot be UTF-8 (git's test, and
-    the encoding charrnn reads). An unreadable file is not judged here: opening it reports why."""
+    """Whether a file's first 8 kB hold a NUL byte (git's test for binary) or bytes that cannot be
+    UTF-8, the encoding charrnn reads. An unreadable file is not judged here: opening it says why."""
     try:
         with open(path, "rb") as f:
             head = f.read(SNIFF_BYTES)
@@ -96,7 +96,7 @@ def looks_binary(path: Path) -> bool:
     if b"\x00" in head:
         return True
     try:
-        codecs.getincrementaldecoder("utf-8")("strict").decode(head, final=False)
+        codecs.getincrementaldecoder("utf-8")("strict").decode(head, final=len(head) < SNIFF_BYTES)
     except UnicodeDecodeError:
         return True
     return False

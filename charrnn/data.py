@@ -68,6 +68,8 @@ class Prepared:
     left_out: dict[str, int] = field(default_factory=dict)
     # Files inside the corpus directories left out as not text (not cached: found on each read).
     skipped: list[str] = field(default_factory=list)
+    # The files and directories as given, which --resume reads again.
+    paths: list[str] = field(default_factory=list)
 
     @property
     def chars_per_token(self) -> float:
@@ -117,7 +119,7 @@ def prepare(
                 read = _Reader(sources, bar, keep_gutenberg)
                 data = _build(read, names, total, key, cache_dir, val_frac, spec, vocab)
             data.vocab_given = vocab is not None
-            data.skipped = skipped
+            data.skipped, data.paths = skipped, list(paths)
             return data
     finally:
         corpus.release(sources)

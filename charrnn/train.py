@@ -184,7 +184,9 @@ class Trainer:
             "vocab": self.data.vocab.to_state(),
             "state_dict": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             "train_config": self.cfg.to_dict(),
-            "corpus": {"key": self.data.key, "files": self.data.names[:100], "vocab_given": self.data.vocab_given},
+            # files: the first names, to show; paths: as given, for --resume to read again
+            "corpus": {"key": self.data.key, "files": self.data.names[:100], "paths": self.data.paths,
+                       "vocab_given": self.data.vocab_given},
             "step": r.step,
             "val_bpc": r.last_val,
             "best_val_bpc": r.best_val,
@@ -513,7 +515,7 @@ def retrain_steps(result: dict[str, Any], longer: float = 1.0) -> tuple[int, boo
     return steps, True
 
 
-def fit_retraining(trainer: Trainer) -> dict[str, Any]:
+def fit_retraining(trainer: Trainer, retrain: bool = True) -> dict[str, Any]:
     """Fit; if the run stopped early with budget to spare, train again from scratch for
     ``retrain_steps`` with ``retrain_dropout``, and keep whichever best model is better in best.pt.
 
@@ -521,7 +523,8 @@ def fit_retraining(trainer: Trainer) -> dict[str, Any]:
     learning rate from that model does not help (it goes on memorising the text); a run whose
     whole cosine decay spans the passes the model could use does, and more so with the dropout
     that memorising called for. The first run's files move to RUN_DIR/first. A resumed first
-    run goes on to its second run as an uninterrupted one would.
+    run goes on to its second run as an uninterrupted one would; with ``retrain`` False, the
+    second run is only suggested.
     """
     first = trainer.fit()
     cfg = trainer.cfg
@@ -532,7 +535,7 @@ def fit_retraining(trainer: Trainer) -> dict[str, Any]:
     if plan is None:
         return first
     steps, fits = plan
-    if not fits:
+    if not fits or not retrain:
         if not trainer.quiet:
             trainer.log(f"a new run of --steps {steps} --dropout {dropout:g}, with the learning rate decaying over them, "
                         "may reach a lower val bpc")

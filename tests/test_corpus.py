@@ -46,10 +46,12 @@ def test_files_in_a_folder_that_are_not_text_are_left_out(tmp_path):
     (tmp_path / "latin1.txt").write_bytes("caf\u00e9 au lait\n".encode("latin-1"))
     # A character cut in two by the 8000-byte sniff is still UTF-8 text.
     (tmp_path / "long.txt").write_bytes(b"x" * (corpus.SNIFF_BYTES - 1) + "\u00e9\n".encode())
+    # ... but a short file whose last character is cut at its end is not.
+    (tmp_path / "cut.txt").write_bytes(b"hello caf\xc3")
     skipped: list[str] = []
     files = corpus.resolve([str(tmp_path)], skipped)
     assert [Path(f).name for f in files] == ["a.py", "long.txt"]
-    assert sorted(Path(f).name for f in skipped) == ["a.cpython-311.pyc", "latin1.txt"]
+    assert sorted(Path(f).name for f in skipped) == ["a.cpython-311.pyc", "cut.txt", "latin1.txt"]
     # Named on its own, a binary file is read, and refused with the reason.
     with pytest.raises(CharrnnError, match="binary"):
         corpus.read_text(corpus.open_sources([str(tmp_path / "__pycache__" / "a.cpython-311.pyc")]))
@@ -71,6 +73,28 @@ def test_training_on_a_source_tree_notes_the_files_left_out(tmp_path):
     assert note == f"note: left out 4 file(s) that are not UTF-8 text: 3 in {src / 'pkg' / '__pycache__'}, 1 in {src}"
     r = run_cli("eval", out, src)
     assert r.exit_code == 0 and "note: left out 4 file(s)" in r.stderr and "bpc" in r.stdout
+
+
+def test_a_run_on_more_than_a_hundred_files_resumes(tmp_path):
+    """The checkpoint shows the first 100 file names; resume reads the corpus as it was given."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(120):
+        (src / f"m{i:03}.py").write_text(f"def f{i}(x):\n    return x + {i}\n" * 4)
+    out = tmp_path / "out"
+    r = run_cli("train", src, *TINY, "--steps", "2", "--out", out, "--quiet")
+    assert r.exit_code == 0, r.stderr
+    assert len(checkpoint.load(out / "last.pt")["corpus"]["files"]) == 100
+    r = run_cli("train", "--resume", out, "--steps", "4", "--quiet")
+    assert r.exit_code == 0, r.stderr
+    assert checkpoint.load(out / "last.pt")["step"] == 4
+    # a run saved before the paths were kept cannot know the rest of its files: it says so
+    ckpt = torch.load(out / "last.pt", weights_only=True)
+    del ckpt["corpus"]["paths"]
+    checkpoint.save({k: v for k, v in ckpt.items() if k not in ("format", "version")}, out / "last.pt")
+    r = run_cli("train", "--resume", out, "--steps", "6", "--quiet")
+    assert r.exit_code == 2 and "give the corpus again" in r.stderr
+    assert run_cli("train", src, "--resume", "--out", out, "--steps", "6", "--quiet").exit_code == 0
 
 
 @pytest.mark.parametrize(
@@ -209,3 +233,7 @@ def test_training_leaves_out_a_gutenberg_header_and_licence_unless_kept(tmp_path
     r = run_cli("train", "--resume", tmp_path / "b", "--steps", "6", "--quiet")
     assert r.exit_code == 0, r.stderr
     assert "\u00a7" in checkpoint.load(tmp_path / "b" / "last.pt")["vocab"]["chars"]
+    # ... and eval reads a book whole for such a model, as it was trained
+    checkpoint.save({k: v for k, v in ckpt.items() if k not in ("format", "version")}, tmp_path / "old.pt")
+    r = run_cli("eval", tmp_path / "old.pt", book, "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["chars"] == whole - 1, r.stderr

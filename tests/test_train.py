@@ -227,16 +227,10 @@ def test_patience_stops_a_run_and_a_fresh_run_of_its_length_follows(tmp_path, no
     assert r.exit_code == 0 and _vals(tmp_path / "b" / "metrics.jsonl")[-1][0] == 60
 
 
-@pytest.mark.parametrize("run, step", [(1, 10), (2, 5)])
-def test_a_run_interrupted_in_either_run_resumes_as_if_never_stopped(tmp_path, noise, monkeypatch, run, step):
-    """Stopped in the first run, the resumed run still goes on to the second; stopped in the
-    second, it still ends by keeping the better of the two runs' best models."""
+def _stopped(monkeypatch, run: int, step: int, *args) -> None:
+    """Train with ``args``, stopped as if by SIGTERM after ``step`` of the first or second run."""
     from charrnn.train import Trainer
 
-    flags = [*TINY, "--lr", "3e-2", "--eval-every", "5", "--patience", "3", "--steps", "2000"]
-    straight = tmp_path / "straight"
-    r = run_cli("train", noise, *flags, "--out", straight, "--quiet")
-    assert r.exit_code == 0, r.stderr
     real = Trainer._batch
 
     def batch(self):
@@ -244,11 +238,29 @@ def test_a_run_interrupted_in_either_run_resumes_as_if_never_stopped(tmp_path, n
             self._stop_signal = signal.SIGTERM
         return real(self)
 
+    monkeypatch.setattr(Trainer, "_batch", batch)
+    r = run_cli("train", *args, "--quiet")
+    monkeypatch.undo()
+    assert r.exit_code == 143, r.stderr
+
+
+def _resave(path, edit) -> None:
+    ckpt = torch.load(path, weights_only=True)
+    edit(ckpt)
+    checkpoint.save({k: v for k, v in ckpt.items() if k not in ("format", "version")}, path)
+
+
+@pytest.mark.parametrize("run, step", [(1, 10), (2, 5)])
+def test_a_run_interrupted_in_either_run_resumes_as_if_never_stopped(tmp_path, noise, monkeypatch, run, step):
+    """Stopped in the first run, the resumed run still goes on to the second; stopped in the
+    second, it still ends by keeping the better of the two runs' best models."""
+    flags = [*TINY, "--lr", "3e-2", "--eval-every", "5", "--patience", "3", "--steps", "2000"]
+    straight = tmp_path / "straight"
+    r = run_cli("train", noise, *flags, "--out", straight, "--quiet")
+    assert r.exit_code == 0, r.stderr
+
     def interrupted(out):
-        monkeypatch.setattr(Trainer, "_batch", batch)
-        r = run_cli("train", noise, *flags, "--out", out, "--quiet")
-        monkeypatch.undo()
-        assert r.exit_code == 143, r.stderr
+        _stopped(monkeypatch, run, step, noise, *flags, "--out", out)
         assert (out / "first").is_dir() == (run == 2)
 
     cut = tmp_path / "cut"
@@ -263,12 +275,33 @@ def test_a_run_interrupted_in_either_run_resumes_as_if_never_stopped(tmp_path, n
         # Had the first run's best been better, the resumed second run would keep it in best.pt.
         rigged = tmp_path / "rigged"
         interrupted(rigged)
-        saved = torch.load(rigged / "last.pt", weights_only=True)
-        saved["train_config"]["first_run"]["best_val_bpc"] = 0.0
-        checkpoint.save(saved, rigged / "last.pt")
+        _resave(rigged / "last.pt", lambda c: c["train_config"]["first_run"].update(best_val_bpc=0.0))
         r = run_cli("train", "--resume", rigged)
         assert r.exit_code == 0 and "the first run's model was better (0.0000)" in r.stderr, r.stderr
         assert (rigged / "best.pt").read_bytes() == (rigged / "first" / "best.pt").read_bytes()
+
+
+def test_a_resumed_run_that_cannot_tell_how_it_started_only_suggests_a_second_run(tmp_path, noise, monkeypatch):
+    flags = [*TINY, "--lr", "3e-2", "--eval-every", "5", "--patience", "3", "--steps", "2000"]
+    # A second run saved by a version that did not record first_run (as long as small's 1.5x
+    # would make it, so a third would fit): resumed, it must not put its files over first/.
+    old = tmp_path / "old"
+    _stopped(monkeypatch, 2, 5, noise, *flags, "--out", old)
+    _resave(old / "last.pt", lambda c: (c["train_config"].pop("first_run"), c["train_config"].update(steps=300)))
+    kept = (old / "first" / "best.pt").read_bytes()
+    r = run_cli("train", "--resume", old)
+    assert r.exit_code == 0 and "stopping early" in r.stderr and "training again" not in r.stderr, r.stderr
+    assert (old / "first" / "best.pt").read_bytes() == kept
+    # A fine-tune stopped in its first run: its starting weights are not in the run, so the
+    # second run is suggested, unless --init-from is given again.
+    pre = tmp_path / "pre"
+    assert run_cli("train", noise, *TINY, "--steps", "5", "--out", pre, "--quiet").exit_code == 0
+    for again in ([], ["--init-from", pre / "best.pt"]):
+        ft = tmp_path / f"ft{len(again)}"
+        _stopped(monkeypatch, 1, 10, noise, *flags, "--init-from", pre / "best.pt", "--out", ft)
+        r = run_cli("train", "--resume", ft, *again)
+        assert r.exit_code == 0, r.stderr
+        assert ("training again" in r.stderr) == bool(again) and ("a new run of --steps" in r.stderr) != bool(again)
 
 
 def test_second_run_length_and_budget():
