@@ -86,6 +86,7 @@ def train(
     patience: Optional[int] = typer.Option(None, min=0, max=10**9, help="Stop once this many validations in a row have not beaten the best val bpc (default 5; 0: never stop early)."),
     log_every: Optional[int] = typer.Option(None, min=1, max=10**12, help="Write a metrics line every N steps."),
     val_frac: Optional[float] = typer.Option(None, min=0.0, max=0.5, help="Last fraction of the text held out for validation."),
+    val_tokens: Optional[int] = typer.Option(None, min=0, max=10**15, help="Validate on at most the first N tokens of the validation split (default 131072, about a 1.3 MB corpus's whole split; 0: all of it)."),
     vocab: Optional[str] = typer.Option(None, help="Tokens: char (default) | bpe | unigram (SentencePiece subwords, trained on the training split)."),
     vocab_size: Optional[int] = typer.Option(None, min=1, max=1_000_000, help="Subword vocabulary size for --vocab bpe|unigram (default 1024)."),
     keep_gutenberg: Optional[bool] = typer.Option(None, "--keep-gutenberg", help="Train on a Project Gutenberg e-book's header and licence too (by default only its text between the START and END lines)."),
@@ -130,6 +131,7 @@ def _train(corpus, preset, out, resume, init_from, quiet, time, **flags) -> None
         # The run's own settings, with any flag given now on top (e.g. a longer --time).
         base = {k: v for k, v in saved.items()}
         base.setdefault("keep_gutenberg", True)  # a run from before the header was left out read it
+        base.setdefault("val_tokens", 0)  # and one from before --val-tokens validated on the whole split
         given = {k: v for k, v in flags.items() if v is not None}
         if time is not None:
             given["time"] = parse_duration(time)

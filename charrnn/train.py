@@ -144,8 +144,9 @@ class Trainer:
         self.batches = Batches(self.data.train, cfg.batch_size, cfg.seq_len)
         self.eval_every = cfg.eval_every or min(200, self.batches.windows)
         self.rows = world.rows(cfg.batch_size)
+        self.val = self.data.val[: cfg.val_tokens] if cfg.val_tokens else self.data.val
         # Characters the validation predictions cover, so val is in bits per character.
-        self.val_chars = self.data.vocab.count_chars(self.data.val[1:])
+        self.val_chars = self.data.vocab.count_chars(self.val[1:])
         self.model_cfg = ModelConfig(
             vocab_size=self.data.vocab.size,
             model=cfg.model,
@@ -351,10 +352,11 @@ class Trainer:
         loss_sum = torch.tensor(r.loss_sum, dtype=torch.float64, device=self.device)
         params = [p for p in model.parameters()]
         if not self.quiet:
+            part = f" (validating on the first {len(self.val):,}; --val-tokens 0 for all)" if len(self.val) < len(self.data.val) else ""
             self.log(
                 f"training {cfg.model} {cfg.layers}x{cfg.hidden} ({count_parameters(model) / 1e6:.2f}M parameters, "
                 f"dropout {cfg.dropout:g}) on "
-                f"{len(self.data.train):,} train / {len(self.data.val):,} val tokens, vocab {self.data.vocab.size}, "
+                f"{len(self.data.train):,} train / {len(self.data.val):,} val tokens{part}, vocab {self.data.vocab.size}, "
                 f"batch {self.batch_size} x seq {cfg.seq_len}, device {self.device}, {self.precision.name}"
             )
         progress = TrainProgress(enabled=not self.quiet, total_steps=cfg.steps)
@@ -431,7 +433,7 @@ class Trainer:
                     loss_sum.zero_()
                     r.loss_count = 0
                     if is_eval:
-                        score = evaluate(model, self.data.val, self.device, chars=self.val_chars, world=world)
+                        score = evaluate(model, self.val, self.device, chars=self.val_chars, world=world)
                         r.last_val = score.bpc
                         line["val_bpc"] = round(score.bpc, 5)
                     r.history.append(line)

@@ -357,6 +357,29 @@ def test_the_second_run_takes_the_presets_dropout_unless_dropout_was_given(tmp_p
     assert first["elapsed"] + second["elapsed"] < 6.5
 
 
+def test_validation_reads_at_most_val_tokens_of_the_split(tmp_path, repetitive_corpus):
+    from charrnn.data import prepare
+    from charrnn.evaluate import evaluate
+
+    val = prepare([str(repetitive_corpus)], None, 0.1).val
+    assert len(val) > 500
+    for limit, read in ((300, 300), (0, len(val))):
+        out = tmp_path / str(limit)
+        r = run_cli("train", repetitive_corpus, *TINY, "--steps", "4", "--val-tokens", limit, "--out", out)
+        assert r.exit_code == 0, r.stderr
+        assert ("validating on the first 300;" in r.stderr) == (limit == 300)
+        model, _ = checkpoint.build_model(ckpt := checkpoint.load(out / "best.pt"))
+        assert ckpt["val_bpc"] == pytest.approx(evaluate(model, val[:read], torch.device("cpu")).bpc, abs=1e-9)
+    # a run saved before the limit existed validated on the whole split, and resumes doing so
+    out = tmp_path / "300"
+    ckpt = torch.load(out / "last.pt", weights_only=True)
+    del ckpt["train_config"]["val_tokens"]
+    checkpoint.save({k: v for k, v in ckpt.items() if k not in ("format", "version")}, out / "last.pt")
+    assert run_cli("train", "--resume", out, "--steps", "6", "--quiet").exit_code == 0
+    model, _ = checkpoint.build_model(ckpt := checkpoint.load(out / "last.pt"))
+    assert ckpt["val_bpc"] == pytest.approx(evaluate(model, val, torch.device("cpu")).bpc, abs=1e-9)
+
+
 def test_validation_comes_once_per_pass_on_a_small_corpus(tmp_path, repetitive_corpus):
     from charrnn.data import Batches, prepare
 
