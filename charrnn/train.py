@@ -159,6 +159,7 @@ class Trainer:
         )
         _check_fits_memory(self.model_cfg, cfg)
         self.model = CharRNN(self.model_cfg).to(self.device)
+        self._init_head_bias()
         self.net = self.model
         if world.active:
             from torch.nn.parallel import DistributedDataParallel
@@ -175,6 +176,13 @@ class Trainer:
         if self.resume is not None:
             self._load_resume(self.resume)
         self._stop_signal: int | None = None
+
+    def _init_head_bias(self) -> None:
+        """Start the output layer at the training text's token frequencies (log unigram prior)."""
+        counts = np.bincount(np.asarray(self.data.train), minlength=self.data.vocab.size).astype(np.float64)
+        prior = np.log((counts + 0.1) / (counts.sum() + 0.1 * len(counts)))
+        with torch.no_grad():
+            self.model.head.bias.copy_(torch.from_numpy(prior))
 
     # -- checkpoints -------------------------------------------------------------------------
     def _payload(self, with_resume: bool) -> dict[str, Any]:

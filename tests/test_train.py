@@ -357,6 +357,27 @@ def test_the_second_run_takes_the_presets_dropout_unless_dropout_was_given(tmp_p
     assert first["elapsed"] + second["elapsed"] < 6.5
 
 
+def test_the_output_layer_starts_at_the_texts_token_frequencies(tmp_path, repetitive_corpus):
+    """A fresh model predicts the training text's character frequencies from the start; where the
+    corpus has many rare characters a model from a zero bias sat at that unigram for hundreds of
+    steps (README "Model")."""
+    from charrnn.config import make_config
+    from charrnn.data import prepare
+    from charrnn.train import Trainer
+
+    data = prepare([str(repetitive_corpus)], None, 0.1)
+    cfg = make_config(None, dict(layers=1, hidden=32, embed=16, seq_len=16, batch_size=8, steps=1))
+    trainer = Trainer(cfg, data, tmp_path, quiet=True)
+    counts = np.bincount(np.asarray(data.train), minlength=data.vocab.size)
+    predicted = torch.softmax(trainer.model.head.bias.detach().double(), 0).numpy()
+    assert predicted == pytest.approx(counts / counts.sum(), abs=1e-4)
+    x = torch.from_numpy(np.asarray(data.train[:200], dtype=np.int64))[None]
+    with torch.no_grad():
+        loss = torch.nn.functional.cross_entropy(trainer.model(x[:, :-1])[0][0], x[0, 1:]).item() / math.log(2)
+    unigram = -(counts / counts.sum() * np.log2(np.maximum(counts, 1) / counts.sum())).sum()
+    assert abs(loss - unigram) < 0.1 and unigram < math.log2(data.vocab.size) - 0.3, (loss, unigram)
+
+
 def test_validation_reads_at_most_val_tokens_of_the_split(tmp_path, repetitive_corpus):
     from charrnn.data import prepare
     from charrnn.evaluate import evaluate
