@@ -159,7 +159,8 @@ class Trainer:
         )
         _check_fits_memory(self.model_cfg, cfg)
         self.model = CharRNN(self.model_cfg).to(self.device)
-        self._init_head_bias()
+        if self.init_from is None and self.resume is None:  # else the loaded weights replace it
+            self._init_head_bias()
         self.net = self.model
         if world.active:
             from torch.nn.parallel import DistributedDataParallel
@@ -179,7 +180,10 @@ class Trainer:
 
     def _init_head_bias(self) -> None:
         """Start the output layer at the training text's token frequencies (log unigram prior)."""
-        counts = np.bincount(np.asarray(self.data.train), minlength=self.data.vocab.size).astype(np.float64)
+        counts = np.zeros(self.data.vocab.size, np.float64)
+        # In slices: bincount widens ids to 8 bytes, and the memory-mapped text may be gigabytes.
+        for a in range(0, len(self.data.train), 1 << 24):
+            counts += np.bincount(self.data.train[a : a + (1 << 24)], minlength=len(counts))
         prior = np.log((counts + 0.1) / (counts.sum() + 0.1 * len(counts)))
         with torch.no_grad():
             self.model.head.bias.copy_(torch.from_numpy(prior))
