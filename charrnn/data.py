@@ -419,16 +419,25 @@ class Batches:
         return self.inputs[:, a:b], self.targets[:, a:b]
 
 
-def val_streams(ids: np.ndarray, streams: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Split every prediction of a text over ``streams`` contiguous rows plus a tail.
+def val_streams(ids: np.ndarray, streams: int, burn_in: int = 0) -> tuple[np.ndarray, np.ndarray, int, np.ndarray, np.ndarray]:
+    """Split every prediction of a text over ``streams`` rows plus a tail, each row read from
+    ``burn_in`` tokens before the part it scores.
 
-    Returns (inputs, targets) of shape (streams, L) and the leftover (tail_inputs, tail_targets)
-    that continue the last row, so together they cover all ``len(ids) - 1`` predictions once.
+    Returns (inputs, targets) of shape (streams, burn_in + L), the number of leading columns that
+    rows after the first only read to build up their state (the first row scores all of its
+    columns: no text comes before it), and the leftover (tail_inputs, tail_targets) that continue
+    the last row; together the scored positions cover all ``len(ids) - 1`` predictions once.
     """
     n = len(ids) - 1
     streams = max(1, min(streams, n))
-    per = n // streams
-    used = streams * per
-    inputs = ids[:used].reshape(streams, per)
-    targets = ids[1 : used + 1].reshape(streams, per)
-    return inputs, targets, ids[used:n], ids[used + 1 : n + 1]
+    burn_in = min(burn_in, n) if streams > 1 else 0
+    per = (n - burn_in) // streams
+    if per < 1:
+        streams, burn_in, per = 1, 0, n
+    width = burn_in + per
+    used = burn_in + streams * per
+    def rows(a: np.ndarray) -> np.ndarray:
+        # Views, not copies: the rows overlap by burn_in, and ``charrnn eval`` may score gigabytes.
+        return np.lib.stride_tricks.sliding_window_view(a, width)[::per]
+
+    return rows(ids[:used]), rows(ids[1 : used + 1]), burn_in, ids[used:n], ids[used + 1 : n + 1]

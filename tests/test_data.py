@@ -1,3 +1,5 @@
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -38,12 +40,17 @@ def test_carried_state_equals_one_long_pass():
     assert torch.allclose(torch.cat(pieces, 1), full, atol=1e-5)
 
 
-def test_val_streams_cover_every_prediction_once():
+@pytest.mark.parametrize("streams, burn_in", [(5, 0), (5, 7), (3, 40), (1, 7), (200, 7)])
+def test_val_streams_cover_every_prediction_once(streams, burn_in):
     ids = np.arange(103)
-    inputs, targets, tail_in, tail_tgt = val_streams(ids, 5)
-    got = sorted(targets.flatten().tolist() + tail_tgt.tolist())
-    assert got == list(range(1, 103))
-    assert tail_in[0] == inputs[-1, -1] + 1  # the tail continues the last row
+    inputs, targets, burn, tail_in, tail_tgt = val_streams(ids, streams, burn_in)
+    assert np.array_equal(targets, inputs + 1)
+    scored = targets[0].tolist() + targets[1:, burn:].flatten().tolist() + tail_tgt.tolist()
+    assert scored == list(range(1, 103))  # in order: each row's scored part follows the last one's
+    if len(inputs) > 1:
+        assert burn == burn_in and np.array_equal(inputs[1:, burn], targets[:-1, -1])  # burn-in, then on from there
+    if len(tail_in):
+        assert tail_in[0] == inputs[-1, -1] + 1  # the tail continues the last row
 
 
 def test_evaluate_matches_sequential_loss():
@@ -58,8 +65,7 @@ def test_evaluate_matches_sequential_loss():
     assert abs(score.nats - float(nats)) < 1e-3
 
 
-def test_evaluate_picks_few_long_streams(monkeypatch):
-    """By default a row per TOKENS_PER_STREAM tokens: long rows, so the zero start state is rare."""
+def test_evaluate_picks_a_row_per_tokens_per_stream(monkeypatch):
     import charrnn.evaluate as evaluate_mod
 
     monkeypatch.setattr(evaluate_mod, "TOKENS_PER_STREAM", 100)
@@ -67,10 +73,28 @@ def test_evaluate_picks_few_long_streams(monkeypatch):
     model = CharRNN(ModelConfig(vocab_size=20, layers=1, hidden=16, embed=8, dropout=0.0)).eval()
     ids = np.random.default_rng(1).integers(0, 20, 1001)
     cpu = torch.device("cpu")
-    assert evaluate(model, ids, cpu).nats == pytest.approx(evaluate(model, ids, cpu, streams=10).nats, abs=1e-6)
-    assert evaluate(model, ids, cpu).nats != pytest.approx(evaluate(model, ids, cpu, streams=5).nats, abs=1e-3)
+    cold = functools.partial(evaluate, model, device=cpu, burn_in=0)  # cold rows: the stream count shows
+    assert cold(ids).nats == pytest.approx(cold(ids, streams=10).nats, abs=1e-6)
+    assert cold(ids).nats != pytest.approx(cold(ids, streams=5).nats, abs=1e-3)
     short = ids[:80]
-    assert evaluate(model, short, cpu).nats == pytest.approx(evaluate(model, short, cpu, streams=1).nats, abs=1e-6)
+    assert cold(short).nats == pytest.approx(cold(short, streams=1).nats, abs=1e-6)
+
+
+def test_burn_in_gives_each_row_the_context_one_long_pass_has():
+    """A model that remembers: the LSTM's forget gates are held open, so a row started from a zero
+    state scores differently from one long pass; reading the tokens before its part first makes it
+    score the same, whatever the number of rows."""
+    torch.manual_seed(0)
+    model = CharRNN(ModelConfig(vocab_size=20, layers=1, hidden=16, embed=8, dropout=0.0)).eval()
+    with torch.no_grad():
+        model.rnn.bias_ih_l0[16:32] = 2.0  # with bias_hh 1: forget gate ~0.95, memory over ~20 tokens
+    ids = np.random.default_rng(1).integers(0, 20, 3001)
+    cpu = torch.device("cpu")
+    whole = evaluate(model, ids, cpu, streams=1).nats
+    cold = evaluate(model, ids, cpu, streams=30, burn_in=0).nats
+    warm = evaluate(model, ids, cpu, streams=30, burn_in=400).nats
+    assert abs(cold - whole) > 0.5
+    assert abs(warm - whole) < 0.02 * abs(cold - whole)
 
 
 def test_cache_is_reused_and_changed_corpus_reencoded(tmp_path, monkeypatch):
