@@ -92,7 +92,7 @@ def train(
     keep_gutenberg: Optional[bool] = typer.Option(None, "--keep-gutenberg", help="Train on a Project Gutenberg e-book's header and licence too (by default only its text between the START and END lines)."),
     seed: Optional[int] = typer.Option(None, min=0, max=2**63 - 1, help="Random seed."),
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | mps."),
-    precision: Optional[str] = typer.Option(None, help="float32 (default) | bfloat16 | float16: the forward pass under autocast (weights stay float32)."),
+    precision: Optional[str] = typer.Option(None, help="auto (default: bfloat16 for the LSTM on a CPU with AMX, float32 elsewhere) | float32 | bfloat16 | float16: the forward pass under autocast (weights stay float32)."),
     out: Optional[Path] = typer.Option(None, help="Run directory (default checkpoints/<corpus-name>)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out (or the RUN_DIR given as corpus) from its last.pt."),
     init_from: Optional[Path] = typer.Option(None, help="Start from this checkpoint's weights (fine-tuning); a fresh run otherwise."),
@@ -159,7 +159,7 @@ def _train(corpus, preset, out, resume, init_from, quiet, time, **flags) -> None
     if out.exists() and not out.is_dir():
         raise CharrnnError(f"--out {out}: exists and is not a directory")
     device = pick_device(cfg.device)
-    precision.resolve(cfg.precision, device)  # before preparing the corpus, which can take minutes
+    precision.resolve(cfg.precision, device, cfg.model)  # before preparing the corpus, which can take minutes
     if preset in GPU_PRESETS and device.type == "cpu" and world.main:
         print(
             f"warning: --preset {preset} is sized for a GPU; on a CPU its steps are slow (~25 s each on 2 cores), "

@@ -72,7 +72,7 @@ class TrainConfig:
     val_tokens: int = 131_072
     seed: int = 1337
     device: str = "auto"
-    precision: str = "float32"
+    precision: str = "auto"
     vocab: str = "char"
     vocab_size: int | None = None
     # Train on a Project Gutenberg e-book's header and licence too (left out by default).
@@ -98,7 +98,8 @@ class TrainConfig:
         from charrnn.precision import dtype_of
 
         VocabSpec(self.vocab, self.vocab_size)
-        dtype_of(self.precision)
+        if self.precision != "auto":
+            dtype_of(self.precision)
         if self.tie and self.embed != self.hidden:
             raise CharrnnError(f"--tie needs --embed equal to --hidden (got {self.embed} and {self.hidden})")
 

@@ -1,8 +1,9 @@
 """Mixed precision for training: which dtype the forward pass runs in, and loss scaling.
 
-Weights, optimiser state, the carried hidden state and validation stay float32; only the
-forward pass of a training step runs under ``torch.autocast``. On CUDA, autocast runs cuDNN's
-LSTM/GRU in float16 whatever dtype it was given (PyTorch's cuDNN RNN autocast wrapper casts to
+``auto`` (the default) picks bfloat16 where it was measured to train faster at the same quality
+and float32 everywhere else (see ``auto_dtype``). Weights, optimiser state and the carried
+hidden state stay float32; only the forward pass of a training step (and, for bfloat16 on a CPU,
+validation) runs under ``torch.autocast``. On CUDA, autocast runs cuDNN's LSTM/GRU in float16 whatever dtype it was given (PyTorch's cuDNN RNN autocast wrapper casts to
 half), so every CUDA autocast run scales its loss with a ``GradScaler`` against gradient
 underflow; on CPU only float16 needs one (bfloat16 has float32's exponent range).
 """
@@ -17,16 +18,21 @@ import torch
 from charrnn.errors import CharrnnError
 
 DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+CHOICES = ("auto", *DTYPES)
 
 
 @dataclass(frozen=True)
 class Precision:
     device_type: str
     dtype: torch.dtype | None
+    chosen_by_auto: bool = False
 
     @property
     def name(self) -> str:
         return next(k for k, v in DTYPES.items() if v == self.dtype)
+
+    def describe(self) -> str:
+        return f"{self.name} (--precision auto)" if self.chosen_by_auto else self.name
 
     @property
     def scales_loss(self) -> bool:
@@ -36,6 +42,15 @@ class Precision:
         if self.dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(self.device_type, dtype=self.dtype)
+
+    def validation_autocast(self) -> contextlib.AbstractContextManager:
+        """Validation in the training dtype only for bfloat16 on a CPU: there oneDNN's bfloat16
+        LSTM scored tinyshakespeare's validation split 5x faster (0.92 s against 4.8 s for the
+        default preset) and within 0.00001 bpc of float32. Elsewhere validation stays float32
+        (on CUDA autocast would run cuDNN's RNN in float16)."""
+        if self.device_type == "cpu" and self.dtype == torch.bfloat16:
+            return self.autocast()
+        return contextlib.nullcontext()
 
     def scaler(self) -> torch.amp.GradScaler:
         """A pass-through when the loss needs no scaling (its step, unscale and update do nothing more)."""
@@ -55,15 +70,36 @@ def cpu_computes(dtype: torch.dtype) -> bool:
     return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
 
+def cpu_has_amx() -> bool:
+    return torch.backends.mkldnn.is_available() and getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+
+
+def auto_dtype(device: torch.device, model: str) -> torch.dtype | None:
+    """``--precision auto``: bfloat16 for the fused LSTM on a CPU with AMX, float32 otherwise.
+
+    Measured on a 2-core Xeon with AMX (train step, oneDNN's LSTM): bfloat16 ran 2.2-2.8x the
+    float32 speed for 2x512 and 1.3-1.4x for 2x128, and 300 steps of the default preset on
+    tinyshakespeare reached the same val bpc (2.187 against 2.192). The same CPU limited to
+    AVX-512-BF16 (no AMX) ran it at 0.66x, the GRU at 0.87-1.44x, and on an H100 autocast ran
+    0.62-1.05x cuDNN's float32: none of those pay, so they stay float32.
+    """
+    if device.type == "cpu" and model == "lstm" and cpu_has_amx():
+        return torch.bfloat16
+    return None
+
+
 def dtype_of(name: str) -> torch.dtype | None:
     """The autocast dtype a ``--precision`` name stands for (None: float32 throughout)."""
     if name not in DTYPES:
-        raise CharrnnError(f"unknown precision {name!r}; choose {', '.join(DTYPES)}")
+        raise CharrnnError(f"unknown precision {name!r}; choose {', '.join(CHOICES)}")
     return DTYPES[name]
 
 
-def resolve(name: str, device: torch.device) -> Precision:
-    """``--precision``: float32 unless asked; refuse a dtype the device cannot compute in."""
+def resolve(name: str, device: torch.device, model: str = "lstm") -> Precision:
+    """``--precision``: what ``auto`` picks for this device and cell, or the dtype asked for,
+    refused when the device cannot compute in it."""
+    if name == "auto":
+        return Precision(device.type, auto_dtype(device, model), chosen_by_auto=True)
     dtype = dtype_of(name)
     if dtype is not None:
         if device.type == "cuda" and dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():

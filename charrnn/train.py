@@ -168,7 +168,7 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = DistributedDataParallel(self.model, device_ids=ids)
         self.opt = _make_optimizer(self.model, cfg)
-        self.precision = precision.resolve(cfg.precision, self.device)
+        self.precision = precision.resolve(cfg.precision, self.device, cfg.model)
         self.scaler = self.precision.scaler()
         self.run = RunState()
         self.state = None
@@ -369,7 +369,7 @@ class Trainer:
                 f"training {cfg.model} {cfg.layers}x{cfg.hidden} ({count_parameters(model) / 1e6:.2f}M parameters, "
                 f"dropout {cfg.dropout:g}) on "
                 f"{len(self.data.train):,} train / {len(self.data.val):,} val tokens{part}, vocab {self.data.vocab.size}, "
-                f"batch {self.batch_size} x seq {cfg.seq_len}, device {self.device}, {self.precision.name}"
+                f"batch {self.batch_size} x seq {cfg.seq_len}, device {self.device}, {self.precision.describe()}"
             )
         progress = TrainProgress(enabled=not self.quiet, total_steps=cfg.steps)
         stopped_early = False
@@ -445,7 +445,8 @@ class Trainer:
                     loss_sum.zero_()
                     r.loss_count = 0
                     if is_eval:
-                        score = evaluate(model, self.val, self.device, chars=self.val_chars, world=world)
+                        with self.precision.validation_autocast():
+                            score = evaluate(model, self.val, self.device, chars=self.val_chars, world=world)
                         r.last_val = score.bpc
                         line["val_bpc"] = round(score.bpc, 5)
                     r.history.append(line)

@@ -113,8 +113,9 @@ def test_cache_key_covers_vocabulary_and_reuses_memmap(tmp_path):
 def test_subword_train_sample_eval_end_to_end(tmp_path, repetitive_corpus, kind):
     out = tmp_path / "run"
     # 120 steps is far shorter than a real run: a floor of lr/10 keeps it learning to the end.
+    # float32, as eval scores (an AMX CPU would validate in bfloat16: ~1e-4 bpc apart here).
     r = run_cli("train", repetitive_corpus, *TINY, "--vocab", kind, "--vocab-size", "285", "--steps", "120",
-                "--min-lr", "1e-3", "--eval-every", "40", "--out", out, "--quiet")
+                "--min-lr", "1e-3", "--eval-every", "40", "--precision", "float32", "--out", out, "--quiet")
     assert r.exit_code == 0, r.stderr
     lines = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
     vals = [l["val_bpc"] for l in lines if l["val_bpc"] is not None]
