@@ -2,9 +2,11 @@
 
 Prints one JSON line per (model, implementation) with chars/s, achieved GFLOP/s and the ratio to
 the plain loop, plus the machine's measured float32 matrix-multiply peak; charrnn also runs with
-bfloat16 autocast where the CPU computes bfloat16 (AVX-512-BF16 or AMX); then peak RSS and RSS drift
-(median over steps 100-200 vs 900-1,000 of the tiny preset), and a table of step time against hidden size and
-sequence length. With ``--device cuda`` the same models run on the GPU (cuDNN), charrnn also under
+bfloat16 autocast where the CPU computes bfloat16 (AVX-512-BF16 or AMX), beside the bfloat16
+matrix-multiply peak (on a CPU with AMX that row is charrnn's default, ``--precision auto``);
+then peak RSS and RSS drift (median over steps 100-200 vs 900-1,000 of the tiny preset), and a
+table of step time against hidden size and sequence length, in float32 and in bfloat16 where
+the CPU computes it. With ``--device cuda`` the same models run on the GPU (cuDNN), charrnn also under
 float16 and bfloat16 autocast, the plain loop also through torch.compile, and the memory line is
 the GPU's peak allocation. Usage: python bench/train_speed.py [--quick] [--device cuda]
 """
@@ -30,7 +32,7 @@ from common import PlainLSTM, corpus, emit, sync  # noqa: E402
 
 from charrnn.config import make_config  # noqa: E402
 from charrnn.data import prepare  # noqa: E402
-from charrnn.precision import cpu_computes  # noqa: E402
+from charrnn.precision import cpu_computes, cpu_has_amx  # noqa: E402
 from charrnn.train import Trainer  # noqa: E402
 
 
@@ -130,6 +132,9 @@ def main() -> None:
         precisions = ["bfloat16"] if cpu_computes(torch.bfloat16) else []
         if not precisions:
             emit(bench="train_speed", who="charrnn --precision bfloat16", skipped="this CPU has no AVX-512-BF16 or AMX")
+        else:
+            emit(bench="train_speed", device=args.device, what="matmul_peak_gflops bfloat16",
+                 value=round(peak_bf16 := matmul_peak(device, torch.bfloat16), 1), amx=cpu_has_amx())
     steps = (8 if args.quick else 25) * (4 if device.type == "cuda" else 1)
     for layers, hidden, embed, batch, seq in () if args.skip_speed else models:
         name = f"lstm {layers}x{hidden} embed {embed} seq {seq} batch {batch}"
@@ -143,7 +148,8 @@ def main() -> None:
         for prec in precisions:
             fast, _ = charrnn_loop(path, layers, hidden, embed, batch, seq, steps * 2, precision=prec, device=args.device)
             emit(**row, who=f"charrnn --precision {prec}", chars_per_s=round(fast), gflops=round(fast * fpc / 1e9, 1),
-                 vs_plain=round(fast / plain, 3), vs_float32=round(fast / ours, 3))
+                 vs_plain=round(fast / plain, 3), vs_float32=round(fast / ours, 3),
+                 **({"peak_gflops": round(peak_bf16, 1)} if device.type == "cpu" else {}))
         if device.type == "cuda":
             compiled = plain_loop(np.asarray(data.train), vocab, layers, hidden, embed, batch, seq, steps * 2, device,
                                   compile=True)
@@ -181,12 +187,15 @@ def main() -> None:
          **({"gpu_peak_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1)} if device.type == "cuda" else {}))
     if args.quick:
         return
-    for hidden in (128, 256, 512, 1024):
-        ours, _ = charrnn_loop(path, 2, hidden, 128, 64, 100, 12, device=args.device)
-        emit(bench="train_speed", table="hidden", hidden=hidden, seq=100, batch=64, ms_per_step=round(64 * 100 / ours * 1000, 1), chars_per_s=round(ours))
-    for seq in (50, 100, 200, 400):
-        ours, _ = charrnn_loop(path, 2, 512, 128, 64, seq, 10, device=args.device)
-        emit(bench="train_speed", table="seq_len", hidden=512, seq=seq, batch=64, ms_per_step=round(64 * seq / ours * 1000, 1), chars_per_s=round(ours))
+    for prec in ("float32", *precisions):
+        for hidden in (128, 256, 512, 1024):
+            ours, _ = charrnn_loop(path, 2, hidden, 128, 64, 100, 12, precision=prec, device=args.device)
+            emit(bench="train_speed", table="hidden", precision=prec, hidden=hidden, seq=100, batch=64,
+                 ms_per_step=round(64 * 100 / ours * 1000, 1), chars_per_s=round(ours))
+        for seq in (50, 100, 200, 400):
+            ours, _ = charrnn_loop(path, 2, 512, 128, 64, seq, 10, precision=prec, device=args.device)
+            emit(bench="train_speed", table="seq_len", precision=prec, hidden=512, seq=seq, batch=64,
+                 ms_per_step=round(64 * seq / ours * 1000, 1), chars_per_s=round(ours))
 
 
 if __name__ == "__main__":

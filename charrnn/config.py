@@ -9,8 +9,12 @@ from charrnn.errors import CharrnnError
 
 # Sizes measured on a 2-core CPU (see README "Presets"): each preset is the model that reached
 # the lowest validation bpc on tinyshakespeare within its time budget. Large was measured on an
-# H100: dropout 0.5 and weight decay 0.1 reached 2.099 where 0.2 and 0.01 reached 2.128. Medium
-# with dropout 0.3 instead of 0.1 reached the same 2.073 over its 2,876 steps.
+# H100: dropout 0.5 and weight decay 0.1 reached 2.099 where 0.2 and 0.01 reached 2.128.
+# Dropout: on a CPU with AMX (bfloat16, ~2.5x the text per minute) ten minutes of small are ten
+# passes over tinyshakespeare, and dropout 0 / 0.2 / 0.3 reached 2.093 (early stop) / 2.004 /
+# 1.999; on an AVX2 CPU in float32 (three passes) 0.1 had been within noise of 0 (2.142 / 2.146
+# in 1,000 steps), so small takes 0.2. Medium with dropout 0.3 reached the same 2.073 as 0.1 over
+# its 2,876 float32 steps on that CPU, and reads its text 2.5x as often with AMX: it takes 0.3.
 # retrain_dropout and retrain_length are for the second run after an early stop, which only comes
 # once a run has memorised its text (README "Early stop"). Measured on the demo screenplay, small:
 # dropout 0 / 0.3 over the first run's 288 steps reached 2.554 / 2.579, 0.3 over 432 (1.5x) /
@@ -22,9 +26,9 @@ from charrnn.errors import CharrnnError
 PRESETS: dict[str, dict] = {
     "tiny": dict(model="lstm", layers=2, hidden=256, embed=128, dropout=0.0, retrain_dropout=0.1, seq_len=64,
                  batch_size=32, lr=1e-2, time="2m"),
-    "small": dict(model="lstm", layers=2, hidden=512, embed=128, dropout=0.0, retrain_dropout=0.3, retrain_length=1.5,
+    "small": dict(model="lstm", layers=2, hidden=512, embed=128, dropout=0.2, retrain_dropout=0.3, retrain_length=1.5,
                   seq_len=100, batch_size=32, lr=1e-2, weight_decay=0.1, time="10m"),
-    "medium": dict(model="lstm", layers=3, hidden=640, embed=128, dropout=0.1, retrain_dropout=0.3, retrain_length=1.5,
+    "medium": dict(model="lstm", layers=3, hidden=640, embed=128, dropout=0.3, retrain_dropout=0.3, retrain_length=1.5,
                    seq_len=100, batch_size=32, lr=6e-3, weight_decay=0.1, time="60m"),
     "large": dict(model="lstm", layers=3, hidden=1024, embed=256, dropout=0.5, seq_len=200, batch_size=128,
                   lr=4e-3, weight_decay=0.1, time="60m"),

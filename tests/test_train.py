@@ -338,7 +338,7 @@ def test_a_run_whose_patience_runs_out_at_its_last_step_did_not_stop_early(tmp_p
 def test_the_second_run_takes_the_presets_dropout_unless_dropout_was_given(tmp_path, noise):
     from charrnn.config import make_config
 
-    assert make_config("small", {}).retrain_dropout == 0.3 and make_config("small", {}).dropout == 0.0
+    assert make_config("small", {}).retrain_dropout == 0.3 and make_config("small", {}).dropout == 0.2
     assert make_config("small", {"dropout": 0.1}).retrain_dropout is None  # the user's dropout holds for both runs
     at = TINY.index("--dropout")
     out = tmp_path / "run"
@@ -347,7 +347,7 @@ def test_the_second_run_takes_the_presets_dropout_unless_dropout_was_given(tmp_p
     assert r.exit_code == 0, r.stderr
     first = checkpoint.load(out / "first" / "last.pt")
     second = checkpoint.load(out / "last.pt")
-    assert first["model_config"]["dropout"] == 0.0 and second["model_config"]["dropout"] == 0.3
+    assert first["model_config"]["dropout"] == 0.2 and second["model_config"]["dropout"] == 0.3
     assert second["train_config"]["steps"] == round(1.5 * first["step"])  # more dropout: the preset's longer run
     # under a time budget the second run also ends by the budget's end
     r = run_cli("train", noise, *flags, "--time", "6s")
