@@ -132,6 +132,7 @@ def _train(corpus, preset, out, resume, init_from, quiet, time, **flags) -> None
         base = {k: v for k, v in saved.items()}
         base.setdefault("keep_gutenberg", True)  # a run from before the header was left out read it
         base.setdefault("val_tokens", 0)  # and one from before --val-tokens validated on the whole split
+        base.setdefault("precision", "float32")  # and one from before --precision trained in float32
         given = {k: v for k, v in flags.items() if v is not None}
         if time is not None:
             given["time"] = parse_duration(time)

@@ -21,14 +21,16 @@ from charrnn.errors import CharrnnError
 # 576 / 820 steps 2.514 / 2.513 / 2.542; tiny, after a first run of 684 steps: dropout 0.1 over
 # 684 / 1,368 / 2,052 steps reached 2.528 / 2.569 / 2.559 (and 0.3 over 650, 2.583). On Earnest
 # (play only), small, 0.3 over 1x / 1.5x the first run's 480 steps: 2.003 / 2.007, dropout 0
-# over 1x: 2.069. Medium takes small's values: on Earnest its first run reached 2.105 (stopped at
-# step 832), the second, 0.3 over 1.5x, 2.053 (stopped at 832 too).
+# over 1x: 2.069 (those first runs had dropout 0). Medium, with dropout 0.1 then: on Earnest its
+# first run reached 2.105 (stopped at step 832), the second, 0.3 over 1.5x, 2.053 (stopped at 832
+# too). Its first run now has 0.3 itself, so its second is as long as the first (retrain_length
+# applies only to a second run with more dropout).
 PRESETS: dict[str, dict] = {
     "tiny": dict(model="lstm", layers=2, hidden=256, embed=128, dropout=0.0, retrain_dropout=0.1, seq_len=64,
                  batch_size=32, lr=1e-2, time="2m"),
     "small": dict(model="lstm", layers=2, hidden=512, embed=128, dropout=0.2, retrain_dropout=0.3, retrain_length=1.5,
                   seq_len=100, batch_size=32, lr=1e-2, weight_decay=0.1, time="10m"),
-    "medium": dict(model="lstm", layers=3, hidden=640, embed=128, dropout=0.3, retrain_dropout=0.3, retrain_length=1.5,
+    "medium": dict(model="lstm", layers=3, hidden=640, embed=128, dropout=0.3, retrain_dropout=0.3,
                    seq_len=100, batch_size=32, lr=6e-3, weight_decay=0.1, time="60m"),
     "large": dict(model="lstm", layers=3, hidden=1024, embed=256, dropout=0.5, seq_len=200, batch_size=128,
                   lr=4e-3, weight_decay=0.1, time="60m"),
@@ -96,6 +98,8 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise CharrnnError(f"--{name.replace('_', '-')} must be > 0 (got {value})")
+        if self.val_tokens == 1:
+            raise CharrnnError("--val-tokens must be 0 (the whole split) or at least 2 (one prediction needs two tokens)")
         if self.min_lr is not None and self.min_lr > self.lr:
             raise CharrnnError(f"--min-lr {self.min_lr} is above --lr {self.lr}")
         from charrnn.data import VocabSpec

@@ -429,6 +429,9 @@ def val_streams(ids: np.ndarray, streams: int, burn_in: int = 0) -> tuple[np.nda
     the last row; together the scored positions cover all ``len(ids) - 1`` predictions once.
     """
     n = len(ids) - 1
+    if n < 1:  # nothing to predict
+        empty = np.zeros((1, 0), dtype=ids.dtype)
+        return empty, empty, 0, ids[:0], ids[:0]
     streams = max(1, min(streams, n))
     burn_in = min(burn_in, n) if streams > 1 else 0
     per = (n - burn_in) // streams

@@ -12,6 +12,7 @@ float16 needs one (bfloat16 has float32's exponent range).
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import dataclass
 
 import torch
@@ -45,11 +46,12 @@ class Precision:
         return torch.autocast(self.device_type, dtype=self.dtype)
 
     def validation_autocast(self) -> contextlib.AbstractContextManager:
-        """Validation in the training dtype only for bfloat16 on a CPU: there oneDNN's bfloat16
-        LSTM scored tinyshakespeare's validation split 5x faster (0.92 s against 4.8 s for the
-        default preset) and within 0.00001 bpc of float32. Elsewhere validation stays float32
-        (on CUDA autocast would run cuDNN's RNN in float16)."""
-        if self.device_type == "cpu" and self.dtype == torch.bfloat16:
+        """Validation in the training dtype only where ``auto`` picked bfloat16 (oneDNN's LSTM on
+        an AMX CPU): there it scored tinyshakespeare's validation split 5x faster (0.92 s against
+        4.8 s for the default preset) and within 0.00001 bpc of float32. Elsewhere validation
+        stays float32 (unmeasured for other cells, slower without AMX; on CUDA autocast would
+        run cuDNN's RNN in float16)."""
+        if self.chosen_by_auto and self.device_type == "cpu" and self.dtype == torch.bfloat16:
             return self.autocast()
         return contextlib.nullcontext()
 
@@ -72,7 +74,12 @@ def cpu_computes(dtype: torch.dtype) -> bool:
 
 
 def cpu_has_amx() -> bool:
-    """AMX tiles (and oneDNN to use them): unlike AVX-512-BF16 alone, they make bfloat16 pay."""
+    """AMX tiles, and oneDNN allowed to use them: unlike AVX-512-BF16 alone, they make bfloat16
+    pay. ``ONEDNN_MAX_CPU_ISA`` (or the older ``DNNL_MAX_CPU_ISA``) set below AMX, as used to
+    measure the AVX-512-BF16-only speed, counts as no AMX."""
+    cap = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "ALL").upper()
+    if cap not in ("ALL", "DEFAULT") and "AMX" not in cap:
+        return False
     return torch.backends.mkldnn.is_available() and getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
 
 

@@ -40,13 +40,14 @@ def test_carried_state_equals_one_long_pass():
     assert torch.allclose(torch.cat(pieces, 1), full, atol=1e-5)
 
 
+@pytest.mark.parametrize("n", [103, 2, 1, 0])
 @pytest.mark.parametrize("streams, burn_in", [(5, 0), (5, 7), (3, 40), (1, 7), (200, 7)])
-def test_val_streams_cover_every_prediction_once(streams, burn_in):
-    ids = np.arange(103)
+def test_val_streams_cover_every_prediction_once(n, streams, burn_in):
+    ids = np.arange(n)
     inputs, targets, burn, tail_in, tail_tgt = val_streams(ids, streams, burn_in)
     assert np.array_equal(targets, inputs + 1)
     scored = targets[0].tolist() + targets[1:, burn:].flatten().tolist() + tail_tgt.tolist()
-    assert scored == list(range(1, 103))  # in order: each row's scored part follows the last one's
+    assert scored == list(range(1, n))  # in order: each row's scored part follows the last one's
     if len(inputs) > 1:
         assert burn == burn_in and np.array_equal(inputs[1:, burn], targets[:-1, -1])  # burn-in, then on from there
     if len(tail_in):
@@ -139,3 +140,21 @@ def test_evaluate_hands_the_rnn_a_contiguous_state():
     ids = np.random.default_rng(2).integers(0, 20, 503)  # 5 streams and a tail continuing the last
     score = evaluate(Strict().eval(), ids, torch.device("cpu"), streams=5, window=32)
     assert np.isfinite(score.nats)
+
+
+def test_burn_in_rows_split_over_ranks_sum_to_one_process(monkeypatch):
+    """Under torchrun each rank scores a block of rows; only the text's first row has no burn-in,
+    whichever rank holds it, so the ranks' totals add up to the single-process score."""
+    import charrnn.evaluate as evaluate_mod
+    from charrnn.distributed import World
+
+    monkeypatch.setattr(evaluate_mod, "sum_values", lambda world, total: total)  # each rank's own part
+    torch.manual_seed(0)
+    model = CharRNN(ModelConfig(vocab_size=20, layers=1, hidden=16, embed=8, dropout=0.0)).eval()
+    ids = np.random.default_rng(3).integers(0, 20, 1003)
+    cpu = torch.device("cpu")
+    one = evaluate(model, ids, cpu, streams=7, burn_in=50, window=32).nats
+    for size in (2, 3):
+        parts = [evaluate(model, ids, cpu, streams=7, burn_in=50, window=32, world=World(rank=r, size=size)).nats
+                 for r in range(size)]
+        assert sum(parts) == pytest.approx(one, abs=1e-6)

@@ -121,3 +121,37 @@ def test_default_run_trains_in_what_auto_picks_for_this_cpu(repetitive_corpus, t
     model, _ = checkpoint.build_model(best := checkpoint.load(out / "best.pt"))
     val = prepare([str(repetitive_corpus)], None, 0.1).val
     assert best["val_bpc"] == pytest.approx(evaluate(model, val, torch.device("cpu")).bpc, abs=2e-3)
+
+
+def test_only_bfloat16_picked_by_auto_validates_under_autocast():
+    def validates_in_autocast(p: precision.Precision) -> bool:
+        with p.validation_autocast():
+            return torch.is_autocast_enabled("cpu")
+
+    assert validates_in_autocast(precision.Precision("cpu", torch.bfloat16, chosen_by_auto=True))
+    assert not validates_in_autocast(precision.Precision("cpu", torch.bfloat16))  # asked for: maybe not oneDNN's LSTM
+    assert not validates_in_autocast(precision.Precision("cpu", None, chosen_by_auto=True))
+    assert not validates_in_autocast(precision.Precision("cuda", torch.bfloat16, chosen_by_auto=True))
+
+
+@pytest.mark.parametrize("cap, amx", [("AVX512_CORE_BF16", False), ("avx2", False), ("AVX512_CORE_AMX", True), ("ALL", True)])
+def test_a_onednn_isa_cap_below_amx_counts_as_no_amx(monkeypatch, cap, amx):
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: True)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+    assert precision.cpu_has_amx() is amx
+
+
+def test_a_run_saved_before_precision_existed_resumes_in_float32(repetitive_corpus, tmp_path):
+    from charrnn import checkpoint
+
+    out = tmp_path / "run"
+    r = run_cli("train", repetitive_corpus, *TINY, "--steps", "4", "--precision", "float32", "--out", out, "--quiet")
+    assert r.exit_code == 0, r.stderr
+    ckpt = torch.load(out / "last.pt", weights_only=True)
+    del ckpt["train_config"]["precision"]
+    checkpoint.save({k: v for k, v in ckpt.items() if k not in ("format", "version")}, out / "last.pt")
+    r = run_cli("train", "--resume", out, "--steps", "6", "--device", "cpu")
+    assert r.exit_code == 0, r.stderr
+    assert "device cpu, float32" in r.stderr and "(--precision auto)" not in r.stderr
+    assert checkpoint.load(out / "last.pt")["train_config"]["precision"] == "float32"

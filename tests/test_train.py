@@ -339,6 +339,9 @@ def test_the_second_run_takes_the_presets_dropout_unless_dropout_was_given(tmp_p
     from charrnn.config import make_config
 
     assert make_config("small", {}).retrain_dropout == 0.3 and make_config("small", {}).dropout == 0.2
+    # medium's first run already has its second run's dropout: the second is as long as the first
+    assert make_config("medium", {}).dropout == make_config("medium", {}).retrain_dropout == 0.3
+    assert make_config("medium", {}).retrain_length == 1.0
     assert make_config("small", {"dropout": 0.1}).retrain_dropout is None  # the user's dropout holds for both runs
     at = TINY.index("--dropout")
     out = tmp_path / "run"
@@ -393,6 +396,8 @@ def test_validation_reads_at_most_val_tokens_of_the_split(tmp_path, repetitive_c
         assert ("validating on the first 300;" in r.stderr) == (limit == 300)
         model, _ = checkpoint.build_model(ckpt := checkpoint.load(out / "best.pt"))
         assert ckpt["val_bpc"] == pytest.approx(evaluate(model, val[:read], torch.device("cpu")).bpc, abs=1e-9)
+    r = run_cli("train", repetitive_corpus, *TINY, "--steps", "4", "--val-tokens", "1", "--out", tmp_path / "one")
+    assert r.exit_code == 2 and r.stderr.startswith("error: --val-tokens must be 0") and len(r.stderr.splitlines()) == 1
     # a run saved before the limit existed validated on the whole split, and resumes doing so
     out = tmp_path / "300"
     ckpt = torch.load(out / "last.pt", weights_only=True)
