@@ -133,8 +133,9 @@ def main() -> None:
         if not precisions:
             emit(bench="train_speed", who="charrnn --precision bfloat16", skipped="this CPU has no AVX-512-BF16 or AMX")
         else:
+            peak_bf16 = matmul_peak(device, torch.bfloat16)
             emit(bench="train_speed", device=args.device, what="matmul_peak_gflops bfloat16",
-                 value=round(peak_bf16 := matmul_peak(device, torch.bfloat16), 1), amx=cpu_has_amx())
+                 value=round(peak_bf16, 1), amx=cpu_has_amx())
     steps = (8 if args.quick else 25) * (4 if device.type == "cuda" else 1)
     for layers, hidden, embed, batch, seq in () if args.skip_speed else models:
         name = f"lstm {layers}x{hidden} embed {embed} seq {seq} batch {batch}"

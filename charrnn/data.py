@@ -433,12 +433,13 @@ def val_streams(ids: np.ndarray, streams: int, burn_in: int = 0) -> tuple[np.nda
         empty = np.zeros((1, 0), dtype=ids.dtype)
         return empty, empty, 0, ids[:0], ids[:0]
     streams = max(1, min(streams, n))
-    burn_in = min(burn_in, n) if streams > 1 else 0
+    burn_in = burn_in if streams > 1 else 0
     per = (n - burn_in) // streams
-    if per < 1:
+    if per < 1:  # too short for these rows and their burn-in (or burn_in >= n): one row
         streams, burn_in, per = 1, 0, n
     width = burn_in + per
     used = burn_in + streams * per
+
     def rows(a: np.ndarray) -> np.ndarray:
         # Views, not copies: the rows overlap by burn_in, and ``charrnn eval`` may score gigabytes.
         return np.lib.stride_tricks.sliding_window_view(a, width)[::per]
