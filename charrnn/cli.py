@@ -152,7 +152,8 @@ def _train(corpus, preset, out, resume, init_from, quiet, time, **flags) -> None
     from charrnn import distributed, precision
     from charrnn.data import VocabSpec, prepare
     from charrnn.progress import summary
-    from charrnn.train import Interrupted, Trainer, fit_retraining, pick_device
+    from charrnn.second_run import fit_retraining
+    from charrnn.train import Interrupted, Trainer, pick_device
     from charrnn.vocab import from_state
 
     world = distributed.launched()

@@ -1,0 +1,57 @@
+"""Validation during training: val bpc on the held-out split, best.pt kept at the best of it,
+and the early stop once it has not improved for ``--patience`` validations in a row.
+
+The early stop means the model has started to memorise its text; ``second_run`` decides what
+to do about it.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+
+from charrnn.distributed import World
+from charrnn.evaluate import evaluate
+from charrnn.model import CharRNN
+from charrnn.precision import Precision
+from charrnn.run_state import RunState
+
+
+class Validation:
+    """Scores the model on (the first ``--val-tokens`` of) the validation split and keeps the best."""
+
+    def __init__(self, model: CharRNN, ids: np.ndarray, chars: int, device: torch.device, world: World,
+                 precision: Precision, patience: int) -> None:
+        self.model = model
+        self.ids = ids
+        # Characters the validation predictions cover, so val is in bits per character.
+        self.chars = chars
+        self.device = device
+        self.world = world
+        self.precision = precision
+        self.patience = patience
+
+    def score(self, run: RunState) -> float:
+        with self.precision.validation_autocast():
+            result = evaluate(self.model, self.ids, self.device, chars=self.chars, world=self.world)
+        run.last_val = result.bpc
+        return result.bpc
+
+    @staticmethod
+    def keep_best(run: RunState, save: Callable[..., object]) -> None:
+        """best.pt when val bpc beat the best so far, and last.pt at every validation."""
+        if run.best_val is None or run.last_val < run.best_val:
+            run.best_val, run.best_step, run.since_best = run.last_val, run.step, 0
+            save("best.pt", with_resume=False)
+        else:
+            run.since_best += 1
+        save("last.pt")
+
+    def patience_spent(self, run: RunState) -> bool:
+        return bool(self.patience) and run.since_best >= self.patience
+
+    def stop_message(self, run: RunState) -> str:
+        return (f"stopping early at step {run.step:,}: val bpc has not improved in {run.since_best} validations "
+                f"(best {run.best_val:.4f} at step {run.best_step:,}, kept in best.pt; --patience 0 trains on)")
