@@ -26,9 +26,13 @@ def save(obj: dict[str, Any], path: Path) -> None:
     """Write to a temp file in the same directory, fsync, then rename over ``path``.
 
     The rename is atomic, so at every instant ``path`` is either the previous complete
-    checkpoint or the new complete one, never a torn file.
+    checkpoint or the new complete one, never a torn file. The charrnn version that wrote it is
+    kept beside the format version, for ``charrnn info`` and for telling old runs apart.
     """
-    _write_atomic(Path(path), lambda f: torch.save({"format": FORMAT, "version": VERSION, **obj}, f))
+    from charrnn import __version__
+
+    stamped = {"format": FORMAT, "version": VERSION, **obj, "charrnn_version": __version__}
+    _write_atomic(Path(path), lambda f: torch.save(stamped, f))
 
 
 def copy(src: Path, dst: Path) -> None:
