@@ -27,7 +27,19 @@ app = typer.Typer(
 # Click's UsageError, whether Typer uses click itself or (newer Typer) its vendored copy.
 UsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
 
-DEMO_CORPUS = Path(__file__).resolve().parent.parent / "corpora" / "demo_screenplay.fountain"
+def _show_version(value: bool) -> None:
+    if value:
+        from charrnn import __version__
+
+        print(f"charrnn {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=_show_version, help="Show the version and exit."),
+) -> None:
+    """Train character-level recurrent language models on any text and sample from them."""
 
 
 def _unescape(text: str) -> str:
@@ -44,16 +56,10 @@ def _unescape(text: str) -> str:
 
 
 def _note_skipped(skipped: list[str]) -> None:
-    """One line for the files in corpus folders left out as not text, counted by folder (a source
-    tree's .pyc files are many, in few __pycache__ folders)."""
-    from collections import Counter
-
-    from charrnn.corpus import describe
+    from charrnn.corpus import skipped_note
 
     if skipped:
-        where = Counter(str(Path(f).parent) for f in skipped)
-        print(f"note: left out {len(skipped)} file(s) that are not UTF-8 text: "
-              f"{describe([f'{n} in {d}' for d, n in where.most_common()])}", file=sys.stderr)
+        print(skipped_note(skipped), file=sys.stderr)
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -63,7 +69,7 @@ def _fail(message: str, code: int = 2) -> None:
 
 @app.command()
 def train(
-    corpus: list[str] = typer.Argument(None, help="Text files or directories, or - for stdin. Default: the bundled demo screenplay."),
+    corpus: list[str] = typer.Argument(None, help="Text files or directories, or - for stdin. Default: the bundled demo screenplays (run dir checkpoints/demo)."),
     preset: Optional[str] = typer.Option(None, help="tiny | small (default) | medium | large; explicit flags override it."),
     model: Optional[str] = typer.Option(None, help="Recurrent cell: lstm | gru | rnn | peephole (peephole LSTM) | cifg (coupled input-forget gate LSTM)."),
     layers: Optional[int] = typer.Option(None, min=1, max=16, help="Stacked recurrent layers."),
@@ -106,117 +112,25 @@ def train(
         _fail(str(e))
 
 
-def _train(corpus, preset, out, resume, init_from, quiet, time, **flags) -> None:
-    from charrnn import checkpoint
-    from charrnn.config import GPU_PRESETS, make_config, parse_duration
-    from charrnn.corpus import STDIN, corpus_name, describe
-
-    paths = list(corpus or [])
-    resume_ckpt = None
-    if resume:
-        run_dir = out
-        if run_dir is None and len(paths) == 1 and Path(paths[0]).is_dir() and (Path(paths[0]) / "last.pt").is_file():
-            run_dir = Path(paths.pop())
-        if run_dir is None:
-            raise CharrnnError("--resume needs the run directory: charrnn train --resume RUN_DIR (or --out RUN_DIR)")
-        resume_ckpt = checkpoint.load(Path(run_dir) / "last.pt")
-        saved = resume_ckpt.get("train_config", {})
-        saved_corpus = resume_ckpt.get("corpus", {})
-        if not paths:
-            paths = list(saved_corpus.get("paths") or saved_corpus.get("files", []))
-            if not paths or "<stdin>" in paths or STDIN in paths:
-                raise CharrnnError("cannot resume: give the corpus again (the run was trained from stdin)")
-            if "paths" not in saved_corpus and len(paths) >= 100:
-                raise CharrnnError("cannot resume: give the corpus again (this run saved only its first 100 file names)")
-        # The run's own settings, with any flag given now on top (e.g. a longer --time).
-        base = {k: v for k, v in saved.items()}
-        base.setdefault("keep_gutenberg", True)  # a run from before the header was left out read it
-        base.setdefault("val_tokens", 0)  # and one from before --val-tokens validated on the whole split
-        base.setdefault("precision", "float32")  # and one from before --precision trained in float32
-        given = {k: v for k, v in flags.items() if v is not None}
-        if time is not None:
-            given["time"] = parse_duration(time)
-        out = Path(run_dir)
-        cfg = make_config(None, {})
-        for k, v in {**base, **given}.items():
-            setattr(cfg, k, v)
-    else:
-        cfg = make_config(preset, {**flags, "time": time})
-    if not paths:
-        if not DEMO_CORPUS.is_file():
-            raise CharrnnError(f"no corpus given and the bundled demo corpus is missing ({DEMO_CORPUS})")
-        paths = [str(DEMO_CORPUS)]
-
-    import torch
-
-    from charrnn import distributed, precision
-    from charrnn.data import VocabSpec, prepare
+def _train(corpus, out, quiet, **options) -> None:
+    from charrnn import distributed
     from charrnn.progress import summary
-    from charrnn.second_run import fit_retraining
-    from charrnn.train import Interrupted, Trainer, pick_device
-    from charrnn.vocab import from_state
+    from charrnn.run import train_run
+    from charrnn.train import Interrupted
 
     world = distributed.launched()
-    out = out or Path("checkpoints") / corpus_name(paths)
-    if out.exists() and not out.is_dir():
-        raise CharrnnError(f"--out {out}: exists and is not a directory")
-    device = pick_device(cfg.device)
-    precision.resolve(cfg.precision, device, cfg.model)  # before preparing the corpus, which can take minutes
-    if preset in GPU_PRESETS and device.type == "cpu" and world.main:
-        print(
-            f"warning: --preset {preset} is sized for a GPU; on a CPU its steps are slow (~25 s each on 2 cores), "
-            "so --preset small or medium will learn more in the same time",
-            file=sys.stderr,
-        )
-    if world.active:
-        if STDIN in paths:
-            raise CharrnnError("a corpus from stdin cannot be shared between torchrun ranks; give a file")
-        device = distributed.rank_device(world, device)
-    if world.main and not resume and (out / "last.pt").exists():
-        print(f"note: {out} already holds a run; starting a new one over it (use --resume to continue it)", file=sys.stderr)
-    init = checkpoint.load(init_from) if init_from is not None else None
-    # A fine-tuned run encodes its corpus with the vocabulary it started from, also when resumed.
-    given = init if init is not None else resume_ckpt if resume_ckpt and resume_ckpt["corpus"].get("vocab_given") else None
-    fixed = from_state(given["vocab"]) if given is not None else None
-    spec = VocabSpec(cfg.vocab, cfg.vocab_size)
-    distributed.start(world, device)
     try:
-        # Rank 0 prepares (and caches) the corpus; the others then read the same cache.
-        data = distributed.main_first(
-            world,
-            lambda: prepare(
-                paths, out / ".cache", cfg.val_frac, spec, vocab=fixed, show_progress=not quiet and world.main,
-                keep_gutenberg=cfg.keep_gutenberg,
-            ),
-        )
-        if world.main and not quiet:
-            _note_skipped(data.skipped)
-        if world.main and not quiet and data.left_out:
-            names = list(data.left_out)
-            books = names[0] if len(names) == 1 else f"{len(names)} books ({describe(names)})"
-            print(f"note: {books}: training on the text only, without Project Gutenberg's header and licence "
-                  f"({sum(data.left_out.values()):,} characters; --keep-gutenberg keeps them)", file=sys.stderr)
-        trainer = Trainer(cfg, data, out, quiet=quiet, resume=resume_ckpt, init_from=init, world=world, device=device)
-        try:
-            # A resumed first run goes on to a second one only if it knows it is a first run (versions
-            # before first_run did not say) and has its starting weights (a fine-tune's are not saved).
-            retrain = resume_ckpt is None or (
-                "first_run" in resume_ckpt.get("train_config", {})
-                and (init is not None or not resume_ckpt["corpus"].get("vocab_given"))
-            )
-            result = fit_retraining(trainer, retrain)
-        except Interrupted as e:
-            if world.main:
-                print(f"stopped: saved {e.path}; continue with: charrnn train --resume {out}", file=sys.stderr)
-            raise typer.Exit(e.exit_code)
-    finally:
-        distributed.stop()
-    if world.main:
-        summary(result, quiet)
+        done = train_run(corpus, out=out, quiet=quiet, **options)
+    except Interrupted as e:
+        if world.main:
+            print(f"stopped: saved {e.path}; continue with: charrnn train --resume {e.path.parent}", file=sys.stderr)
+        raise typer.Exit(e.exit_code)
+    if done.main:
+        summary(done.result, quiet)
         if not quiet:
-            print(f"sample with: charrnn sample {out}", file=sys.stderr)
-            if cfg.tensorboard:
-                print(f"curves in TensorBoard: tensorboard --logdir {out / 'tensorboard'}", file=sys.stderr)
+            print(f"sample with: charrnn sample {done.out}", file=sys.stderr)
+            if done.cfg.tensorboard:
+                print(f"curves in TensorBoard: tensorboard --logdir {done.out / 'tensorboard'}", file=sys.stderr)
     distributed.exit_finished(world)
 
 
@@ -347,6 +261,7 @@ def info(checkpoint_path: Path = typer.Argument(..., metavar="CHECKPOINT", help=
             ("val bpc", fmt(ckpt.get("val_bpc"))),
             ("best val bpc", fmt(ckpt.get("best_val_bpc"))),
             ("trained for", f"{ckpt.get('elapsed', 0.0):.1f} s"),
+            ("written by", f"charrnn {ckpt['charrnn_version']}" if ckpt.get("charrnn_version") else "-"),
         ]
         if vocab.kind == "char":
             rows.append(("characters", describe_chars(list(vocab.chars), limit=200)))
@@ -369,9 +284,7 @@ def evaluate_cmd(
     """Bits per character (and per token, and perplexity) of any text under a trained model."""
     try:
         from charrnn import checkpoint, corpus
-        from charrnn.data import encode_text
-        from charrnn.evaluate import evaluate
-        from charrnn.vocab import describe_chars
+        from charrnn.evaluate import score_text
 
         ckpt = checkpoint.load(checkpoint_path)
         model, vocab = checkpoint.build_model(ckpt)
@@ -384,27 +297,14 @@ def evaluate_cmd(
             body = corpus.read_text(sources, keep_gutenberg)
         finally:
             corpus.release(sources)
-        missing = vocab.missing(body)
-        skipped = 0
-        if missing:
-            if not skip_unknown:
-                raise CharrnnError(f"text has characters the vocabulary lacks: {describe_chars(missing)} (use --skip-unknown)")
-            gone = set(missing)
-            kept = "".join(c for c in body if c not in gone)
-            skipped, body = len(body) - len(kept), kept
-        ids = encode_text(vocab, body)
-        if len(ids) < 2:
-            raise CharrnnError("text is too short to evaluate (needs at least 2 tokens)")
-        import torch
-
-        score = evaluate(model, ids, torch.device("cpu"), chars=vocab.count_chars(ids[1:]))
+        score, dropped = score_text(model, vocab, body, skip_unknown)
         result = {
             "bpc": round(score.bpc, 5),
             "bits_per_token": round(score.bits_per_token, 5),
             "perplexity": round(score.perplexity, 4),
             "chars": score.chars,
             "tokens": score.tokens,
-            "skipped_chars": skipped,
+            "skipped_chars": dropped,
         }
         if as_json:
             print(json.dumps(result))

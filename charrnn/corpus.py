@@ -54,8 +54,7 @@ def resolve(paths: list[str], skipped: list[str] | None = None) -> list[str]:
     left out and its name appended to ``skipped``: a source tree is a corpus as it stands. A file
     named on its own is always read, so a binary one is still an error.
     """
-    if not paths:
-        raise CharrnnError("no corpus given")
+    check_paths(paths)
     files: list[str] = []
     for p in paths:
         if p == STDIN:
@@ -83,6 +82,28 @@ def resolve(paths: list[str], skipped: list[str] | None = None) -> list[str]:
         else:
             raise CharrnnError(f"{p}: no such file or directory")
     return files
+
+
+def check_paths(paths: list[str]) -> None:
+    """Every path names something, before a run takes its directory (an empty path would read as
+    the current directory, and train on whatever is in it)."""
+    if not paths:
+        raise CharrnnError("no corpus given")
+    for p in paths:
+        if p == "":
+            raise CharrnnError("'': an empty path among the corpus arguments")
+        if p != STDIN and not os.path.lexists(p):
+            raise CharrnnError(f"{p}: no such file or directory")
+
+
+def skipped_note(skipped: list[str]) -> str:
+    """One line for the files in corpus folders left out as not text, counted by folder (a source
+    tree's .pyc files are many, in few __pycache__ folders)."""
+    from collections import Counter
+
+    where = Counter(str(Path(f).parent) for f in skipped)
+    return (f"note: left out {len(skipped)} file(s) that are not UTF-8 text: "
+            f"{describe([f'{n} in {d}' for d, n in where.most_common()])}")
 
 
 def looks_binary(path: Path) -> bool:
