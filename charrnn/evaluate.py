@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from charrnn.data import val_streams
+from charrnn.batches import val_streams
 from charrnn.distributed import World, sum_values
 from charrnn.model import CharRNN, select_state
 
@@ -100,3 +100,24 @@ def evaluate(
         total = sum_values(world, total)
     n = len(ids) - 1
     return Score(nats=float(total), tokens=n, chars=n if chars is None else chars)
+
+
+def score_text(model: CharRNN, vocab, text: str, skip_unknown: bool = False) -> tuple[Score, int]:
+    """The score of ``text`` (as ``charrnn eval`` reports it) and how many characters outside
+    the vocabulary were dropped (``skip_unknown``; otherwise they are an error)."""
+    from charrnn.data import encode_text
+    from charrnn.errors import CharrnnError
+    from charrnn.vocab import describe_chars
+
+    missing = vocab.missing(text)
+    skipped = 0
+    if missing:
+        if not skip_unknown:
+            raise CharrnnError(f"text has characters the vocabulary lacks: {describe_chars(missing)} (use --skip-unknown)")
+        gone = set(missing)
+        kept = "".join(c for c in text if c not in gone)
+        skipped, text = len(text) - len(kept), kept
+    ids = encode_text(vocab, text)
+    if len(ids) < 2:
+        raise CharrnnError("text is too short to evaluate (needs at least 2 tokens)")
+    return evaluate(model, ids, torch.device("cpu"), chars=vocab.count_chars(ids[1:])), skipped

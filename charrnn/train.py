@@ -15,6 +15,7 @@ import signal
 import sys
 import threading
 import time
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -24,8 +25,9 @@ import torch
 import torch.nn.functional as F
 
 from charrnn import checkpoint, distributed, precision, run_state
+from charrnn.batches import Batches
 from charrnn.config import TrainConfig
-from charrnn.data import Batches, Prepared
+from charrnn.data import Prepared
 from charrnn.distributed import World
 from charrnn.errors import CharrnnError
 from charrnn.metrics import Metrics
@@ -363,3 +365,16 @@ def _check_fits_memory(model_cfg: ModelConfig, cfg: TrainConfig) -> None:
             f"model too large: about {need / 2**30:.1f} GiB needed for {params / 1e6:.0f}M parameters and "
             f"activations, this machine has {total / 2**30:.1f} GiB; lower --hidden, --layers, --batch-size or --seq-len"
         )
+
+
+class _CallableModule(types.ModuleType):
+    """``charrnn.train`` names this module (a package's submodule is its attribute once
+    imported) and the Python API's ``train`` function: calling the module trains."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from charrnn.api import train
+
+        return train(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
