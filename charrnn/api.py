@@ -71,23 +71,30 @@ def train(corpus: PathLike | Sequence[PathLike] | None = None, out: PathLike | N
 
 
 def _checked(options: dict[str, Any]) -> dict[str, Any]:
-    """The options converted and range-checked by the command's own parameter types."""
+    """The options parsed by the command's own parser, so their names, types and ranges (and the
+    messages for a bad one) are the command's."""
     from typer.main import get_command
 
     from charrnn.cli import UsageError, app
 
-    params = {p.name: p for p in get_command(app).commands["train"].params if p.name not in _NOT_OPTIONS}
-    checked = {}
+    command = get_command(app).commands["train"]
+    params = {p.name: p for p in command.params if p.name not in _NOT_OPTIONS}
+    args: list[str] = []
     for name, value in options.items():
         if name not in params:
             raise CharrnnError(f"unknown option {name!r}; the options are {', '.join(sorted(params))}")
-        if value is None or name == "init_from":
-            checked[name] = None if value is None else Path(value)
+        param = params[name]
+        if value is None or param.is_flag:
             continue
-        try:
-            checked[name] = params[name].type.convert(value, params[name], None)
-        except UsageError as e:
-            raise CharrnnError(f"{name}={value!r}: {e.format_message()}") from None
+        args += [param.opts[0], os.fspath(value) if isinstance(value, os.PathLike) else str(value)]
+    try:
+        parsed = command.make_context("train", args).params
+    except UsageError as e:
+        raise CharrnnError(" ".join(e.format_message().split())) from None
+    checked = {name: bool(value) if params[name].is_flag else parsed[name]
+               for name, value in options.items() if value is not None}
+    if "init_from" in checked:
+        checked["init_from"] = Path(checked["init_from"])
     return checked
 
 

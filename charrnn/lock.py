@@ -88,7 +88,7 @@ class RunLock:
         try:
             return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:
-            raise CharrnnError(f"--out {self.run_dir}: cannot write the run directory ({e.strerror or e})") from None
+            raise CharrnnError(f"--out {self.run_dir}: directory is not writable ({e.strerror or e})") from None
 
 
 def _read(fd: int) -> dict:
