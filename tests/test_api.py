@@ -1,0 +1,85 @@
+"""The Python API as a notebook user drives it: train, load, generate, stream, score, errors."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import run_cli
+
+import charrnn
+from charrnn import CharrnnError
+
+TINY = dict(layers=1, hidden=32, embed=16, seq_len=16, batch_size=8, dropout=0.0, lr=1e-2, weight_decay=0.01)
+
+
+def test_import_charrnn_does_not_import_torch():
+    code = "import sys, charrnn; charrnn.CharrnnError; print('torch' in sys.modules, charrnn.__version__)"
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert p.stdout.split() == ["False", charrnn.__version__], p.stderr
+
+
+def test_train_returns_the_run_and_trains_as_the_command_does(tmp_path, repetitive_corpus, capfd):
+    run = charrnn.train(repetitive_corpus, tmp_path / "api", steps=40, eval_every=20, **TINY)
+    assert isinstance(run, charrnn.Run) and run.dir == tmp_path / "api" and run.best.is_file()
+    assert run.steps == 40 and run.best_val_bpc == run.summary["best_val_bpc"] < 4.5
+    assert "charrnn training summary" not in capfd.readouterr().err  # no progress bar or table by default
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()]
+    r = run_cli("train", repetitive_corpus, "--out", tmp_path / "cli", "--steps", "40", "--eval-every", "20", *flags, "--quiet")
+    assert r.exit_code == 0, r.stderr
+    cli = [json.loads(line) for line in (tmp_path / "cli" / "metrics.jsonl").read_text().splitlines()]
+    api = [json.loads(line) for line in (run.dir / "metrics.jsonl").read_text().splitlines()]
+    assert [(m["step"], m["train_bpc"], m["val_bpc"]) for m in api] == [(m["step"], m["train_bpc"], m["val_bpc"]) for m in cli]
+
+
+def test_train_errors_are_charrnn_errors(tmp_path, repetitive_corpus):
+    with pytest.raises(CharrnnError, match=r"^Invalid value for '--layers'"):
+        charrnn.train(repetitive_corpus, tmp_path / "a", layers=0)
+    with pytest.raises(CharrnnError, match=r"^Invalid value for '--steps'"):
+        charrnn.train(repetitive_corpus, tmp_path / "a", steps="many")
+    with pytest.raises(CharrnnError, match="unknown option 'hiden'"):
+        charrnn.train(repetitive_corpus, tmp_path / "a", hiden=32)
+    with pytest.raises(CharrnnError, match="no such file"):
+        charrnn.train(tmp_path / "missing.txt", tmp_path / "a", steps=1)
+    with pytest.raises(CharrnnError, match="unknown preset"):
+        charrnn.train(repetitive_corpus, tmp_path / "a", preset="huge")
+
+
+def test_load_generate_stream_and_many(trained_run):
+    model = charrnn.load(trained_run)
+    assert model.charrnn_version == charrnn.__version__ and "lstm 1x32" in repr(model)
+    text = model.generate("ANNA:", length=200, seed=3)
+    assert len(text) == 200 and text == model.generate("ANNA:", length=200, seed=3)
+    assert "".join(model.stream("ANNA:", length=200, seed=3)) == text
+    assert model.generate("ANNA:", length=200, seed=3, stop="\n") == text.split("\n")[0]
+    many = model.generate_many(3, prime="BORIS:", length=50, seed=7)
+    assert len(many) == 3 and all(len(t) == 50 for t in many) and many == model.generate_many(3, prime="BORIS:", length=50, seed=7)
+    assert charrnn.load(trained_run / "last.pt").path.name == "last.pt"
+
+
+def test_score_is_what_eval_reports(trained_run, repetitive_corpus):
+    model = charrnn.load(trained_run)
+    score = model.score(repetitive_corpus.read_text())
+    r = run_cli("eval", trained_run, repetitive_corpus, "--json")
+    assert r.exit_code == 0, r.stderr
+    assert round(score.bpc, 5) == json.loads(r.stdout)["bpc"] and score.chars == json.loads(r.stdout)["chars"]
+
+
+def test_model_errors_are_charrnn_errors(trained_run, tmp_path):
+    with pytest.raises(CharrnnError, match="no such checkpoint"):
+        charrnn.load(tmp_path / "nope.pt")
+    model = charrnn.load(trained_run)
+    with pytest.raises(CharrnnError, match="--temp must be > 0"):
+        model.generate(temp=0)
+    with pytest.raises(CharrnnError, match="lacks"):
+        model.generate(prime="ü")
+    with pytest.raises(CharrnnError, match="lacks"):
+        model.score("ü ü ü")
+    with pytest.raises(CharrnnError, match="n must be"):
+        model.generate_many(0)
+
+
+def test_charrnn_train_is_also_the_training_module():
+    import charrnn.train as module
+
+    assert module is charrnn.train and callable(charrnn.train) and module.Trainer
