@@ -27,7 +27,6 @@ _UNWRITABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ue700-\ue706\ufffe\uffff\
 _HEADING = re.compile(r"(?:INT\.?/EXT\.?|INT|EXT|EST|I/E)[ .]")
 # A line the model meant as a heading: the prefix, not the start of a word like INTO or ESTATE.
 _HEADING_LIKE = re.compile(r"(?:INT|EXT|EST|I/E)(?![A-Za-z])")
-_TRANSITION = re.compile(r"[^a-z]*[A-Z][^a-z]* TO:")
 # A character name as Fountain scripts write one: capitals, optional extensions such as (V.O.)
 # or (CONT'D), and a trailing ^ for dual dialogue. Strict on purpose: it decides where a cue that
 # lost its blank line begins, and an upper-case line of action (BANG!) must not qualify.
@@ -35,6 +34,8 @@ _CUE = re.compile(r"[A-Z][A-Z0-9 .'&\-]{0,38}[A-Z0-9](?: *\([^()\n]*\)?)* *\^?")
 _PAGE_BREAK = re.compile(r"={3,}")
 _SECTION = re.compile(r"#{1,6}\s*[^#]")
 _CENTERED = re.compile(r"\s*>\s*(.*?)\s*<\s*$")
+# Upper-case lines of action that read like names: INSERT - THE LEDGER is ruled out by its " - ".
+_NOT_CUES = {"BACK TO SCENE", "THE END", "FADE IN", "FADE OUT", "END FLASHBACK", "END OF FLASHBACK", "CONTINUOUS"}
 _TITLE_KEY = re.compile(r"([^:]+):\s*(.*)")
 _TITLE_VALUE = re.compile(r"(?:\s{3,}|\t)(.+)")
 
@@ -49,14 +50,20 @@ def _is_heading(line: str) -> bool:
     return bool(_HEADING.match(text.upper())) and len(text) > 4
 
 
+def _is_transition(line: str) -> bool:
+    """CUT TO: and the like (checked without a regex: generated lines run to 10,000 characters)."""
+    text = line.strip()
+    return text.endswith(" TO:") and text[:-3].isupper()
+
+
 def _stands_alone(line: str) -> bool:
     """An upper-case heading, transition or page break: a paragraph of its own in Fountain."""
-    return line == line.upper() and (_is_heading(line) or bool(_TRANSITION.fullmatch(line.strip()))
-                                     or bool(_PAGE_BREAK.fullmatch(line)))
+    return line == line.upper() and (_is_heading(line) or _is_transition(line) or bool(_PAGE_BREAK.fullmatch(line)))
 
 
 def _is_cue(line: str) -> bool:
-    return bool(_CUE.fullmatch(line.strip())) and not _stands_alone(line)
+    text = line.strip()
+    return bool(_CUE.fullmatch(text)) and " - " not in text and text not in _NOT_CUES and not _stands_alone(line)
 
 
 def _is_dialogue_block(lines: list[str]) -> bool:

@@ -135,6 +135,7 @@ def _fdx(play) -> bytes:
 
 def _pdf(play) -> bytes:
     from reportlab.lib.styles import ParagraphStyle
+    from reportlab.platypus import Spacer
     from screenplain.export import pdf
 
     settings = pdf.Settings()  # Courier Prime 12 pt, US Letter, 1.5" left and 1" top margins
@@ -149,13 +150,18 @@ def _pdf(play) -> bytes:
     settings.parenthentical_style = columns(settings.parenthentical_style, *_PAREN)
 
     class Template(pdf.DocTemplate):
-        """Keeps a heading or cue with what follows only when it fits on a page: reportlab
-        loops forever keeping a paragraph taller than the page with the next one."""
+        """Keeps a heading or cue with what follows only when it fits on half a page: reportlab
+        loops forever keeping a paragraph taller than the page with the next one (the pieces it
+        splits into take the style's keepWithNext, so the style is what must change)."""
 
         def build(self, flowables, *args, **kwargs):
-            for f in flowables:
+            if not flowables:  # nothing printable (only sections, notes or boneyard): one blank page
+                flowables.append(Spacer(0, 0))
+            for i, f in enumerate(flowables):
                 if f.getKeepWithNext() and f.wrap(width, settings.frame_height)[1] > settings.frame_height / 2:
-                    f.keepWithNext = 0
+                    # A heading with scene numbers cannot split across pages: it goes plain.
+                    f = flowables[i] = getattr(f, "slug_paragraph", f)
+                    f.style = ParagraphStyle(f.style.name, f.style, keepWithNext=0)
             super().build(flowables, *args, **kwargs)
 
     out = io.BytesIO()
