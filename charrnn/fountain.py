@@ -33,7 +33,6 @@ _HEADING_LIKE = re.compile(r"(?:INT|EXT|EST|I/E)(?![A-Za-z])")
 _CUE = re.compile(r"[A-Z][A-Z0-9 .'&\-]{0,38}[A-Z0-9](?: *\([^()\n]*\)?)* *\^?")
 _PAGE_BREAK = re.compile(r"={3,}")
 _SECTION = re.compile(r"#{1,6}\s*[^#]")
-_CENTERED = re.compile(r"\s*>\s*(.*?)\s*<\s*$")
 # Upper-case lines of action that read like names: INSERT - THE LEDGER is ruled out by its " - ".
 _NOT_CUES = {"BACK TO SCENE", "THE END", "FADE IN", "FADE OUT", "END FLASHBACK", "END OF FLASHBACK", "CONTINUOUS"}
 _TITLE_KEY = re.compile(r"([^:]+):\s*(.*)")
@@ -74,7 +73,7 @@ def _is_dialogue_block(lines: list[str]) -> bool:
         return False
     if _SECTION.match(first) and all(_SECTION.match(line) or line.startswith("=") for line in lines):
         return False
-    if all(_CENTERED.match(line) for line in lines):
+    if all(line.strip().startswith(">") and line.strip().endswith("<") for line in lines):  # > centred <
         return False
     if first.startswith("@") and len(first) >= 2:
         return True
@@ -120,7 +119,7 @@ def _fix_dialogue(lines: list[str]) -> list[str]:
     for line in lines[1:]:
         body.extend(_close_parenthetical(line) if line.strip().startswith("(") else [line])
     spoken = any(line.strip() and not line.strip().startswith("(") for line in body)
-    return [cue if spoken else "!" + cue, *body]
+    return [cue if spoken else "!" + cue.removeprefix("@"), *body]
 
 
 def _split_paragraph(lines: list[str]) -> list[list[str]]:
