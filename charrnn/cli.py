@@ -164,8 +164,12 @@ def sample(
     separator: str = typer.Option("\\n\\n", help="Written between samples (\\n allowed)."),
     as_json: bool = typer.Option(False, "--json", help="One JSON line per sample."),
     beam_width: Optional[int] = typer.Option(None, min=1, max=1024, help="Beam search for the most likely continuation."),
+    fmt: Optional[str] = typer.Option(None, "--format", help="text (streamed; default) | fountain (cleaned into valid Fountain) | html | pdf | fdx (typeset screenplay; needs pip install 'charrnn[screenplay]'). Default: from -o's suffix, else text."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file (atomically) instead of stdout; pdf needs it when stdout is a terminal."),
+    title: Optional[str] = typer.Option(None, help="Title for the screenplay's title page (a format other than text)."),
+    author: Optional[str] = typer.Option(None, help="Author for the title page."),
 ) -> None:
-    """Generate text from a trained model, streamed to stdout."""
+    """Generate text from a trained model, streamed to stdout (or a typeset screenplay with --format)."""
     try:
         _sample(**locals())
     except CharrnnError as e:
@@ -191,12 +195,17 @@ def _detach_stdout() -> None:
     os.dup2(devnull, sys.stdout.fileno())
 
 
-def _sample(checkpoint_path, prime, prime_file, unknown, stop, separator, as_json, beam_width, num_samples, **o) -> None:
+def _sample(checkpoint_path, prime, prime_file, unknown, stop, separator, as_json, beam_width, num_samples,
+            fmt, output, title, author, **o) -> None:
     from charrnn.sample import SampleOptions
+    from charrnn.screenplay import writer
 
     opts = SampleOptions(stops=[_unescape(s) for s in stop], **o)
     opts.check()
     _check_unknown(unknown)
+    document = writer(fmt, output, title, author)  # checked before the model loads
+    if document is not None and as_json:
+        raise CharrnnError("--json writes JSON lines to stdout: not with --format or -o")
     if prime is not None and prime_file is not None:
         raise CharrnnError("give --prime or --prime-file, not both")
     if prime_file is not None:
@@ -215,7 +224,7 @@ def _sample(checkpoint_path, prime, prime_file, unknown, stop, separator, as_jso
     model, vocab = checkpoint.build_model(checkpoint.load(path))
     prime_ids = encode_prime(vocab, prime, unknown)
     prime_text = vocab.decode(prime_ids)
-    out = _Out()
+    out = document or _Out()
     if beam_width is not None:
         text, _ = beam_search(model, vocab, prime_ids, beam_width, opts.length)
         out.write(json.dumps({"text": prime_text + text}) + "\n" if as_json else prime_text + text + "\n")
