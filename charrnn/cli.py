@@ -249,6 +249,9 @@ def sample(
     separator: str = typer.Option("\\n\\n", help="Written between samples (\\n allowed)."),
     as_json: bool = typer.Option(False, "--json", help="One JSON line per sample."),
     beam_width: Optional[int] = typer.Option(None, min=1, max=1024, help="Beam search for the most likely continuation."),
+    adapt: list[str] = typer.Option([], help="First adapt a copy of the model to this text (repeatable; - for stdin); without --prime the sample continues its last line."),
+    adapt_steps: Optional[int] = typer.Option(None, min=1, max=10**6, help="At most this many update steps of --adapt (default 300, over at most 3 passes)."),
+    save_adapted: Optional[Path] = typer.Option(None, help="Also write the adapted model to this checkpoint file."),
 ) -> None:
     """Generate text from a trained model, streamed to stdout."""
     try:
@@ -276,9 +279,12 @@ def _detach_stdout() -> None:
     os.dup2(devnull, sys.stdout.fileno())
 
 
-def _sample(checkpoint_path, prime, prime_file, unknown, stop, separator, as_json, beam_width, num_samples, **o) -> None:
+def _sample(checkpoint_path, prime, prime_file, unknown, stop, separator, as_json, beam_width, num_samples,
+            adapt, adapt_steps, save_adapted, **o) -> None:
     from charrnn.sample import SampleOptions
 
+    if not adapt and (adapt_steps is not None or save_adapted is not None):
+        raise CharrnnError(f"{'--adapt-steps' if adapt_steps is not None else '--save-adapted'} applies only with --adapt")
     opts = SampleOptions(stops=[_unescape(s) for s in stop], **o)
     opts.check()
     _check_unknown(unknown)
@@ -297,9 +303,17 @@ def _sample(checkpoint_path, prime, prime_file, unknown, stop, separator, as_jso
     from charrnn.sample import beam_search, encode_prime, generate
 
     path = checkpoint.resolve(checkpoint_path) if checkpoint_path else checkpoint.latest_run()
-    model, vocab = checkpoint.build_model(checkpoint.load(path))
+    ckpt = checkpoint.load(path)
+    model, vocab = checkpoint.build_model(ckpt)
     prime_ids = encode_prime(vocab, prime, unknown)
     prime_text = vocab.decode(prime_ids)
+    if adapt:
+        from charrnn.adapt import adapt as adapt_model
+
+        adapted = adapt_model(ckpt, model, vocab, adapt, adapt_steps, unknown, save_to=save_adapted)
+        model = adapted.model
+        if not prime_ids:  # the sample reads the passage's end and continues its last line
+            prime_ids, prime_text = adapted.context, adapted.last_line
     out = _Out()
     if beam_width is not None:
         text, _ = beam_search(model, vocab, prime_ids, beam_width, opts.length)
@@ -364,14 +378,24 @@ def evaluate_cmd(
     as_json: bool = typer.Option(False, "--json", help="One machine-readable JSON line."),
     skip_unknown: bool = typer.Option(False, "--skip-unknown", help="Drop (and count) characters outside the vocabulary."),
     keep_gutenberg: Optional[bool] = typer.Option(None, "--keep-gutenberg/--no-keep-gutenberg", help="Score a Project Gutenberg e-book's header and licence too, or only its text (default: as the model was trained)."),
+    dynamic: bool = typer.Option(False, "--dynamic", help="Also score it with dynamic evaluation: a copy of the model takes a gradient step after each segment it has scored."),
+    segment: Optional[int] = typer.Option(None, min=1, max=10**6, help="Tokens per dynamic-evaluation segment (default 50)."),
+    dynamic_lr: Optional[float] = typer.Option(None, help="Step size of the dynamic update (default: rms 2e-4, sgd 0.3)."),
+    dynamic_decay: Optional[float] = typer.Option(None, help="Pull back toward the trained weights per step, 0..1 (default: rms 0.01, sgd 0.003)."),
+    dynamic_method: Optional[str] = typer.Option(None, help="rms (Krause et al. 2018, default) | sgd."),
+    stats_text: Optional[str] = typer.Option(None, help="Training-like text for the rms update's gradient statistics (default: the start of the checkpoint's own training corpus)."),
 ) -> None:
     """Bits per character (and per token, and perplexity) of any text under a trained model."""
     try:
         from charrnn import checkpoint, corpus
         from charrnn.data import encode_text
+        from charrnn.dynamic import rule_from_flags
         from charrnn.evaluate import evaluate
         from charrnn.vocab import describe_chars
 
+        rule = rule_from_flags(dynamic, dynamic_method, dynamic_lr, dynamic_decay, segment)
+        if stats_text is not None and rule is None:
+            raise CharrnnError("--stats-text applies only with --dynamic")
         ckpt = checkpoint.load(checkpoint_path)
         model, vocab = checkpoint.build_model(ckpt)
         if keep_gutenberg is None:  # a model from before the Gutenberg rule was trained on whole files
@@ -396,7 +420,14 @@ def evaluate_cmd(
             raise CharrnnError("text is too short to evaluate (needs at least 2 tokens)")
         import torch
 
-        score = evaluate(model, ids, torch.device("cpu"), chars=vocab.count_chars(ids[1:]))
+        chars = vocab.count_chars(ids[1:])
+        if rule is None:
+            score, extra = evaluate(model, ids, torch.device("cpu"), chars=chars), {}
+        else:
+            from charrnn.dynamic import compare, stats_ids
+
+            both = compare(model, ids, rule, stats_ids(ckpt, vocab, stats_text) if rule.needs_stats else None, chars)
+            score, extra = both.static, both.as_dict()
         result = {
             "bpc": round(score.bpc, 5),
             "bits_per_token": round(score.bits_per_token, 5),
@@ -404,6 +435,7 @@ def evaluate_cmd(
             "chars": score.chars,
             "tokens": score.tokens,
             "skipped_chars": skipped,
+            **extra,
         }
         if as_json:
             print(json.dumps(result))
