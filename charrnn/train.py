@@ -28,6 +28,7 @@ from charrnn.data import Batches, Prepared
 from charrnn.distributed import World
 from charrnn.errors import CharrnnError
 from charrnn.evaluate import evaluate
+from charrnn.extend import extend_checkpoint
 from charrnn.model import CharRNN, ModelConfig, count_parameters, detach_state
 
 LN2 = math.log(2)
@@ -277,7 +278,9 @@ class Trainer:
             self.state = tuple(hidden) if len(hidden) == 2 else hidden[0]
 
     def _load_init(self, ckpt: dict[str, Any]) -> None:
-        """Fine-tuning: the corpus was encoded with the checkpoint's vocabulary (see ``prepare``)."""
+        """Fine-tuning: the corpus was encoded with the checkpoint's vocabulary (see ``prepare``),
+        grown by the corpus's new characters, which the weights grow to fit."""
+        ckpt = extend_checkpoint(ckpt, self.data.vocab, self.data.train, None if self.quiet or self.cfg.first_run else self.log)
         self._check_same(ckpt, "--init-from")
         self.model.load_state_dict(ckpt["state_dict"])
 
