@@ -168,6 +168,9 @@ def sample(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file (atomically) instead of stdout; pdf needs it when stdout is a terminal."),
     title: Optional[str] = typer.Option(None, help="Title for the screenplay's title page (a format other than text)."),
     author: Optional[str] = typer.Option(None, help="Author for the title page."),
+    adapt: list[str] = typer.Option([], help="First adapt a copy of the model to this text (repeatable; - for stdin); without --prime the sample continues its last line."),
+    adapt_steps: Optional[int] = typer.Option(None, min=1, max=10**6, help="At most this many update steps of --adapt (default 300, over at most 3 passes)."),
+    save_adapted: Optional[Path] = typer.Option(None, help="Also write the adapted model to this checkpoint file."),
 ) -> None:
     """Generate text from a trained model, streamed to stdout (or a typeset screenplay with --format)."""
     try:
@@ -196,10 +199,12 @@ def _detach_stdout() -> None:
 
 
 def _sample(checkpoint_path, prime, prime_file, unknown, stop, separator, as_json, beam_width, num_samples,
-            fmt, output, title, author, **o) -> None:
+            fmt, output, title, author, adapt, adapt_steps, save_adapted, **o) -> None:
     from charrnn.sample import SampleOptions
     from charrnn.screenplay import writer
 
+    if not adapt and (adapt_steps is not None or save_adapted is not None):
+        raise CharrnnError(f"{'--adapt-steps' if adapt_steps is not None else '--save-adapted'} applies only with --adapt")
     opts = SampleOptions(stops=[_unescape(s) for s in stop], **o)
     opts.check()
     _check_unknown(unknown)
@@ -221,9 +226,17 @@ def _sample(checkpoint_path, prime, prime_file, unknown, stop, separator, as_jso
     from charrnn.sample import beam_search, encode_prime, generate
 
     path = checkpoint.resolve(checkpoint_path) if checkpoint_path else checkpoint.latest_run()
-    model, vocab = checkpoint.build_model(checkpoint.load(path))
+    ckpt = checkpoint.load(path)
+    model, vocab = checkpoint.build_model(ckpt)
     prime_ids = encode_prime(vocab, prime, unknown)
     prime_text = vocab.decode(prime_ids)
+    if adapt:
+        from charrnn.adapt import adapt as adapt_model
+
+        adapted = adapt_model(ckpt, model, vocab, adapt, adapt_steps, unknown, save_to=save_adapted)
+        model = adapted.model
+        if not prime_ids:  # the sample reads the passage's end and continues its last line
+            prime_ids, prime_text = adapted.context, adapted.last_line
     out = document or _Out()
     if beam_width is not None:
         text, _ = beam_search(model, vocab, prime_ids, beam_width, opts.length)
@@ -289,12 +302,22 @@ def evaluate_cmd(
     as_json: bool = typer.Option(False, "--json", help="One machine-readable JSON line."),
     skip_unknown: bool = typer.Option(False, "--skip-unknown", help="Drop (and count) characters outside the vocabulary."),
     keep_gutenberg: Optional[bool] = typer.Option(None, "--keep-gutenberg/--no-keep-gutenberg", help="Score a Project Gutenberg e-book's header and licence too, or only its text (default: as the model was trained)."),
+    dynamic: bool = typer.Option(False, "--dynamic", help="Also score it with dynamic evaluation: a copy of the model takes a gradient step after each segment it has scored."),
+    segment: Optional[int] = typer.Option(None, min=1, max=10**6, help="Tokens per dynamic-evaluation segment (default 50)."),
+    dynamic_lr: Optional[float] = typer.Option(None, help="Step size of the dynamic update (default: rms 2e-4, sgd 0.3)."),
+    dynamic_decay: Optional[float] = typer.Option(None, help="Pull back toward the trained weights per step, 0..1 (default: rms 0.01, sgd 0.003)."),
+    dynamic_method: Optional[str] = typer.Option(None, help="rms (Krause et al. 2018, default) | sgd."),
+    stats_text: Optional[str] = typer.Option(None, help="Training-like text for the rms update's gradient statistics (default: the start of the checkpoint's own training corpus)."),
 ) -> None:
     """Bits per character (and per token, and perplexity) of any text under a trained model."""
     try:
         from charrnn import checkpoint, corpus
-        from charrnn.evaluate import score_text
+        from charrnn.dynamic import rule_from_flags
+        from charrnn.evaluate import evaluate, text_ids
 
+        rule = rule_from_flags(dynamic, dynamic_method, dynamic_lr, dynamic_decay, segment)
+        if stats_text is not None and rule is None:
+            raise CharrnnError("--stats-text applies only with --dynamic")
         ckpt = checkpoint.load(checkpoint_path)
         model, vocab = checkpoint.build_model(ckpt)
         if keep_gutenberg is None:  # a model from before the Gutenberg rule was trained on whole files
@@ -306,7 +329,17 @@ def evaluate_cmd(
             body = corpus.read_text(sources, keep_gutenberg)
         finally:
             corpus.release(sources)
-        score, dropped = score_text(model, vocab, body, skip_unknown)
+        ids, dropped = text_ids(vocab, body, skip_unknown)
+        import torch
+
+        chars = vocab.count_chars(ids[1:])
+        if rule is None:
+            score, extra = evaluate(model, ids, torch.device("cpu"), chars=chars), {}
+        else:
+            from charrnn.dynamic import compare, stats_ids
+
+            both = compare(model, ids, rule, stats_ids(ckpt, vocab, stats_text) if rule.needs_stats else None, chars)
+            score, extra = both.static, both.as_dict()
         result = {
             "bpc": round(score.bpc, 5),
             "bits_per_token": round(score.bits_per_token, 5),
@@ -314,6 +347,7 @@ def evaluate_cmd(
             "chars": score.chars,
             "tokens": score.tokens,
             "skipped_chars": dropped,
+            **extra,
         }
         if as_json:
             print(json.dumps(result))

@@ -22,6 +22,7 @@ import numpy as np
 from charrnn import corpus
 from charrnn.batches import Batches, val_streams  # noqa: F401 - where they lived before 1.0
 from charrnn.errors import CharrnnError
+from charrnn.extend import extended_vocab
 from charrnn.vocab import SPACE_MARK, SUBWORD_KINDS, CharVocab, SubwordVocab, Vocab, describe_chars, from_state, id_dtype
 
 CACHE_VERSION = 2
@@ -108,6 +109,9 @@ def prepare(
         with PrepareProgress(enabled=show_progress and total > 0) as bar:
             bar.phase("hashing", total)
             digest = corpus.fingerprint(sources, bar.advance)
+            if vocab is not None:  # a fine-tune onto new characters grows a character vocabulary
+                bar.phase("scanning for new characters", total)
+                vocab = extended_vocab(vocab, _Reader(sources, bar, keep_gutenberg).chunks())
             # Reading the whole file is what versions before the Gutenberg rule did: the same key,
             # so their runs resume and their caches are found.
             settings = json.dumps(
@@ -258,8 +262,9 @@ def _build(read: _Reader, names, total, key, cache_dir, val_frac, spec, vocab) -
             vocab = SubwordVocab.train(spec.kind, spec.pieces, _train_lines(read, cut), len(present))
     else:
         missing = vocab.missing(chars)
-        if missing:
-            raise CharrnnError(f"--init-from: the corpus has characters the checkpoint's vocabulary lacks: {describe_chars(missing)}")
+        if missing:  # only a subword vocabulary can get here (extended_vocab grew a character one)
+            raise CharrnnError(f"--init-from: the corpus has characters the checkpoint's vocabulary lacks: {describe_chars(missing)} "
+                               "(a subword vocabulary is never extended: byte fallback spells every other character)")
     bar.phase("encoding", total)
     if cache_dir is None:
         train, val = _encode(read, vocab, cut, None)

@@ -102,9 +102,9 @@ def evaluate(
     return Score(nats=float(total), tokens=n, chars=n if chars is None else chars)
 
 
-def score_text(model: CharRNN, vocab, text: str, skip_unknown: bool = False) -> tuple[Score, int]:
-    """The score of ``text`` (as ``charrnn eval`` reports it) and how many characters outside
-    the vocabulary were dropped (``skip_unknown``; otherwise they are an error)."""
+def text_ids(vocab, text: str, skip_unknown: bool = False) -> tuple[np.ndarray, int]:
+    """``text`` as ids to score, and how many characters outside the vocabulary were dropped
+    (``skip_unknown``; otherwise they are an error)."""
     from charrnn.data import encode_text
     from charrnn.errors import CharrnnError
     from charrnn.vocab import describe_chars
@@ -120,4 +120,11 @@ def score_text(model: CharRNN, vocab, text: str, skip_unknown: bool = False) -> 
     ids = encode_text(vocab, text)
     if len(ids) < 2:
         raise CharrnnError("text is too short to evaluate (needs at least 2 tokens)")
+    return ids, skipped
+
+
+def score_text(model: CharRNN, vocab, text: str, skip_unknown: bool = False) -> tuple[Score, int]:
+    """The score of ``text`` (as ``charrnn eval`` reports it) and how many characters outside
+    the vocabulary were dropped."""
+    ids, skipped = text_ids(vocab, text, skip_unknown)
     return evaluate(model, ids, torch.device("cpu"), chars=vocab.count_chars(ids[1:])), skipped

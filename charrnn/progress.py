@@ -137,3 +137,46 @@ def summary(result: dict[str, Any], quiet: bool) -> None:
     for k, v in rows:
         table.add_row(k, v)
     stderr.print(table)
+
+
+class LateBar:
+    """A bar for work of a known number of steps that shows itself only once the work has taken
+    over ``after`` seconds: a quick adaptation stays silent, a long one says how far it is."""
+
+    def __init__(self, description: str, total: int, enabled: bool = True, after: float = 1.0) -> None:
+        import time
+
+        self._clock = time.monotonic
+        self._start = self._clock()
+        self.after = after
+        self.enabled = enabled
+        self.done = 0
+        self._progress = Progress(
+            TextColumn(f"{description:<20}"),
+            BarColumn(),
+            TextColumn("{task.completed:,}/{task.total:,} segments"),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            console=stderr,
+            transient=True,
+        )
+        self._task = self._progress.add_task(description, total=total)
+        self._shown = False
+
+    def __enter__(self) -> "LateBar":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._shown:
+            self._progress.stop()
+
+    def advance(self) -> None:
+        self.done += 1
+        if not self.enabled:
+            return
+        if not self._shown and self._clock() - self._start > self.after:
+            self._progress.start()
+            self._shown = True
+        if self._shown:
+            self._progress.update(self._task, completed=self.done)

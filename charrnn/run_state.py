@@ -14,6 +14,7 @@ import torch
 
 from charrnn import distributed
 from charrnn.errors import CharrnnError
+from charrnn.extend import extend_checkpoint
 from charrnn.model import ModelConfig
 
 if TYPE_CHECKING:
@@ -129,6 +130,8 @@ def load_resume(t: Trainer, ckpt: dict[str, Any]) -> None:
 
 
 def load_init(t: Trainer, ckpt: dict[str, Any]) -> None:
-    """Fine-tuning: the corpus was encoded with the checkpoint's vocabulary (see ``prepare``)."""
+    """Fine-tuning: the corpus was encoded with the checkpoint's vocabulary (see ``prepare``),
+    grown by the corpus's new characters, which the weights grow to fit."""
+    ckpt = extend_checkpoint(ckpt, t.data.vocab, t.data.train, None if t.quiet or t.cfg.first_run else t.log)
     check_same(t, ckpt, "--init-from")
     t.model.load_state_dict(ckpt["state_dict"])

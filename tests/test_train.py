@@ -136,11 +136,13 @@ def test_resume_refuses_different_model(tmp_path, trained_run, repetitive_corpus
     assert r.exit_code == 2 and "hidden" in r.stderr
 
 
-def test_init_from_needs_vocabulary(tmp_path, trained_run):
+def test_init_from_grows_the_vocabulary_by_the_new_characters(tmp_path, trained_run):
     other = tmp_path / "other.txt"
     other.write_text("xyz qqq zzz\n" * 100)
     r = run_cli("train", other, *TINY, "--steps", "2", "--init-from", trained_run / "best.pt", "--out", tmp_path / "o", "--quiet")
-    assert r.exit_code == 2 and "'q'" in r.stderr
+    assert r.exit_code == 0, r.stderr
+    chars = torch.load(tmp_path / "o" / "last.pt", weights_only=True)["vocab"]["chars"]
+    assert chars.endswith("qxyz")
 
 
 def test_init_from_fine_tunes_subset_corpus(tmp_path, trained_run):
