@@ -319,3 +319,10 @@ def test_cli_errors_are_one_line(tmp_path, trained_run):
     assert r.returncode == 2 and r.stderr == "error: charrnn serve needs the serve extra: pip install 'charrnn[serve]'\n"
     r = subprocess.run([sys.executable, "-m", "charrnn", "serve"], capture_output=True, text=True, cwd=tmp_path, timeout=60)
     assert r.returncode == 2 and r.stderr.startswith("error: no trained model found")
+
+
+def test_num_samples_rows_are_lone_runs_with_seeds_s_to_s_plus_n(trained_run):
+    rows = run_cli("sample", trained_run, "--length", "120", "--seed", "40", "--num-samples", "3", "--json", "--top-p", "0.95")
+    texts = [json.loads(line)["text"] for line in rows.stdout.splitlines()]
+    assert texts == [sample(trained_run, "--length", "120", "--seed", str(40 + i), "--top-p", "0.95") for i in range(3)]
+    assert len(set(texts)) == 3
