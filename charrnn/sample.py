@@ -61,16 +61,87 @@ def filter_logits(logits: torch.Tensor, temp: float, top_k: int | None, top_p: f
     return logits
 
 
-def pick(logits: torch.Tensor, opts: SampleOptions, gen: torch.Generator | None) -> torch.Tensor:
-    """One token per row of ``logits`` (batch, vocab)."""
+def pick(
+    logits: torch.Tensor, opts: SampleOptions, gen: torch.Generator | None = None, race: torch.Tensor | None = None
+) -> torch.Tensor:
+    """One token per row of ``logits`` (batch, vocab); ``race`` is each row's own Exp(1) draws
+    (from ``RowNoise``), else they come from ``gen`` (or the global RNG) for the whole batch."""
     if opts.greedy:
         return logits.argmax(-1)
     probs = filter_logits(logits, opts.temp, opts.top_k, opts.top_p).softmax(-1)
     # One draw per row by the exponential race: argmax(p_k / E_k) with E_k ~ Exp(1) picks k with
     # probability p_k, what torch.multinomial does for one sample, without its per-call checks
     # (a quarter of the per-character overhead at batch 1). Excluded tokens have p = 0.
-    race = torch.empty_like(probs).exponential_(generator=gen)
+    if race is None:
+        race = torch.empty_like(probs).exponential_(generator=gen)
     return probs.div_(race).argmax(-1)
+
+
+def pick_rows(
+    logits: torch.Tensor, temp: torch.Tensor, top_k: torch.Tensor | None, top_p: torch.Tensor | None, race: torch.Tensor
+) -> torch.Tensor:
+    """``pick`` with settings per row, for a batch of unrelated requests: ``temp`` (batch, 1),
+    0 meaning greedy; ``top_k`` (batch, 1) with the vocabulary size for none; ``top_p``
+    (batch, 1) with inf for none. A row gets bit for bit the token ``pick`` gives it alone:
+    the same operations on the same values, row by row."""
+    greedy = temp == 0
+    x = logits.float() / torch.where(greedy, 1.0, temp)
+    if top_k is not None:
+        kth = x.sort(-1, descending=True).values.gather(-1, top_k - 1)
+        x = x.masked_fill(x < kth, float("-inf"))
+    if top_p is not None:
+        sorted_x, order = torch.sort(x, dim=-1, descending=True)
+        probs = sorted_x.softmax(-1)
+        drop_sorted = probs.cumsum(-1) - probs >= top_p
+        x = x.masked_fill(torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted), float("-inf"))
+    tokens = x.softmax(-1).div_(race).argmax(-1)
+    if bool(greedy.any()):
+        tokens = torch.where(greedy[:, 0], logits.argmax(-1), tokens)
+    return tokens
+
+
+class RowNoise:
+    """Each row's Exp(1) draws from its own ``torch.Generator`` (seeded S + i for row i), so a
+    row's text depends on its seed alone, not on its batch or its place in it.
+
+    A generator fills ``block`` steps' worth at once (the same numbers, in the same order, as
+    one call per step: torch draws element by element), so the per-step cost is one gather
+    for the whole batch instead of a call per row.
+    """
+
+    def __init__(self, seeds: list[int], vocab_size: int) -> None:
+        self.block = max(1, min(64, 65536 // vocab_size))
+        self.gens = [torch.Generator().manual_seed(s) for s in seeds]
+        self.buf = torch.empty(len(seeds), self.block, vocab_size)
+        self.used = [self.block] * len(seeds)
+
+    def draw(self) -> torch.Tensor:
+        """The next step's draws, (batch, vocab): a view while every row is at the same step
+        (as in ``generate``), gathered when rows joined at different ticks (the server)."""
+        used = self.used
+        for i, u in enumerate(used):
+            if u == self.block:
+                self.buf[i].exponential_(generator=self.gens[i])
+                used[i] = 0
+        first = used[0]
+        if all(u == first for u in used):
+            race = self.buf[:, first]
+        else:
+            race = self.buf[torch.arange(len(used)), torch.tensor(used)]
+        self.used = [u + 1 for u in used]
+        return race
+
+    def keep(self, rows: list[int]) -> None:
+        """Only these rows go on (the others' requests ended)."""
+        self.gens = [self.gens[i] for i in rows]
+        self.used = [self.used[i] for i in rows]
+        self.buf = self.buf[torch.tensor(rows, dtype=torch.long)]
+
+    def extend(self, other: "RowNoise") -> None:
+        """Append ``other``'s rows (new requests joining the batch)."""
+        self.gens += other.gens
+        self.used += other.used
+        self.buf = torch.cat([self.buf, other.buf])
 
 
 class Stepper:
@@ -193,10 +264,15 @@ def start_ids(vocab, prime_ids: list[int]) -> list[int]:
 
 @torch.no_grad()
 def warm_up(model: CharRNN, ids: list[int], batch: int) -> tuple[torch.Tensor, State]:
-    """Run the start text through the full-sequence model; the logits after it and the state."""
-    x = torch.tensor(ids, dtype=torch.long)[None].expand(batch, -1)
-    logits, state = model(x)
-    return logits[:, -1].float(), state
+    """Run the start text through the full-sequence model; the logits after it and the state.
+
+    It is read once and copied to every row, so each row starts bit for bit as a lone run does
+    (a batched pass may round differently)."""
+    logits, state = model(torch.tensor(ids, dtype=torch.long, device=model.embed.weight.device)[None])
+    logits = logits[:, -1].float().expand(batch, -1).contiguous()
+    if isinstance(state, tuple):
+        return logits, tuple(s.expand(-1, batch, -1).contiguous() for s in state)
+    return logits, state.expand(-1, batch, -1).contiguous()
 
 
 class StopCutter:
@@ -236,10 +312,11 @@ def generate(
 ) -> Iterator[tuple[int, str]]:
     """Yield (row, text) pieces as ``num_samples`` rows are generated together in one batch.
 
-    Each row ends after ``opts.length`` characters or at its first stop string.
+    Each row ends after ``opts.length`` characters or at its first stop string. With a seed S
+    row i draws from its own stream seeded S + i, so it is the text a lone run with seed S + i
+    gives.
     """
     opts.check()
-    gen = torch.Generator().manual_seed(opts.seed) if opts.seed is not None else None
     model.eval()
     stepper = Stepper(model)
     logits, state = warm_up(model, start_ids(vocab, prime_ids), num_samples)
@@ -250,8 +327,11 @@ def generate(
     cutters = [StopCutter(opts.stops, opts.keep_stop) for _ in range(num_samples)] if opts.stops else None
     counts = [0] * num_samples
     active = list(range(num_samples))
+    noise = None
+    if opts.seed is not None and not opts.greedy:
+        noise = RowNoise([opts.seed + i for i in range(num_samples)], logits.shape[-1])
     while active:
-        token_list = pick(logits, opts, gen).tolist()
+        token_list = pick(logits, opts, race=noise.draw() if noise is not None else None).tolist()
         still = []
         for row in active:
             piece = decoders[row].decode(pieces[token_list[row]])
