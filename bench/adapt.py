@@ -25,7 +25,7 @@ from common import emit  # noqa: E402
 from dynamic import cpu_name  # noqa: E402
 
 from charrnn import checkpoint, corpus  # noqa: E402
-from charrnn.adapt import MAX_STEPS, adapt_ids  # noqa: E402
+from charrnn.adapt import MAX_STEPS, PASSES, adapt_ids  # noqa: E402
 from charrnn.data import encode_text  # noqa: E402
 from charrnn.dynamic import Rule  # noqa: E402
 
@@ -50,6 +50,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=MAX_STEPS)
     ap.add_argument("--lr", type=float, default=None)
     ap.add_argument("--decay", type=float, default=None)
+    ap.add_argument("--passes", type=int, default=PASSES)
     args = ap.parse_args()
     ckpt = checkpoint.load(args.checkpoint)
     model, vocab = checkpoint.build_model(ckpt)
@@ -63,12 +64,12 @@ def main() -> None:
         head, held = text[: -args.held], text[-args.held :]
         head_ids, all_ids = encode_text(vocab, head), encode_text(vocab, text)
         t0 = time.monotonic()
-        adapter = adapt_ids(ckpt, model, vocab, head_ids, args.steps, rule)
+        adapter = adapt_ids(ckpt, model, vocab, head_ids, args.steps, rule, passes=args.passes)
         seconds = time.monotonic() - t0
         before = held_out_bpc(model, all_ids, len(head_ids), len(held))
         after = held_out_bpc(adapter.model, all_ids, len(head_ids), len(held))
         emit(bench="adapt", passage=f"{Path(name).name}:{offset}", chars=len(text), held=len(held), cpu=cpu_name(),
-             steps=adapter.steps, lr=adapter.rule.lr, decay=adapter.rule.decay, before_bpc=round(before, 4),
+             steps=adapter.steps, passes=args.passes, lr=adapter.rule.lr, decay=adapter.rule.decay, before_bpc=round(before, 4),
              after_bpc=round(after, 4), gain_bpc=round(before - after, 4), adapt_s=round(seconds, 2))
 
 

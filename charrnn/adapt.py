@@ -94,8 +94,8 @@ def adapt(
 
 
 def adapt_ids(ckpt: dict, model: CharRNN, vocab, ids: np.ndarray, max_steps: int = MAX_STEPS, rule: Rule = Rule(),
-              show_progress: bool = False) -> Adapter:
-    """An Adapter whose copy of ``model`` has read ``ids`` up to PASSES times, stepping after
+              show_progress: bool = False, passes: int = PASSES) -> Adapter:
+    """An Adapter whose copy of ``model`` has read ``ids`` up to ``passes`` times, stepping after
     each segment, ``max_steps`` steps in all."""
     from charrnn.progress import LateBar
 
@@ -104,7 +104,7 @@ def adapt_ids(ckpt: dict, model: CharRNN, vocab, ids: np.ndarray, max_steps: int
     if rule.needs_stats and stats_ids is None:
         stats_ids = ids
     per_pass = -(-(len(ids) - 1) // rule.segment)
-    passes = max(1, min(PASSES, -(-max_steps // per_pass)))
+    passes = max(1, min(passes, -(-max_steps // per_pass)))
     stats_segments = -(-(len(stats_ids) - 1) // rule.segment) if stats_ids is not None else 0
     with LateBar("adapting", stats_segments + passes * per_pass, enabled=show_progress) as bar:
         stats = gradient_stats(model, stats_ids, rule.segment, bar.advance) if stats_ids is not None else None

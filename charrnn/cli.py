@@ -169,7 +169,7 @@ def sample(
     title: Optional[str] = typer.Option(None, help="Title for the screenplay's title page (a format other than text)."),
     author: Optional[str] = typer.Option(None, help="Author for the title page."),
     adapt: list[str] = typer.Option([], help="First adapt a copy of the model to this text (repeatable; - for stdin); without --prime the sample continues its last line."),
-    adapt_steps: Optional[int] = typer.Option(None, min=1, max=10**6, help="At most this many update steps of --adapt (default 300, over at most 3 passes)."),
+    adapt_steps: Optional[int] = typer.Option(None, help="At most this many update steps of --adapt (default 300, over at most 3 passes)."),
     save_adapted: Optional[Path] = typer.Option(None, help="Also write the adapted model to this checkpoint file."),
 ) -> None:
     """Generate text from a trained model, streamed to stdout (or a typeset screenplay with --format)."""
@@ -334,9 +334,9 @@ def evaluate_cmd(
     skip_unknown: bool = typer.Option(False, "--skip-unknown", help="Drop (and count) characters outside the vocabulary."),
     keep_gutenberg: Optional[bool] = typer.Option(None, "--keep-gutenberg/--no-keep-gutenberg", help="Score a Project Gutenberg e-book's header and licence too, or only its text (default: as the model was trained)."),
     dynamic: bool = typer.Option(False, "--dynamic", help="Also score it with dynamic evaluation: a copy of the model takes a gradient step after each segment it has scored."),
-    segment: Optional[int] = typer.Option(None, min=1, max=10**6, help="Tokens per dynamic-evaluation segment (default 50)."),
-    dynamic_lr: Optional[float] = typer.Option(None, help="Step size of the dynamic update (default: rms 2e-4, sgd 0.3)."),
-    dynamic_decay: Optional[float] = typer.Option(None, help="Pull back toward the trained weights per step, 0..1 (default: rms 0.01, sgd 0.003)."),
+    segment: Optional[int] = typer.Option(None, help="Tokens per dynamic-evaluation segment (default 50)."),
+    dynamic_lr: Optional[float] = typer.Option(None, help="Step size of the dynamic update (default: rms 3e-4, sgd 0.3)."),
+    dynamic_decay: Optional[float] = typer.Option(None, help="Pull back toward the trained weights per step, 0..1 (default: rms 0.003, sgd 0.003)."),
     dynamic_method: Optional[str] = typer.Option(None, help="rms (Krause et al. 2018, default) | sgd."),
     stats_text: Optional[str] = typer.Option(None, help="Training-like text for the rms update's gradient statistics (default: the start of the checkpoint's own training corpus)."),
 ) -> None:
@@ -383,8 +383,9 @@ def evaluate_cmd(
         if as_json:
             print(json.dumps(result))
         else:
+            width = max(16, *(len(k) + 2 for k in result))
             for k, v in result.items():
-                print(f"{k:<16}{v}")
+                print(f"{k:<{width}}{v}")
     except CharrnnError as e:
         _fail(str(e))
 

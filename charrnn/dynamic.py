@@ -32,8 +32,8 @@ METHODS = ("rms", "sgd")
 # Defaults measured on models of earnest and warpeace, never on the tinyshakespeare model the
 # docs report (docs/adapt.md "How the defaults were chosen").
 SEGMENT = 50
-DEFAULT_LR = {"rms": 2e-4, "sgd": 0.3}
-DEFAULT_DECAY = {"rms": 0.01, "sgd": 0.003}
+DEFAULT_LR = {"rms": 3e-4, "sgd": 0.3}
+DEFAULT_DECAY = {"rms": 0.003, "sgd": 0.003}
 # The RMS gradients come from this many tokens at the start of the training text: enough for
 # every weight's scale, a few seconds of a 2-core CPU for the default model.
 STATS_TOKENS = 10_000
@@ -72,7 +72,14 @@ class Rule:
 
 
 def _segments(n: int, segment: int) -> range:
+    """Where each segment of ``n`` predictions starts."""
     return range(0, n, segment)
+
+
+def _pair(ids: np.ndarray, a: int, segment: int) -> tuple[np.ndarray, np.ndarray]:
+    """The inputs and targets of the segment at ``a``: the last input is the one before the last token."""
+    b = min(a + segment, len(ids) - 1)
+    return ids[a:b], ids[a + 1 : b + 1]
 
 
 def gradient_stats(model: CharRNN, ids: np.ndarray, segment: int, tick: Callable[[], None] = lambda: None) -> list[torch.Tensor]:
@@ -87,7 +94,8 @@ def gradient_stats(model: CharRNN, ids: np.ndarray, segment: int, tick: Callable
     state = None
     count = 0
     for a in _segments(len(ids) - 1, segment):
-        x, y = _ids(ids[a : a + segment], "cpu")[None], _ids(ids[a + 1 : a + 1 + segment], "cpu")
+        x, y = (_ids(part, "cpu") for part in _pair(ids, a, segment))
+        x = x[None]
         logits, state = model(x, state)
         grads = torch.autograd.grad(F.cross_entropy(logits[0].float(), y), params)
         torch._foreach_addcmul_(sums, grads, grads)
@@ -151,7 +159,7 @@ class Adapter:
         total, state = 0.0, None
         for a in _segments(len(ids) - 1, seg):
             learn = max_steps is None or self.steps < max_steps
-            nats, state = self.read(ids[a : a + seg], ids[a + 1 : a + 1 + seg], state, learn)
+            nats, state = self.read(*_pair(ids, a, seg), state, learn)
             total += nats
             tick()
         return total

@@ -69,7 +69,10 @@ def extend_checkpoint(
     state["embed.weight"] = torch.cat([emb, emb.mean(0, keepdim=True).expand(len(added), -1)])
     head = state["head.weight"]
     state["head.weight"] = state["embed.weight"] if cfg.tie else torch.cat([head, head.new_zeros(len(added), head.shape[1])])
-    counts = np.bincount(np.asarray(train_ids, dtype=np.int64), minlength=vocab.size)[old_size:].astype(np.float64)
+    counts = np.zeros(vocab.size, np.float64)
+    for a in range(0, len(train_ids), 1 << 24):  # in slices: the memory-mapped text may be gigabytes
+        counts += np.bincount(train_ids[a : a + (1 << 24)], minlength=vocab.size)
+    counts = counts[old_size:]
     log_freq = np.log((counts + 0.1) / (max(1, len(train_ids)) + 0.1 * vocab.size))
     state["head.bias"] = torch.cat([state["head.bias"], state["head.bias"].new_zeros(len(added))])
     model = CharRNN(cfg).eval()
