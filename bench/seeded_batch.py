@@ -62,7 +62,7 @@ def main() -> None:
     ap.add_argument("--hidden", type=int, default=512)
     args = ap.parse_args()
     torch.manual_seed(0)
-    vocab = CharVocab("".join(chr(c) for c in range(32, 127)) + "\n")
+    vocab = CharVocab("\n" + "".join(chr(c) for c in range(32, 127)))
     model = CharRNN(ModelConfig(vocab_size=vocab.size, layers=2, hidden=args.hidden, embed=args.hidden, dropout=0.0))
     specs = requests(args.requests, args.length, vocab)
 

@@ -41,7 +41,7 @@ PROMPT = ("INT. LIGHTHOUSE - NIGHT\n\nThe lamp turns. ANNA climbs the stairs, a 
 
 def make_checkpoint(path: Path) -> tuple[CharRNN, CharVocab]:
     torch.manual_seed(0)
-    vocab = CharVocab("".join(chr(c) for c in range(32, 127)) + "\n")
+    vocab = CharVocab("\n" + "".join(chr(c) for c in range(32, 127)))
     model = CharRNN(ModelConfig(vocab_size=vocab.size, layers=2, hidden=512, embed=512, dropout=0.0)).eval()
     checkpoint.save({"model_config": model.cfg.to_dict(), "vocab": vocab.to_state(), "state_dict": model.state_dict()}, path)
     return model, vocab

@@ -178,7 +178,7 @@ class Engine:
     def _tick(self) -> None:
         """Pick every row's next token, hand out the text, drop ended rows, step the rest."""
         if self._settings is None:
-            self._settings = _settings([row.job for row in self.rows], self.logits.shape[-1], self.device)
+            self._settings = _row_settings([row.job for row in self.rows], self.logits.shape[-1], self.device)
         race = self.noise.draw().to(self.device)
         tokens = pick_rows(self.logits, *self._settings, race)
         events: list[Event] = []
@@ -204,7 +204,7 @@ class Engine:
         self.logits, self.state = self.stepper.step(tokens, self.state)
 
 
-def _settings(jobs: list[Job], vocab_size: int, device: torch.device) -> tuple:
+def _row_settings(jobs: list[Job], vocab_size: int, device: torch.device) -> tuple:
     """The batch's per-row temperature, top-k and top-p as ``pick_rows`` takes them."""
     temp = torch.tensor([[job.temp] for job in jobs], device=device)
     top_k = top_p = None

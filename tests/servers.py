@@ -72,7 +72,7 @@ def ascii_run(run_dir: Path) -> Path:
     from charrnn.vocab import CharVocab
 
     torch.manual_seed(0)
-    vocab = CharVocab("".join(chr(c) for c in range(32, 127)) + "\n")
+    vocab = CharVocab("\n" + "".join(chr(c) for c in range(32, 127)))
     model = CharRNN(ModelConfig(vocab_size=vocab.size, layers=1, hidden=32, embed=16, dropout=0.0))
     run_dir.mkdir(parents=True, exist_ok=True)
     checkpoint.save({"model_config": model.cfg.to_dict(), "vocab": vocab.to_state(), "state_dict": model.state_dict()},
