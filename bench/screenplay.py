@@ -6,7 +6,7 @@ parentheticals closed on their line and of scene headings that parse as headings
 scene length in characters. A run's line also gives its best val bpc and each figure as a ratio
 to the corpus's. The samples are --chars characters (default 20,000) drawn at --temp with
 --seed, primed with "INT. " as the docs' example is; they are scored as the model wrote them, not
-cleaned. Usage: python bench/screenplay.py --corpus PATH [PATH...] RUN_DIR [RUN_DIR...]
+cleaned. Usage: python bench/screenplay.py RUN_DIR [RUN_DIR...] --corpus PATH [PATH...]
 """
 
 from __future__ import annotations

@@ -92,11 +92,25 @@ def _depth(line: str) -> int:
 
 
 def _close_parenthetical(line: str) -> list[str]:
-    """A parenthetical as lines that each end with ')' (else the parser reads the dialogue after
-    it as parenthetical too): closed at the end of its line if left open, split where it closes
-    if speech follows on the same line."""
+    """A parenthetical as lines that each end with ')' (else the parser reads the speech after
+    it as parenthetical too): closed at the end of its line if left open, then split after each
+    closed group that more text follows on the same line."""
     if _depth(line):
-        return [line.rstrip() + ")" * _depth(line)]
+        line = line.rstrip() + ")" * _depth(line)
+    out = []
+    while True:
+        end = _group_end(line)
+        rest = line[end + 1 :].strip() if end is not None else ""
+        if not rest:
+            return out + [line]
+        out.append(line[: end + 1])
+        if not rest.startswith("("):
+            return out + [rest]
+        line = rest
+
+
+def _group_end(line: str) -> int | None:
+    """Index of the ')' that closes the line's first '(' (None if it never closes)."""
     depth = 0
     for i, ch in enumerate(line):
         if ch == "(":
@@ -104,9 +118,8 @@ def _close_parenthetical(line: str) -> list[str]:
         elif ch == ")" and depth:
             depth -= 1
             if depth == 0:
-                rest = line[i + 1 :].strip()
-                return [line[: i + 1]] + ([rest] if rest else [])
-    return [line]
+                return i
+    return None
 
 
 def _fix_dialogue(lines: list[str]) -> list[str]:
@@ -157,41 +170,34 @@ def _title_page_end(lines: list[str]) -> int:
     return end if found else 0
 
 
-def _clean_once(lines: list[str]) -> list[str]:
-    start = _title_page_end(lines)
-    out, para = lines[:start], []
-
-    def flush() -> None:
-        if not para:
-            return
-        for n, piece in enumerate(_split_paragraph(para)):
-            if n:
-                out.append("")
-            out.extend(_fix_dialogue(piece) if _is_dialogue_block(piece) else piece)
-        para.clear()
-
-    for line in lines[start:]:
-        if _blank(line):
-            flush()
-            out.append(line)
-        else:
-            para.append(line)
-    flush()
-    return out
+def _repair(para: list[str]) -> list[list[str]]:
+    """A paragraph as the paragraphs it should be, each repaired. A repair can expose another
+    break (the speech split off a parenthetical's line may be a cue), so a repaired piece that
+    splits again is repaired again; a piece that does not is final, which makes cleaning
+    idempotent."""
+    pieces = []
+    for piece in _split_paragraph(para):
+        fixed = _fix_dialogue(piece) if _is_dialogue_block(piece) else piece
+        pieces.extend([fixed] if fixed == piece or len(_split_paragraph(fixed)) == 1 else _repair(fixed))
+    return pieces
 
 
 def clean(text: str) -> str:
     """``text`` as valid Fountain: defects repaired, everything else (wording, spacing, title page,
     notes) kept as it was. Idempotent; a valid document is returned unchanged."""
     lines = _UNWRITABLE.sub("", text.replace("\r\n", "\n").replace("\r", "\n")).split("\n")
-    # A repair can expose another (a parenthetical split off its line leaves a cue at the start
-    # of a line of its own), so repeat to the fixed point; each pass only adds breaks and ')'.
-    for _ in range(8):
-        fixed = _clean_once(lines)
-        if fixed == lines:
-            break
-        lines = fixed
-    return "\n".join(lines)
+    start = _title_page_end(lines)
+    out, para = lines[:start], []
+    for line in [*lines[start:], None]:
+        if line is not None and not _blank(line):
+            para.append(line)
+            continue
+        for n, piece in enumerate(_repair(para) if para else []):
+            out.extend([""] * (n > 0) + piece)
+        para.clear()
+        if line is not None:
+            out.append(line)
+    return "\n".join(out)
 
 
 @dataclass
