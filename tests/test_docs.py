@@ -28,6 +28,8 @@ Adding a page
   needs (a server on 127.0.0.1, files of its own), yields environment variables for the page's
   blocks (say ``{"CHARRNN_URL": url}``) and cleans up when the page is done. ``needs`` lists
   modules whose absence skips the page with the reason; ``timeout`` is per block, in seconds.
+  ``run_by`` names the test that runs a page's examples its own way instead (docs/serve.md's
+  start a server: tests/test_serve_docs.py).
 """
 
 from __future__ import annotations
@@ -61,9 +63,14 @@ class Page:
     setup: Callable[[Path], ContextManager[dict[str, str]]] | None = None
     needs: tuple[str, ...] = ()
     timeout: int = 120
+    # A page whose examples another test runs in its own way (say, against a server it starts).
+    run_by: str | None = None
 
 
-PAGES: dict[str, Page] = {}
+PAGES: dict[str, Page] = {
+    # Its `charrnn serve` blocks start a server and the other blocks talk to it (port substituted).
+    "docs/serve.md": Page(run_by="tests/test_serve_docs.py"),
+}
 
 SHELL_PRELUDE = """set -euo pipefail
 charrnn() { if [ "${1-}" = train ]; then command charrnn "$@" $TRAIN_FLAGS; else command charrnn "$@"; fi; }
@@ -140,6 +147,9 @@ def _no_setup(work: Path) -> Iterator[dict[str, str]]:
 @pytest.mark.parametrize("page", pages())
 def test_every_example_on_the_page_runs(page, workspace, shims, tmp_path):
     spec = PAGES.get(page, Page())
+    if spec.run_by is not None:
+        assert (ROOT / spec.run_by).is_file(), f"{page}: {spec.run_by} is missing"
+        pytest.skip(f"{page}'s examples run in {spec.run_by}")
     for module in spec.needs:
         if importlib.util.find_spec(module) is None:
             pytest.skip(f"{page} needs {module}")
