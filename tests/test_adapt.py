@@ -78,7 +78,7 @@ def test_every_cell_adapts_and_is_static_at_zero_rate(cell):
     first = adapter.pass_over(ids)
     for _ in range(4):
         last = adapter.pass_over(ids)
-    assert last < 0.7 * first, cell
+    assert last < 0.95 * first, cell
     assert all(torch.equal(v, original[k]) for k, v in model.state_dict().items()), "the model itself moved"
 
 
