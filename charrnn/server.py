@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import os
 import secrets
 import signal
 import socket
@@ -16,6 +17,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+import torch
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
@@ -30,6 +32,7 @@ from charrnn.playground import PAGE
 from charrnn.sample import encode_prime
 
 MAX_BODY = 1 << 20
+EVENT_INTERVAL = 0.02  # seconds: 50 events a second per stream, smoother than a reader sees
 
 
 @dataclass
@@ -245,15 +248,21 @@ async def _disconnected(request: Request) -> None:
 
 
 async def _stream(req: CompletionRequest, head: tuple, jobs: list[Job], queue: asyncio.Queue, prompt_tokens: int, log: dict):
-    """The chunks as the worker sends text: what has arrived since the last write goes out as
-    one chunk per choice, so a busy server sends fewer, longer chunks instead of falling behind."""
+    """The chunks as the worker sends text: the first at once, then at most one event per
+    EVENT_INTERVAL carrying one chunk per choice with all the text since the last. An event
+    costs the event loop far more than a step costs the model, and on a shared CPU every
+    event per character halved the characters per second."""
     if req.echo:
         yield "".join(sse(completion(*head, [choice(j.index, req.prompts[j.index // req.n], None)])) for j in jobs)
-    left = len(jobs)
+    left, sent = len(jobs), 0.0
     while left:
         items = [await queue.get()]
+        wait = sent + EVENT_INTERVAL - time.perf_counter()
+        if wait > 0 and items[0][2] is None:
+            await asyncio.sleep(wait)  # text that comes meanwhile joins this event
         while not queue.empty():
             items.append(queue.get_nowait())
+        sent = time.perf_counter()
         merged: dict[int, list] = {}
         for index, text, finish in items:
             entry = merged.setdefault(index, ["", None])
@@ -354,6 +363,10 @@ class _Server(uvicorn.Server):
 def run(state: ServerState, host: str, port: int) -> None:
     """Serve until SIGINT or SIGTERM. The socket is bound here, so a port in use is one error
     line and ``--port 0`` reports the port it got."""
+    if "OMP_NUM_THREADS" not in os.environ:
+        # The model's worker and the event loop share the cores: torch gets all but one. On a
+        # 2-core Xeon one thread served one client at 1,182 chars/s against 826 with two.
+        torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) - 1))
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

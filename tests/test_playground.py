@@ -29,10 +29,10 @@ def browser():
     driver.quit()
 
 
-def wait_for(condition, timeout=20.0):
+def wait_for(condition, timeout=20.0, shows=lambda: ""):
     deadline = time.monotonic() + timeout
     while not condition():
-        assert time.monotonic() < deadline, "timed out"
+        assert time.monotonic() < deadline, f"timed out; the page shows: {shows()}"
         time.sleep(0.05)
 
 
@@ -54,7 +54,7 @@ def test_generate_stream_stop_and_screenplay(browser, tmp_path):
         first = len(output.text)
         wait_for(lambda: len(output.text) > first + 200)  # still streaming in
         find("stop-button").click()
-        wait_for(lambda: find("status").text == "stopped")
+        wait_for(lambda: find("status").text == "stopped", shows=lambda: find("status").text)
         stopped = len(output.text)
         time.sleep(0.5)
         assert len(output.text) == stopped < 1_000_000 and output.text.startswith("ANNA")
@@ -66,14 +66,11 @@ def test_generate_stream_stop_and_screenplay(browser, tmp_path):
         shot.mkdir(parents=True, exist_ok=True)
         browser.save_screenshot(str(shot / "playground-text.png"))
 
-        find("prompt").clear()
-        browser.execute_script("arguments[0].value = arguments[1]", find("prompt"), SCENE)
-        find("length").clear()
-        find("length").send_keys("120")
-        find("seed").send_keys("3")
+        for field, value in (("prompt", SCENE), ("length", "120"), ("seed", "3")):
+            browser.execute_script("arguments[0].value = arguments[1]", find(field), value)
         find("show-screenplay").click()
         find("generate").click()
-        wait_for(lambda: find("status").text.startswith("done"))
+        wait_for(lambda: find("status").text.startswith("done"), shows=lambda: find("status").text)
         page = find("screenplay")
         assert page.find_element(By.CSS_SELECTOR, ".scene").text == "INT. LIGHTHOUSE - NIGHT"
         cue = page.find_element(By.CSS_SELECTOR, ".cue")
