@@ -23,7 +23,6 @@ TYPESET = ("html", "pdf", "fdx")
 BINARY = ("pdf",)
 SUFFIXES = {".fountain": "fountain", ".html": "html", ".htm": "html", ".pdf": "pdf", ".fdx": "fdx"}
 INSTALL = "pip install 'charrnn[screenplay]'"
-_INCH = 72.0
 _CHAR = 7.2  # Courier is 10 characters to the inch at 12 pt
 # The layout screenplay software uses (US Letter, from the page's left edge): action at 1.5",
 # dialogue 2.5"-6.0", parentheticals 3.1"-5.6", character cues at 3.7"; screenplain's frame starts

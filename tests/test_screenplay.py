@@ -20,7 +20,7 @@ from charrnn.screenplay import render
 pytest.importorskip("screenplain")
 pypdf = pytest.importorskip("pypdf")
 from screenplain.parsers import fountain as screenplain_parser  # noqa: E402
-from screenplain.types import Action, Dialog, Slug, Transition  # noqa: E402
+from screenplain.types import Action, Dialog, Slug  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLED = sorted([*ROOT.glob("charrnn/demo/*.fountain"), *ROOT.glob("corpora/*.fountain")])
