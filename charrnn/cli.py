@@ -414,6 +414,22 @@ def evaluate_cmd(
         _fail(str(e))
 
 
+@app.command("export")
+def export_cmd(
+    checkpoint_path: Path = typer.Argument(..., metavar="CHECKPOINT", help="Checkpoint file or run directory."),
+    output: Path = typer.Option(Path("model.onnx"), "--output", "-o", help="File to write."),
+    fmt: str = typer.Option("onnx", "--format", help="onnx (the only format for now; needs: pip install 'charrnn[onnx]')."),
+) -> None:
+    """Write a trained model as an ONNX graph (vocabulary and settings in its metadata) for
+    onnxruntime and other runtimes outside Python."""
+    try:
+        from charrnn.export import export_checkpoint
+
+        print(f"wrote {export_checkpoint(checkpoint_path, output, fmt)}", file=sys.stderr)
+    except CharrnnError as e:
+        _fail(str(e))
+
+
 @app.command()
 def plot(
     runs: list[Path] = typer.Argument(..., metavar="RUN_DIR...", help="Run directories (or their metrics.jsonl files) to overlay."),
