@@ -143,17 +143,18 @@ def main() -> None:
     runs: dict[str, list[float]] = {}
     add = lambda key, value: runs.setdefault(key, []).append(value)
     for _ in range(args.rounds):
+        add("bw", matvec_bandwidth(weight_bytes, args.hidden))
+        add("flops", matmul_flops(64, shapes))
         add("plain", plain_loop(model, max(200, args.chars // 10)))
         for p in precisions:
             add(f"{p} 1", ours(model, vocab, args.chars, 1, p))
-        if session is not None:
-            add("onnxruntime 1", onnx_loop(session, cfg, args.chars, 1))
-        add("bw", matvec_bandwidth(weight_bytes, args.hidden))
-        for p in precisions:
             add(f"{p} 64", ours(model, vocab, args.chars // 4, 64, p))
         if session is not None:
+            # Last in the round, then a pause: onnxruntime's pool threads spin for a while after
+            # a run and would take the second core from whatever is timed next.
+            add("onnxruntime 1", onnx_loop(session, cfg, args.chars, 1))
             add("onnxruntime 64", onnx_loop(session, cfg, args.chars // 4, 64))
-        add("flops", matmul_flops(64, shapes))
+            time.sleep(0.5)
     folder.cleanup()
     med = {k: statistics.median(v) for k, v in runs.items()}
     plain, b1 = med["plain"], med["float32 1"]

@@ -249,7 +249,7 @@ def sample(
     separator: str = typer.Option("\\n\\n", help="Written between samples (\\n allowed)."),
     as_json: bool = typer.Option(False, "--json", help="One JSON line per sample."),
     beam_width: Optional[int] = typer.Option(None, min=1, max=1024, help="Beam search for the most likely continuation."),
-    precision: str = typer.Option("auto", help="auto (bfloat16 where measured faster: a large enough LSTM on a CPU with AMX; float32 elsewhere) | float32 | bfloat16: the weights of each step."),
+    precision: str = typer.Option("auto", help="auto (bfloat16 where measured faster: an LSTM of hidden >= 512 on a CPU with AMX; float32 elsewhere) | float32 | bfloat16: the weights of each step."),
 ) -> None:
     """Generate text from a trained model, streamed to stdout."""
     try:
