@@ -1,11 +1,14 @@
-"""Sampling speed: a plain nn.LSTM loop vs charrnn's step function, and the bandwidth bound.
+"""Sampling speed: a plain nn.LSTM loop vs charrnn's step function and onnxruntime, and the bounds.
 
 For a 2x512 LSTM (vocabulary 65) it prints one JSON line each for: the plain loop (nn.LSTM called
-once per character), charrnn at batch 1, charrnn at batch 64, the memory-bandwidth bound of
-batch 1 (weight bytes read per character over the matrix-vector bandwidth measured on matrices
-of the same total size) and the compute bound of batch 64 (the step's matrix products at batch
-64 over the matrix-multiply FLOP/s measured on the same shapes), all in the same run, repeated
-in interleaved rounds with medians reported. Usage: python bench/sampler.py [--hidden 512] [--chars 2000]
+once per character), charrnn at batch 1 and 64 in float32 and (where the CPU computes it)
+bfloat16, the model exported to ONNX stepped by onnxruntime at batch 1 and 64 (where onnxruntime
+is installed; its loop samples with numpy and does not decode text), the memory-bandwidth bound
+of batch 1 (weight bytes read per character over the matrix-vector bandwidth measured on float32
+matrices of the same total size; bfloat16 weights are half the bytes, so twice the bound at the
+same bandwidth) and the compute bound of batch 64 (the step's matrix products at batch 64 over
+the matrix-multiply FLOP/s measured on the same shapes), all in the same run, repeated in
+interleaved rounds with medians reported. Usage: python bench/sampler.py [--hidden 512] [--chars 2000]
 """
 
 from __future__ import annotations
@@ -13,16 +16,19 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import emit  # noqa: E402
 
 from charrnn.model import CharRNN, ModelConfig  # noqa: E402
-from charrnn.sample import SampleOptions, Stepper, generate  # noqa: E402
+from charrnn.precision import cpu_computes  # noqa: E402
+from charrnn.sample import SampleOptions, generate  # noqa: E402
 from charrnn.vocab import CharVocab  # noqa: E402
 
 
@@ -39,11 +45,40 @@ def plain_loop(model: CharRNN, n: int) -> float:
     return n / (time.perf_counter() - start)
 
 
-def ours(model: CharRNN, vocab, n: int, batch: int) -> float:
-    opts = SampleOptions(length=n, temp=0.8, seed=0)
+def ours(model: CharRNN, vocab, n: int, batch: int, precision: str = "float32") -> float:
+    opts = SampleOptions(length=n, temp=0.8, seed=0, precision=precision)
     start = time.perf_counter()
     chars = sum(len(piece) for _, piece in generate(model, vocab, opts, [0], batch))
     return chars / (time.perf_counter() - start)
+
+
+def onnx_session(model: CharRNN, vocab, folder: str):
+    """The model through ``charrnn export``'s graph in an onnxruntime session (None without onnxruntime)."""
+    try:
+        import onnxruntime
+        from charrnn.export import build_onnx
+    except ImportError:
+        return None
+    path = Path(folder) / "model.onnx"
+    path.write_bytes(build_onnx(model, vocab).SerializeToString())
+    return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def onnx_loop(session, cfg: ModelConfig, n: int, batch: int, temp: float = 0.8) -> float:
+    """What a service using the exported file does: one run per character, sampled with numpy
+    by the exponential race charrnn's sampler uses (no text decoding)."""
+    rng = np.random.default_rng(0)
+    names = [i.name for i in session.get_inputs()][1:]
+    state = {k: np.zeros((cfg.layers, batch, cfg.hidden), np.float32) for k in names}
+    tokens = np.zeros((batch, 1), np.int64)
+    start = time.perf_counter()
+    for _ in range(n):
+        logits, *new = session.run(None, {"ids": tokens, **state})
+        state = dict(zip(names, new))
+        z = logits[:, -1] / temp
+        p = np.exp(z - z.max(-1, keepdims=True))
+        tokens = (p / rng.exponential(size=p.shape)).argmax(-1)[:, None]
+    return n * batch / (time.perf_counter() - start)
 
 
 def matvec_bandwidth(total_bytes: int, rows: int, repeat: int = 50) -> float:
@@ -76,6 +111,13 @@ def matmul_flops(batch: int, shapes: list[tuple[int, int]], repeat: int = 20) ->
     return repeat * sum(2 * batch * k * n for k, n in shapes) / (time.perf_counter() - start)
 
 
+def step_shapes(cfg: ModelConfig) -> list[tuple[int, int]]:
+    """The matrices one LSTM step reads: layer 0's recurrent one (its input product is a table
+    lookup), [x, h] of every layer above, and the output layer."""
+    H = cfg.hidden
+    return [(H, 4 * H)] + [(2 * H, 4 * H)] * (cfg.layers - 1) + [(H, cfg.vocab_size)]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--hidden", type=int, default=512)
@@ -93,32 +135,47 @@ def main() -> None:
     # process (as a bare sampling script runs), and again in the rounds after other work
     # (as it runs once a checkpoint has been loaded): both are reported.
     fresh = plain_loop(model, max(200, args.chars // 10))
-    stepper = Stepper(model)
-    mats = [stepper.w_hh[0], *stepper.w_cat[1:], stepper.w_out]
-    weight_bytes = 4 * sum(m.numel() for m in mats)
-    shapes = [tuple(m.shape) for m in mats]
-    rounds: dict[str, list[float]] = {k: [] for k in ("plain", "b1", "b64", "bw", "flops")}
+    shapes = step_shapes(cfg)
+    weight_bytes = 4 * sum(k * n for k, n in shapes)
+    precisions = ["float32"] + (["bfloat16"] if cpu_computes(torch.bfloat16) else [])
+    folder = tempfile.TemporaryDirectory()
+    session = onnx_session(model, vocab, folder.name)
+    runs: dict[str, list[float]] = {}
+    add = lambda key, value: runs.setdefault(key, []).append(value)
     for _ in range(args.rounds):
-        rounds["plain"].append(plain_loop(model, max(200, args.chars // 10)))
-        rounds["b1"].append(ours(model, vocab, args.chars, 1))
-        rounds["bw"].append(matvec_bandwidth(weight_bytes, args.hidden))
-        rounds["b64"].append(ours(model, vocab, args.chars // 4, 64))
-        rounds["flops"].append(matmul_flops(64, shapes))
-    med = {k: statistics.median(v) for k, v in rounds.items()}
-    plain, b1, b64 = med["plain"], med["b1"], med["b64"]
+        add("bw", matvec_bandwidth(weight_bytes, args.hidden))
+        add("flops", matmul_flops(64, shapes))
+        add("plain", plain_loop(model, max(200, args.chars // 10)))
+        for p in precisions:
+            add(f"{p} 1", ours(model, vocab, args.chars, 1, p))
+            add(f"{p} 64", ours(model, vocab, args.chars // 4, 64, p))
+        if session is not None:
+            # Last in the round, then a pause: onnxruntime's pool threads spin for a while after
+            # a run and would take the second core from whatever is timed next.
+            add("onnxruntime 1", onnx_loop(session, cfg, args.chars, 1))
+            add("onnxruntime 64", onnx_loop(session, cfg, args.chars // 4, 64))
+            time.sleep(0.5)
+    folder.cleanup()
+    med = {k: statistics.median(v) for k, v in runs.items()}
+    plain, b1 = med["plain"], med["float32 1"]
     bound = med["bw"] / weight_bytes
     compute_bound = med["flops"] / sum(2 * k * n for k, n in shapes)  # characters: 2kn FLOPs each per matrix
     emit(bench="sampler", who="plain nn.LSTM loop, fresh process", batch=1, chars_per_s=round(fresh, 1))
     emit(bench="sampler", who="plain nn.LSTM loop, warm allocator", batch=1, chars_per_s=round(plain, 1),
-         runs=[round(v) for v in rounds["plain"]])
-    emit(bench="sampler", who="charrnn", batch=1, chars_per_s=round(b1, 1), vs_plain_fresh=round(b1 / fresh, 2),
-         vs_plain_warm=round(b1 / plain, 2), runs=[round(v) for v in rounds["b1"]])
-    emit(bench="sampler", who="charrnn", batch=64, chars_per_s=round(b64, 1), vs_batch1=round(b64 / b1, 2),
-         runs=[round(v) for v in rounds["b64"]])
+         runs=[round(v) for v in runs["plain"]])
+    for who in [f"charrnn {p}" for p in precisions] + (["onnxruntime"] if session is not None else []):
+        key = who.removeprefix("charrnn ")
+        one, many = med[f"{key} 1"], med[f"{key} 64"]
+        emit(bench="sampler", who=who, batch=1, chars_per_s=round(one, 1), vs_plain_warm=round(one / plain, 2),
+             vs_charrnn_float32=round(one / b1, 2), fraction_of_float32_bound=round(one / bound, 3),
+             runs=[round(v) for v in runs[f"{key} 1"]])
+        emit(bench="sampler", who=who, batch=64, chars_per_s=round(many, 1), vs_batch1=round(many / one, 2),
+             fraction_of_compute_bound=round(many / compute_bound, 3), runs=[round(v) for v in runs[f"{key} 64"]])
     emit(bench="sampler", who="bandwidth bound, batch 1", weight_mb_per_char=round(weight_bytes / 1e6, 2),
-         matvec_gb_s=round(med["bw"] / 1e9, 2), bound_chars_per_s=round(bound, 1), ours_fraction_of_bound=round(b1 / bound, 3))
-    emit(bench="sampler", who="compute bound, batch 64", matmul_gflop_s=round(med["flops"] / 1e9, 1),
-         bound_chars_per_s=round(compute_bound, 1), ours_fraction_of_bound=round(b64 / compute_bound, 3),
+         matvec_gb_s=round(med["bw"] / 1e9, 2), bound_chars_per_s=round(bound, 1),
+         bfloat16_weights_bound_chars_per_s=round(2 * bound, 1), charrnn_float32_fraction_of_bound=round(b1 / bound, 3))
+    emit(bench="sampler", who="compute bound, batch 64 (float32)", matmul_gflop_s=round(med["flops"] / 1e9, 1),
+         bound_chars_per_s=round(compute_bound, 1), charrnn_float32_fraction_of_bound=round(med["float32 64"] / compute_bound, 3),
          best_possible_vs_batch1=round(compute_bound / bound, 2))
 
 

@@ -171,6 +171,7 @@ def sample(
     adapt: list[str] = typer.Option([], help="First adapt a copy of the model to this text (repeatable; - for stdin); without --prime the sample continues its last line."),
     adapt_steps: Optional[int] = typer.Option(None, help="At most this many update steps of --adapt (default 300, over at most 3 passes)."),
     save_adapted: Optional[Path] = typer.Option(None, help="Also write the adapted model to this checkpoint file."),
+    precision: str = typer.Option("auto", help="auto (bfloat16 where measured faster: an LSTM of hidden >= 512 on a CPU with AMX; float32 elsewhere) | float32 | bfloat16: the weights of each step."),
 ) -> None:
     """Generate text from a trained model, streamed to stdout (or a typeset screenplay with --format)."""
     try:
@@ -386,6 +387,22 @@ def evaluate_cmd(
             width = max(16, *(len(k) + 2 for k in result))
             for k, v in result.items():
                 print(f"{k:<{width}}{v}")
+    except CharrnnError as e:
+        _fail(str(e))
+
+
+@app.command("export")
+def export_cmd(
+    checkpoint_path: Path = typer.Argument(..., metavar="CHECKPOINT", help="Checkpoint file or run directory."),
+    output: Path = typer.Option(Path("model.onnx"), "--output", "-o", help="File to write."),
+    fmt: str = typer.Option("onnx", "--format", help="onnx (the only format for now; needs: pip install 'charrnn[onnx]')."),
+) -> None:
+    """Write a trained model as an ONNX graph (vocabulary and settings in its metadata) for
+    onnxruntime and other runtimes outside Python."""
+    try:
+        from charrnn.export import export_checkpoint
+
+        print(f"wrote {export_checkpoint(checkpoint_path, output, fmt)}", file=sys.stderr)
     except CharrnnError as e:
         _fail(str(e))
 
