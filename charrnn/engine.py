@@ -82,7 +82,8 @@ class Engine:
         self.vocab = vocab
         self.device = torch.device(device)
         self.sink = sink
-        self.stepper = Stepper(self.model)
+        # The precision `charrnn sample` steps in by default, so a seeded request gets its text.
+        self.stepper = Stepper(self.model, "auto" if self.device.type == "cpu" else "float32")
         self.pieces = vocab.token_bytes()
         self.rows: list[_Row] = []
         self._pending: list[list[Job]] = []
