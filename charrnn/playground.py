@@ -51,11 +51,11 @@ PAGE = r"""<!doctype html>
     <label>Model <select id="model"></select></label>
     <label>Prompt <textarea id="prompt" placeholder="Text the model continues (empty: start of a line)"></textarea></label>
     <div class="row">
-      <label>Temperature <input id="temperature" type="number" min="0" step="0.05" value="0.8"></label>
-      <label>Top-p <input id="top_p" type="number" min="0.01" max="1" step="0.01" value="1"></label>
+      <label>Temperature <input id="temperature" type="number" min="0" step="any" value="0.8"></label>
+      <label>Top-p <input id="top_p" type="number" min="0.01" max="1" step="any" value="1"></label>
     </div>
     <div class="row">
-      <label>Length <input id="length" type="number" min="0" step="50" value="1000"></label>
+      <label>Length <input id="length" type="number" min="0" step="1" value="1000"></label>
       <label>Seed <input id="seed" type="number" min="0" step="1" placeholder="random"></label>
     </div>
     <label>Stop at (one per line, \n for a newline) <textarea id="stop" style="min-height:44px"></textarea></label>
