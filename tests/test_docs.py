@@ -12,7 +12,9 @@ What the work folder holds (names a page may use)
   corpus.txt, play.txt, scene.txt, other.txt, novel.txt, plays/a.txt, plays/b.txt
       copies of the bundled demo screenplay;
   checkpoints/demo
-      a tiny run on the bundled corpus, what the quick start leaves (`charrnn sample` finds it).
+      a tiny run on the bundled corpus, what the quick start leaves (`charrnn sample` finds it);
+  examples/
+      the checkout's examples (docs/export.md runs examples/onnx_sample.py).
 
 Tiny models, so the whole suite stays fast
   In shell blocks ``charrnn`` and ``torchrun`` are shell functions that append TRAIN_FLAGS to a
@@ -122,6 +124,7 @@ def workspace(tmp_path_factory, shims) -> Path:
     """The work folder every page starts from (see the module docstring)."""
     work = tmp_path_factory.mktemp("docs-work")
     demo = sorted((ROOT / "charrnn" / "demo").glob("*.fountain"))[0]
+    shutil.copytree(ROOT / "examples", work / "examples")  # pages run examples/ as from a checkout
     for name in CORPUS_COPIES:
         (work / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(demo, work / name)
