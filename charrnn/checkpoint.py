@@ -136,3 +136,29 @@ def build_model(ckpt: dict[str, Any]):
         raise CharrnnError(f"{ckpt['path']}: weights do not match the model config ({_short(e)})") from None
     model.eval()
     return model, vocab
+
+
+def describe(ckpt: dict[str, Any]) -> list[tuple[str, str]]:
+    """``charrnn info``'s rows: what a checkpoint holds, how long it trained and how well."""
+    from charrnn.model import count_parameters
+    from charrnn.vocab import describe_chars
+
+    model, vocab = build_model(ckpt)
+    cfg = model.cfg
+    fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+    rows = [
+        ("checkpoint", ckpt["path"]),
+        ("model", f"{cfg.model} {cfg.layers}x{cfg.hidden}, embed {cfg.embed}, dropout {cfg.dropout}, weight drop {cfg.weight_drop}, tied {cfg.tie}"),
+        ("parameters", f"{count_parameters(model):,}"),
+        ("vocabulary", f"{vocab.kind}, {vocab.size} tokens"),
+        ("steps", f"{ckpt.get('step', 0):,}"),
+        ("val bpc", fmt(ckpt.get("val_bpc"))),
+        ("best val bpc", fmt(ckpt.get("best_val_bpc"))),
+        ("trained for", f"{ckpt.get('elapsed', 0.0):.1f} s"),
+        ("written by", f"charrnn {ckpt['charrnn_version']}" if ckpt.get("charrnn_version") else "-"),
+    ]
+    if vocab.kind == "char":
+        rows.append(("characters", describe_chars(list(vocab.chars), limit=200)))
+    else:
+        rows.append(("tokenizer", f"SentencePiece {vocab.kind}, byte fallback, whitespace kept"))
+    return rows

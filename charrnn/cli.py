@@ -224,7 +224,8 @@ def _sample(checkpoint_path, prime, prime_file, unknown, stop, separator, as_jso
     prime = prime or ""
 
     from charrnn import checkpoint
-    from charrnn.sample import beam_search, encode_prime, generate
+    from charrnn.sample import encode_prime
+    from charrnn.writing import write_samples
 
     path = checkpoint.resolve(checkpoint_path) if checkpoint_path else checkpoint.latest_run()
     ckpt = checkpoint.load(path)
@@ -238,29 +239,8 @@ def _sample(checkpoint_path, prime, prime_file, unknown, stop, separator, as_jso
         model = adapted.model
         if not prime_ids:  # the sample reads the passage's end and continues its last line
             prime_ids, prime_text = adapted.context, adapted.last_line
-    out = document or _Out()
-    if beam_width is not None:
-        text, _ = beam_search(model, vocab, prime_ids, beam_width, opts.length)
-        out.write(json.dumps({"text": prime_text + text}) + "\n" if as_json else prime_text + text + "\n")
-        out.close()
-        return
-    if num_samples == 1 and not as_json:
-        out.write(prime_text)
-        for _, piece in generate(model, vocab, opts, prime_ids, 1):
-            out.write(piece)
-        out.write("\n")
-        out.close()
-        return
-    texts = [prime_text] * num_samples
-    for row, piece in generate(model, vocab, opts, prime_ids, num_samples):
-        texts[row] += piece
-    sep = _unescape(separator)
-    for i, text in enumerate(texts):
-        if as_json:
-            out.write(json.dumps({"sample": i, "text": text}) + "\n")
-        else:
-            out.write(text + (sep if i < num_samples - 1 else "\n"))
-    out.close()
+    write_samples(document or _Out(), model, vocab, opts, prime_ids, prime_text, num_samples, _unescape(separator), as_json,
+                  beam_width)
 
 
 @app.command()
@@ -299,28 +279,8 @@ def info(checkpoint_path: Path = typer.Argument(..., metavar="CHECKPOINT", help=
     """Model size, vocabulary, steps trained and validation bpc of a checkpoint."""
     try:
         from charrnn import checkpoint
-        from charrnn.model import count_parameters
-        from charrnn.vocab import describe_chars
 
-        ckpt = checkpoint.load(checkpoint_path)
-        model, vocab = checkpoint.build_model(ckpt)
-        cfg = model.cfg
-        fmt = lambda v: "-" if v is None else f"{v:.4f}"
-        rows = [
-            ("checkpoint", ckpt["path"]),
-            ("model", f"{cfg.model} {cfg.layers}x{cfg.hidden}, embed {cfg.embed}, dropout {cfg.dropout}, weight drop {cfg.weight_drop}, tied {cfg.tie}"),
-            ("parameters", f"{count_parameters(model):,}"),
-            ("vocabulary", f"{vocab.kind}, {vocab.size} tokens"),
-            ("steps", f"{ckpt.get('step', 0):,}"),
-            ("val bpc", fmt(ckpt.get("val_bpc"))),
-            ("best val bpc", fmt(ckpt.get("best_val_bpc"))),
-            ("trained for", f"{ckpt.get('elapsed', 0.0):.1f} s"),
-            ("written by", f"charrnn {ckpt['charrnn_version']}" if ckpt.get("charrnn_version") else "-"),
-        ]
-        if vocab.kind == "char":
-            rows.append(("characters", describe_chars(list(vocab.chars), limit=200)))
-        else:
-            rows.append(("tokenizer", f"SentencePiece {vocab.kind}, byte fallback, whitespace kept"))
+        rows = checkpoint.describe(checkpoint.load(checkpoint_path))
         for k, v in rows:
             print(f"{k:<14}{v}")
     except CharrnnError as e:
@@ -343,44 +303,14 @@ def evaluate_cmd(
 ) -> None:
     """Bits per character (and per token, and perplexity) of any text under a trained model."""
     try:
-        from charrnn import checkpoint, corpus
         from charrnn.dynamic import rule_from_flags
-        from charrnn.evaluate import evaluate, text_ids
 
         rule = rule_from_flags(dynamic, dynamic_method, dynamic_lr, dynamic_decay, segment)
         if stats_text is not None and rule is None:
             raise CharrnnError("--stats-text applies only with --dynamic")
-        ckpt = checkpoint.load(checkpoint_path)
-        model, vocab = checkpoint.build_model(ckpt)
-        if keep_gutenberg is None:  # a model from before the Gutenberg rule was trained on whole files
-            keep_gutenberg = bool(ckpt.get("train_config", {}).get("keep_gutenberg", "train_config" in ckpt))
-        skipped: list[str] = []
-        sources = corpus.open_sources(text, skipped=skipped)
-        _note_skipped(skipped)
-        try:
-            body = corpus.read_text(sources, keep_gutenberg)
-        finally:
-            corpus.release(sources)
-        ids, dropped = text_ids(vocab, body, skip_unknown)
-        import torch
+        from charrnn.scoring import score_files
 
-        chars = vocab.count_chars(ids[1:])
-        if rule is None:
-            score, extra = evaluate(model, ids, torch.device("cpu"), chars=chars), {}
-        else:
-            from charrnn.dynamic import compare, stats_ids
-
-            both = compare(model, ids, rule, stats_ids(ckpt, vocab, stats_text) if rule.needs_stats else None, chars)
-            score, extra = both.static, both.as_dict()
-        result = {
-            "bpc": round(score.bpc, 5),
-            "bits_per_token": round(score.bits_per_token, 5),
-            "perplexity": round(score.perplexity, 4),
-            "chars": score.chars,
-            "tokens": score.tokens,
-            "skipped_chars": dropped,
-            **extra,
-        }
+        result = score_files(checkpoint_path, text, skip_unknown, keep_gutenberg, rule, stats_text, _note_skipped)
         if as_json:
             print(json.dumps(result))
         else:
@@ -437,44 +367,17 @@ def viz(
     """An HTML page of the text coloured by surprisal or by any unit, with the units that track
     quotes, line position and speaker cues found for you; hover a character for the predictions."""
     try:
-        _viz(checkpoint_path, text, output, unit, length, offset, top, unknown, quiet)
+        _check_unknown(unknown)
+        from charrnn.viz import write_page
+
+        ranking = write_page(checkpoint_path, text, output, unit, length, offset, top, unknown)
+        if not quiet:
+            for feature, scored in ranking.items():
+                best = ", ".join(f"{u.name} (r={r:+.2f})" for u, r in scored[:3])
+                print(f"{feature:<22}{best}", file=sys.stderr)
+        print(f"wrote {output}", file=sys.stderr)
     except CharrnnError as e:
         _fail(str(e))
-
-
-def _viz(checkpoint_path, text, output, units, length, offset, top, unknown, quiet) -> None:
-    from charrnn import checkpoint, corpus
-    from charrnn.sample import encode_prime
-    from charrnn.trace import parse_unit, rank_units, trace
-    from charrnn.viz import render
-
-    _check_unknown(unknown)
-    if text != corpus.STDIN and not Path(text).exists():
-        raise CharrnnError(f"{text}: no such file (TEXT is a file; for a literal text: echo '...' | charrnn viz CHECKPOINT -)")
-    ckpt = checkpoint.load(checkpoint_path)
-    model, vocab = checkpoint.build_model(ckpt)
-    chosen = [parse_unit(u, model) for u in units]
-    sources = corpus.open_sources([text])
-    try:
-        body = corpus.read_text(sources)[offset : offset + length]
-    finally:
-        corpus.release(sources)
-    if not body:
-        raise CharrnnError(f"{text}: no text to show" + (f" after --offset {offset}" if offset else ""))
-    tr = trace(model, vocab, encode_prime(vocab, body, unknown, what="the text"))
-    ranking = rank_units(tr, top)
-    cfg = model.cfg
-    subtitle = f"{Path(ckpt['path'])} · {cfg.model} {cfg.layers}x{cfg.hidden}, {vocab.kind} vocabulary of {vocab.size}"
-    page = render(tr, f"charrnn viz: {Path(text).name if text != corpus.STDIN else 'stdin'}", subtitle, chosen, ranking)
-    try:
-        output.write_text(page, encoding="utf-8")
-    except OSError as e:
-        raise CharrnnError(f"cannot write {output} ({e.strerror or e})") from None
-    if not quiet:
-        for feature, scored in ranking.items():
-            best = ", ".join(f"{u.name} (r={r:+.2f})" for u, r in scored[:3])
-            print(f"{feature:<22}{best}", file=sys.stderr)
-    print(f"wrote {output}", file=sys.stderr)
 
 
 def main() -> None:

@@ -14,6 +14,9 @@ import json
 
 import numpy as np
 
+from pathlib import Path
+
+from charrnn.errors import CharrnnError
 from charrnn.trace import Trace, Unit
 
 SURPRISAL = "surprisal"
@@ -197,3 +200,35 @@ _PAGE = """<!doctype html>
 </body>
 </html>
 """
+
+
+def write_page(checkpoint_path: Path, text: str, output: Path, units: list[str], length: int, offset: int, top: int,
+               unknown: str) -> dict[str, list[tuple[Unit, float]]]:
+    """``charrnn viz``: read ``length`` characters of ``text`` (a file or - for stdin) from
+    ``offset`` through the model, write the page, and return the unit ranking it shows."""
+    from charrnn import checkpoint, corpus
+    from charrnn.sample import encode_prime
+    from charrnn.trace import parse_unit, rank_units, trace
+
+    if text != corpus.STDIN and not Path(text).exists():
+        raise CharrnnError(f"{text}: no such file (TEXT is a file; for a literal text: echo '...' | charrnn viz CHECKPOINT -)")
+    ckpt = checkpoint.load(checkpoint_path)
+    model, vocab = checkpoint.build_model(ckpt)
+    chosen = [parse_unit(u, model) for u in units]
+    sources = corpus.open_sources([text])
+    try:
+        body = corpus.read_text(sources)[offset : offset + length]
+    finally:
+        corpus.release(sources)
+    if not body:
+        raise CharrnnError(f"{text}: no text to show" + (f" after --offset {offset}" if offset else ""))
+    tr = trace(model, vocab, encode_prime(vocab, body, unknown, what="the text"))
+    ranking = rank_units(tr, top)
+    cfg = model.cfg
+    subtitle = f"{Path(ckpt['path'])} · {cfg.model} {cfg.layers}x{cfg.hidden}, {vocab.kind} vocabulary of {vocab.size}"
+    page = render(tr, f"charrnn viz: {Path(text).name if text != corpus.STDIN else 'stdin'}", subtitle, chosen, ranking)
+    try:
+        output.write_text(page, encoding="utf-8")
+    except OSError as e:
+        raise CharrnnError(f"cannot write {output} ({e.strerror or e})") from None
+    return ranking
