@@ -7,15 +7,15 @@ load is refused by the restricted unpickler before anything executes.
 
 from __future__ import annotations
 
-import os
 import pickle
 import shutil
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any
 
 import torch
 
 from charrnn.errors import CharrnnError
+from charrnn.files import write_atomic
 
 FORMAT = "charrnn"
 VERSION = 1
@@ -32,34 +32,13 @@ def save(obj: dict[str, Any], path: Path) -> None:
     from charrnn import __version__
 
     stamped = {"format": FORMAT, "version": VERSION, **obj, "charrnn_version": __version__}
-    _write_atomic(Path(path), lambda f: torch.save(stamped, f))
+    write_atomic(Path(path), lambda f: torch.save(stamped, f), "checkpoint")
 
 
 def copy(src: Path, dst: Path) -> None:
     """Copy a checkpoint file over ``dst`` as atomically as ``save`` writes one."""
     with open(src, "rb") as source:
-        _write_atomic(Path(dst), lambda f: shutil.copyfileobj(source, f))
-
-
-def _write_atomic(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError as e:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        raise CharrnnError(f"cannot write checkpoint {path} ({e.strerror or e})") from None
+        write_atomic(Path(dst), lambda f: shutil.copyfileobj(source, f), "checkpoint")
 
 
 def resolve(path: str | Path) -> Path:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +32,7 @@ import torch
 
 from charrnn import __version__
 from charrnn.errors import CharrnnError
+from charrnn.files import write_atomic
 from charrnn.model import LSTM_FAMILY, CharRNN
 
 FORMATS = ("onnx",)
@@ -66,22 +66,8 @@ def export_checkpoint(checkpoint_path: str | Path, output: str | Path, fmt: str 
         onnx.checker.check_model(proto, full_check=True)
     except onnx.checker.ValidationError as e:
         raise CharrnnError(f"the exported graph failed ONNX's checker ({str(e).splitlines()[0]})") from None
-    _write_atomic(Path(output), proto.SerializeToString())
+    write_atomic(Path(output), proto.SerializeToString())
     return Path(output)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """A temp file beside ``path`` renamed over it: an interrupted export leaves no torn model."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except OSError as e:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
-        raise CharrnnError(f"cannot write {path} ({e.strerror or e})") from None
 
 
 def metadata(model: CharRNN, vocab) -> dict[str, str]:

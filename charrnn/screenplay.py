@@ -10,12 +10,12 @@ markers) would make the XML invalid or crash its parser.
 from __future__ import annotations
 
 import io
-import os
 import sys
 from pathlib import Path
 from typing import Optional
 
 from charrnn.errors import CharrnnError
+from charrnn.files import write_atomic
 from charrnn.fountain import clean
 
 FORMATS = ("text", "fountain", "html", "pdf", "fdx")
@@ -168,22 +168,6 @@ def _pdf(play) -> bytes:
     return out.getvalue()
 
 
-def write_file(data: bytes, path: Path) -> None:
-    """Write beside ``path`` and rename over it: a reader never sees half a document, and a
-    failed render leaves the previous file in place."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except OSError as e:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        raise CharrnnError(f"cannot write {path} ({e.strerror or e})") from None
-
-
 class Writer:
     """Collects a sample and, at close, writes it in its format to a file or to stdout.
 
@@ -209,7 +193,7 @@ class Writer:
     def close(self) -> None:
         data = render("".join(self.parts), self.fmt, self.title, self.author)
         if self.output is not None:
-            write_file(data, self.output)
+            write_atomic(self.output, data)
             print(f"wrote {self.output}", file=sys.stderr)
         else:
             sys.stdout.buffer.write(data)
