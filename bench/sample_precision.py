@@ -27,7 +27,7 @@ from charrnn.corpus import decode  # noqa: E402
 from charrnn.data import split_point, val_streams  # noqa: E402
 from charrnn.evaluate import BURN_IN, MAX_STREAMS, TOKENS_PER_STREAM, evaluate  # noqa: E402
 from charrnn.model import select_state  # noqa: E402
-from charrnn.sample import Stepper  # noqa: E402
+from charrnn.stepper import Stepper  # noqa: E402
 
 
 @torch.no_grad()

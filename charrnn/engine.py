@@ -17,7 +17,8 @@ from typing import Any, Callable
 import torch
 
 from charrnn.model import CharRNN, select_state
-from charrnn.sample import RowNoise, Stepper, StopCutter, pick_rows, start_ids, warm_up
+from charrnn.sample import RowNoise, StopCutter, pick_rows, start_ids, warm_up
+from charrnn.stepper import Stepper
 
 # What a job's last event says: it reached max_tokens, or a stop string (or the server stopped).
 LENGTH, STOP = "length", "stop"

@@ -1,10 +1,5 @@
-"""Generating text: a one-token step with weights laid out once, and the sampling controls.
-
-``nn.LSTM`` called once per character re-packs its weights on every call; the ``Stepper``
-instead keeps pre-transposed, gate-fused matrices with pre-summed biases, and folds the first
-layer's input product into a lookup table (embedding x input weights), so each character costs
-one matrix-vector product per weight matrix and a handful of element-wise operations.
-"""
+"""Generating text: the sampling controls (temperature, top-k, top-p, per-row random streams,
+stop strings) around the one-token step of ``charrnn.stepper``."""
 
 from __future__ import annotations
 
@@ -14,10 +9,10 @@ from typing import Iterator
 
 import torch
 
-from charrnn.cells import CUSTOM_CELLS, cifg_step, peephole_step
 from charrnn.errors import CharrnnError
-from charrnn.model import LSTM_FAMILY, CharRNN, State
-from charrnn.precision import STEP_PRECISIONS, step_dtype
+from charrnn.model import CharRNN, State
+from charrnn.precision import STEP_PRECISIONS
+from charrnn.stepper import Stepper
 
 
 @dataclass
@@ -146,132 +141,6 @@ class RowNoise:
         self.gens += other.gens
         self.used += other.used
         self.buf = torch.cat([self.buf, other.buf])
-
-
-class Stepper:
-    """The model's own recurrence, one token at a time, for generation (no dropout).
-
-    The custom cells (peephole, cifg) run the very step functions their layers loop over in
-    training, fed from the same token table, so sampling cannot drift from the trained model.
-
-    ``precision`` (see ``charrnn.precision.step_dtype``) is the dtype of the recurrent matrices:
-    with bfloat16 each of their products reads half the bytes, accumulates in float32 and joins
-    its float32 bias, so the state, the gate arithmetic and the logits stay float32. The first
-    layer's token table (a step reads one row) and the small output layer stay float32.
-    """
-
-    def __init__(self, model: CharRNN, precision: str = "float32") -> None:
-        cfg = model.cfg
-        self.kind = cfg.model
-        self.layers = cfg.layers
-        self.hidden = cfg.hidden
-        self.dtype = step_dtype(precision, cfg.model, cfg.hidden)
-        rnn = model.rnn
-        with torch.no_grad():
-            w = lambda name: getattr(rnn, name).detach().float()
-            self.w_hh = [w(f"weight_hh_l{i}").t().contiguous() for i in range(cfg.layers)]
-            self.w_ih = [w(f"weight_ih_l{i}").t().contiguous() for i in range(cfg.layers)]
-            if self.kind in CUSTOM_CELLS:
-                # One bias per layer already; the recurrent product stays inside the step function.
-                self.b_ih = [w(f"bias_l{i}") for i in range(cfg.layers)]
-                if self.kind == "peephole":
-                    self.peep = [w(f"peephole_l{i}") for i in range(cfg.layers)]
-            else:
-                b_ih = [w(f"bias_ih_l{i}") for i in range(cfg.layers)]
-                b_hh = [w(f"bias_hh_l{i}") for i in range(cfg.layers)]
-                if self.kind == "gru":
-                    # The reset gate multiplies (W_hn h + b_hn), so b_hn cannot join the input bias.
-                    self.b_ih, self.b_hh = b_ih, b_hh
-                else:
-                    self.b_ih = [a + b for a, b in zip(b_ih, b_hh)]
-                    if self.kind == "lstm":
-                        # Gate columns reordered i, f, g, o -> i, f, o, g: one sigmoid over the
-                        # first three gates and one tanh per step instead of four calls.
-                        H = cfg.hidden
-                        order = torch.cat([torch.arange(2 * H), torch.arange(3 * H, 4 * H), torch.arange(2 * H, 3 * H)])
-                        self.w_hh = [m[:, order].contiguous() for m in self.w_hh]
-                        self.w_ih = [m[:, order].contiguous() for m in self.w_ih]
-                        self.b_ih = [b[order] for b in self.b_ih]
-                    # Layers above the first: one product of [x, h] with the stacked matrices.
-                    self.w_cat = [None] + [torch.cat([self.w_ih[i], self.w_hh[i]], 0) for i in range(1, cfg.layers)]
-            # Layer 0's input product depends only on the token: precompute it for every token.
-            self.table = torch.addmm(self.b_ih[0], model.embed.weight.detach().float(), self.w_ih[0])
-            self.w_out = model.head.weight.detach().float().t().contiguous()
-            self.b_out = model.head.bias.detach().float().clone()
-            if self.dtype == torch.bfloat16:
-                self.w_hh = [_pack_bfloat16(m) for m in self.w_hh]
-                if self.kind == "gru":
-                    self.w_ih = [_pack_bfloat16(m) for m in self.w_ih]
-                else:
-                    self.w_cat = [None] + [_pack_bfloat16(m) for m in self.w_cat[1:]]
-
-    @staticmethod
-    def _mm(bias: torch.Tensor, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        """``bias + x @ w`` in float32, ``w`` a float32 matrix or one packed by ``_pack_bfloat16``."""
-        if w.dtype == torch.float32:
-            return torch.addmm(bias, x, w)
-        # The product's bfloat16 result joins the float32 bias as float32 (type promotion).
-        return torch.add(bias, torch.ops.mkldnn._linear_pointwise(x.to(torch.bfloat16), w, None, "none", [], ""))
-
-    def step(self, tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
-        """Logits for the next token after ``tokens`` (batch,), and the new state.
-
-        The new state is written layer by layer into fresh tensors (no stacking at the end)."""
-        H, L, kind = self.hidden, self.layers, self.kind
-        paired = kind in LSTM_FAMILY
-        h_all, c_all = state if paired else (state, None)
-        if kind in CUSTOM_CELLS:
-            return self._custom_step(tokens, h_all, c_all)
-        h_next = torch.empty_like(h_all)
-        c_next = torch.empty_like(c_all) if paired else None
-        x = None
-        for i in range(L):
-            h = h_all[i]
-            if kind == "gru":
-                gi = torch.embedding(self.table, tokens) if i == 0 else self._mm(self.b_ih[i], x, self.w_ih[i])
-                gh = self._mm(self.b_hh[i], h, self.w_hh[i])
-                r = torch.sigmoid(gi[:, :H] + gh[:, :H])
-                z = torch.sigmoid(gi[:, H : 2 * H] + gh[:, H : 2 * H])
-                n = torch.tanh(gi[:, 2 * H :] + r * gh[:, 2 * H :])
-                x = torch.add(n, z * (h - n), out=h_next[i])
-                continue
-            if i == 0:
-                g = self._mm(torch.embedding(self.table, tokens), h, self.w_hh[0])
-            else:
-                g = self._mm(self.b_ih[i], torch.cat([x, h], 1), self.w_cat[i])
-            if kind == "lstm":
-                gates = torch.sigmoid(g[:, : 3 * H])
-                c = torch.addcmul(gates[:, H : 2 * H] * c_all[i], gates[:, :H], torch.tanh(g[:, 3 * H :]), out=c_next[i])
-                x = torch.mul(gates[:, 2 * H :], torch.tanh(c), out=h_next[i])
-            else:
-                x = torch.tanh(g, out=h_next[i])
-        logits = self._mm(self.b_out, x, self.w_out)
-        return logits, ((h_next, c_next) if paired else h_next)
-
-    def _custom_step(self, tokens: torch.Tensor, h_all: torch.Tensor, c_all: torch.Tensor) -> tuple[torch.Tensor, State]:
-        """Peephole and CIFG: the layers' own step functions (float32 only)."""
-        hs, cs = [], []
-        x = None
-        for i in range(self.layers):
-            gx = torch.embedding(self.table, tokens) if i == 0 else torch.addmm(self.b_ih[i], x, self.w_ih[i])
-            # The step functions take W_hh as the layer stores it, (G*H, H): the transpose
-            # of our pre-transposed copy, a view.
-            if self.kind == "peephole":
-                x, c = peephole_step(gx, h_all[i], c_all[i], self.w_hh[i].t(), self.peep[i])
-            else:
-                x, c = cifg_step(gx, h_all[i], c_all[i], self.w_hh[i].t())
-            hs.append(x)
-            cs.append(c)
-        logits = torch.addmm(self.b_out, x, self.w_out)
-        return logits, (torch.stack(hs), torch.stack(cs))
-
-
-def _pack_bfloat16(w: torch.Tensor) -> torch.Tensor:
-    """A (in, out) float32 matrix as bfloat16 in oneDNN's own blocked layout for one-row products,
-    laid out once. A bfloat16 ``torch.mm`` on a plain matrix re-lays it out on every call: on a
-    2-core Xeon with AMX the step's three products took 404 us that way against 265 us in
-    float32, and 200 us packed (one process, same minute)."""
-    return torch.ops.mkldnn._reorder_linear_weight(w.t().contiguous().to(torch.bfloat16), 1)
 
 
 def encode_prime(vocab, prime: str, unknown: str = "error", what: str = "prime text") -> list[int]:

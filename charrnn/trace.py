@@ -24,7 +24,8 @@ import torch
 
 from charrnn.errors import CharrnnError
 from charrnn.model import LSTM_FAMILY, CharRNN
-from charrnn.sample import Stepper, start_ids
+from charrnn.sample import start_ids
+from charrnn.stepper import Stepper
 
 TOP_PREDICTIONS = 5
 OPEN_QUOTES, CLOSE_QUOTES = "\u201c", "\u201d"

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from charrnn.model import CharRNN, ModelConfig
-from charrnn.sample import SampleOptions, StopCutter, Stepper, beam_search, filter_logits, generate, pick
+from charrnn.sample import SampleOptions, StopCutter, beam_search, filter_logits, generate, pick
+from charrnn.stepper import Stepper
 from charrnn.vocab import CharVocab
 
 from conftest import run_cli

@@ -8,7 +8,8 @@ import charrnn.sample
 from charrnn.errors import CharrnnError
 from charrnn.model import CELLS, CharRNN, ModelConfig
 from charrnn.precision import cpu_computes, step_dtype
-from charrnn.sample import SampleOptions, Stepper, generate
+from charrnn.sample import SampleOptions, generate
+from charrnn.stepper import Stepper
 from charrnn.vocab import CharVocab
 
 from conftest import run_cli
