@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import emit  # noqa: E402
-from dynamic import cpu_name  # noqa: E402
+from common import cpu_name  # noqa: E402
 
 from charrnn import checkpoint, corpus  # noqa: E402
 from charrnn.adapt import MAX_STEPS, PASSES, adapt_ids  # noqa: E402

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import platform
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -31,10 +34,49 @@ class PlainLSTM(nn.Module):
         return self.head(self.drop(out)), state
 
 
+def train_plain(train: np.ndarray, vocab: int, seconds: float, device: torch.device,
+                seed: int = 1337) -> tuple[PlainLSTM, dict]:
+    """The classic char-rnn recipe (nn.LSTM 2x512, embedding 512, seq 100, batch 64, Adam 2e-3,
+    dropout 0.2, clip 5, hidden state carried) for ``seconds`` of wall clock on token ids."""
+    torch.manual_seed(seed)
+    model = PlainLSTM(vocab).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    B, T = 64, 100
+    per = (len(train) - 1) // B
+    xs = torch.from_numpy(train[: B * per].reshape(B, per)).to(device)
+    ys = torch.from_numpy(train[1 : B * per + 1].reshape(B, per)).to(device)
+    state, k, steps = None, 0, 0
+    start = time.monotonic()
+    while time.monotonic() - start < seconds:
+        if (k + 1) * T > per:
+            k, state = 0, None
+        x, y = xs[:, k * T : (k + 1) * T], ys[:, k * T : (k + 1) * T]
+        logits, state = model(x, state)
+        state = tuple(s.detach() for s in state)
+        loss = nn.functional.cross_entropy(logits.reshape(-1, vocab), y.reshape(-1))
+        opt.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        opt.step()
+        k += 1
+        steps += 1
+    sync(device)
+    elapsed = time.monotonic() - start
+    return model, {"steps": steps, "chars_per_s": steps * B * T / elapsed, "train_s": elapsed,
+                   "passes": steps * B * T / len(train)}
+
+
 def sync(device: torch.device) -> None:
     """Wait for the GPU's queued work, so a host clock reads the time it took."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def cpu_name() -> str:
+    """The CPU's model name, and whether it has AMX (which changes what bfloat16 is worth)."""
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    name = next((l.split(":", 1)[1].strip() for l in info.splitlines() if l.startswith("model name")), None)
+    return (name or platform.processor() or "unknown") + (" (AMX)" if " amx_tile" in info else "")
 
 
 def emit(**fields) -> None:

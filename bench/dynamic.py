@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import platform
 import sys
 import time
 from pathlib import Path
@@ -21,7 +20,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import emit  # noqa: E402
+from common import cpu_name, emit  # noqa: E402
 
 from charrnn import checkpoint, corpus  # noqa: E402
 from charrnn.data import encode_text, split_point  # noqa: E402
@@ -37,13 +36,6 @@ def validation_text(path: Path, val_frac: float, keep_gutenberg: bool) -> str:
     sources = corpus.open_sources([str(path)])
     text = corpus.read_text(sources, keep_gutenberg)
     return text[split_point(len(text), val_frac) :]
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def main() -> None:

@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import PlainLSTM, corpus, emit, sync, train_cli  # noqa: E402
+from common import corpus, emit, train_cli, train_plain  # noqa: E402
 
 from charrnn.evaluate import evaluate  # noqa: E402
 
@@ -31,33 +29,8 @@ def plain_loop(path: Path, seconds: float, device: torch.device) -> dict:
     lookup = {c: i for i, c in enumerate(chars)}
     ids = np.array([lookup[c] for c in text], dtype=np.int64)
     n = int(0.9 * len(ids))
-    train, val = ids[:n], ids[n:]
-    torch.manual_seed(1337)
-    model = PlainLSTM(len(chars)).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
-    B, T = 64, 100
-    per = (len(train) - 1) // B
-    xs = torch.from_numpy(train[: B * per].reshape(B, per)).to(device)
-    ys = torch.from_numpy(train[1 : B * per + 1].reshape(B, per)).to(device)
-    state, k, steps = None, 0, 0
-    start = time.monotonic()
-    while time.monotonic() - start < seconds:
-        if (k + 1) * T > per:
-            k, state = 0, None
-        x, y = xs[:, k * T : (k + 1) * T], ys[:, k * T : (k + 1) * T]
-        logits, state = model(x, state)
-        state = tuple(s.detach() for s in state)
-        loss = nn.functional.cross_entropy(logits.reshape(-1, len(chars)), y.reshape(-1))
-        opt.zero_grad()
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-        opt.step()
-        k += 1
-        steps += 1
-    sync(device)
-    elapsed = time.monotonic() - start
-    score = evaluate(model, val, device)
-    return {"val_bpc": score.bpc, "steps": steps, "chars_per_s": steps * B * T / elapsed, "train_s": elapsed}
+    model, stats = train_plain(ids[:n], len(chars), seconds, device)
+    return {"val_bpc": evaluate(model, ids[n:], device).bpc, **stats}
 
 
 def main() -> None:
