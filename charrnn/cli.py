@@ -70,7 +70,7 @@ def _fail(message: str, code: int = 2) -> None:
 @app.command()
 def train(
     corpus: list[str] = typer.Argument(None, help="Text files or directories, or - for stdin. Default: the bundled demo screenplays (run dir checkpoints/demo)."),
-    preset: Optional[str] = typer.Option(None, help="tiny | small (default) | medium | large; explicit flags override it."),
+    preset: Optional[str] = typer.Option(None, help="auto (default: the size for this corpus, budget and machine) | tiny | small | medium | large; explicit flags override it."),
     model: Optional[str] = typer.Option(None, help="Recurrent cell: lstm | gru | rnn | peephole (peephole LSTM) | cifg (coupled input-forget gate LSTM)."),
     layers: Optional[int] = typer.Option(None, min=1, max=16, help="Stacked recurrent layers."),
     hidden: Optional[int] = typer.Option(None, min=1, max=16384, help="Hidden units per layer."),

@@ -35,7 +35,10 @@ PRESETS: dict[str, dict] = {
     "large": dict(model="lstm", layers=3, hidden=1024, embed=256, dropout=0.5, seq_len=200, batch_size=128,
                   lr=4e-3, weight_decay=0.1, time="60m"),
 }
-DEFAULT_PRESET = "small"
+# ``auto`` starts from small's values; charrnn.auto replaces them once the corpus is read and
+# this machine's speed is known (see docs/auto.md).
+PRESETS["auto"] = dict(PRESETS["small"])
+DEFAULT_PRESET = "auto"
 # Presets sized for a GPU: on a 2-core CPU the large preset's step takes ~25 s, so a smaller
 # preset learns more in the same time (the CLI says so before training).
 GPU_PRESETS = ("large",)

@@ -100,14 +100,15 @@ def train_run(corpus: Sequence[str] | None = None, *, preset: str | None = None,
     out = Path(out or Path("checkpoints") / corpora.corpus_name(paths))
     if out.exists() and not out.is_dir():
         raise CharrnnError(f"--out {out}: exists and is not a directory")
+    given = {k for k, v in flags.items() if v is not None} | ({"time"} if time is not None else set())
     with RunLock(out, log) if world.main else contextlib.nullcontext():
-        result = _train(paths, cfg, out, preset, resume_ckpt, init_from, quiet, log, world)
+        result = _train(paths, cfg, out, preset, resume_ckpt, init_from, quiet, log, world, given)
     return Finished(result, out, cfg, world.main)
 
 
-def _train(paths, cfg, out, preset, resume_ckpt, init_from, quiet, log, world) -> dict[str, Any]:
-    from charrnn import checkpoint, distributed, precision
-    from charrnn.config import GPU_PRESETS
+def _train(paths, cfg, out, preset, resume_ckpt, init_from, quiet, log, world, given) -> dict[str, Any]:
+    from charrnn import auto, checkpoint, distributed, precision
+    from charrnn.config import DEFAULT_PRESET, GPU_PRESETS
     from charrnn.corpus import STDIN
     from charrnn.second_run import fit_retraining
     from charrnn.train import Trainer, pick_device
@@ -127,6 +128,10 @@ def _train(paths, cfg, out, preset, resume_ckpt, init_from, quiet, log, world) -
     distributed.start(world, device)
     try:
         data = _prepare(paths, cfg, out, init, resume_ckpt, quiet, log, world)
+        if resume_ckpt is None and (preset or DEFAULT_PRESET) == "auto":
+            unit = "char" if data.vocab.kind == "char" else "token"
+            cfg = auto.resolve(cfg, given, len(data.train), data.vocab.size, unit, device, world, init,
+                               log if world.main and not quiet else lambda message: None)
         trainer = Trainer(cfg, data, out, quiet=quiet, log=log, resume=resume_ckpt, init_from=init, world=world,
                           device=device)
         # A resumed first run goes on to a second one only if it knows it is a first run (versions

@@ -1,0 +1,228 @@
+"""``--preset auto``: the model for this corpus, this budget and this machine.
+
+The tokens a run reads in its budget decide which size learns most. A model needs to read a
+number of tokens in proportion to its parameters before it beats a smaller one (below that it is
+still undertrained when the budget ends), so auto takes the largest size of a ladder that reads
+at least TOKENS_PER_PARAM tokens per parameter, where the reading rate of each size is timed on
+this machine (``charrnn.speed``). How often the run will read its text then sets the dropout:
+a model that sees its text many times memorises it, the more so the more parameters it has per
+token of text. The constants come from the sweeps in docs/auto.md (``bench/auto.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
+
+from charrnn.config import TrainConfig
+
+if TYPE_CHECKING:
+    import torch
+
+    from charrnn.distributed import World
+
+
+@dataclass(frozen=True)
+class Size:
+    """One rung of the ladder, with the training settings measured for models of its size."""
+
+    layers: int
+    hidden: int
+    embed: int
+    seq_len: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+
+    @property
+    def name(self) -> str:
+        return f"{self.layers}x{self.hidden}"
+
+    def params(self, vocab: int) -> int:
+        """Parameters of the LSTM with this size and ``vocab`` tokens (embedding, layers, head)."""
+        h, e = self.hidden, self.embed
+        recurrent = 4 * h * (e + h) + 8 * h + (self.layers - 1) * (4 * h * 2 * h + 8 * h)
+        return vocab * e + recurrent + h * vocab + vocab
+
+
+# From the presets (tiny = 2x256, small = 2x512, medium = 3x640, large = 3x1024) with sizes
+# between them; each rung keeps the batch, window and learning rate of the preset nearest it.
+LADDER = (
+    Size(2, 128, 128, 64, 32, 1e-2, 0.01),
+    Size(2, 256, 128, 64, 32, 1e-2, 0.01),
+    Size(2, 384, 128, 100, 32, 1e-2, 0.1),
+    Size(2, 512, 128, 100, 32, 1e-2, 0.1),
+    Size(3, 640, 128, 100, 32, 6e-3, 0.1),
+    Size(3, 1024, 256, 200, 128, 4e-3, 0.1),
+)
+TOKENS_PER_PARAM = 2.5
+# ...and has at most this many parameters per token of training text: past it a larger model
+# only memorises a short text sooner, whatever its dropout.
+MAX_PARAMS_PER_TOKEN = 50.0
+# Dropout by parameters per training token, for a run that reads its text at least
+# MEMORISING_PASSES times (below that it barely sees a token twice and needs none).
+MEMORISING_PASSES = 2.0
+DROPOUT_BY_PARAMS_PER_TOKEN = ((1.5, 0.0), (5.0, 0.2), (float("inf"), 0.3))
+# The fresh second run after an early stop (charrnn.second_run) has this much more dropout.
+RETRAIN_EXTRA_DROPOUT = 0.1
+
+SIZE_FLAGS = ("model", "layers", "hidden", "embed")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What stops the run: a time in seconds, a number of steps, or passes over the text."""
+
+    seconds: float | None = None
+    steps: int | None = None
+    epochs: float | None = None
+
+    def tokens(self, size: Size, corpus_tokens: int, speed: Callable[[Size], float]) -> float:
+        """Tokens a run of ``size`` reads in this budget (the run stops at the first limit)."""
+        limits = []
+        if self.steps is not None:
+            limits.append(float(self.steps * size.batch_size * size.seq_len))
+        if self.epochs is not None:
+            limits.append(self.epochs * corpus_tokens)
+        if self.seconds is not None:
+            limits.append(speed(size) * self.seconds)
+        return min(limits) if limits else 0.0
+
+    @property
+    def timed(self) -> bool:
+        return self.seconds is not None
+
+    def describe(self) -> str:
+        if self.steps is not None:
+            return f"{self.steps:,} steps"
+        if self.epochs is not None:
+            return f"{self.epochs:g} passes"
+        s = self.seconds or 0.0
+        return f"{s / 3600:.3g} h" if s >= 3600 else f"{s / 60:.3g} min" if s >= 60 else f"{s:.3g} s"
+
+
+@dataclass(frozen=True)
+class Choice:
+    size: Size
+    dropout: float
+    retrain_dropout: float
+    tokens_read: float  # in the budget
+    passes: float
+    speed: float | None  # tokens per second, for a time budget
+
+
+def dropout_for(params: int, corpus_tokens: int, passes: float) -> float:
+    if passes < MEMORISING_PASSES:
+        return 0.0
+    ratio = params / max(1, corpus_tokens)
+    return next(d for limit, d in DROPOUT_BY_PARAMS_PER_TOKEN if ratio < limit)
+
+
+def choose(corpus_tokens: int, vocab: int, budget: Budget, speed: Callable[[Size], float],
+           ladder: tuple[Size, ...] | None = None) -> Choice:
+    """The largest rung that reads TOKENS_PER_PARAM tokens per parameter in the budget and has
+    at most MAX_PARAMS_PER_TOKEN parameters per token of text (the smallest rung if none does).
+    ``speed`` is called from the smallest rung up and not past the first that falls short, so a
+    slow machine never times a size it could not train."""
+    ladder = ladder or LADDER
+    chosen, read = ladder[0], budget.tokens(ladder[0], corpus_tokens, speed)
+    for size in ladder[1:]:
+        p = size.params(vocab)
+        if p > MAX_PARAMS_PER_TOKEN * corpus_tokens:
+            break
+        tokens = budget.tokens(size, corpus_tokens, speed)
+        if tokens < TOKENS_PER_PARAM * p:
+            break
+        chosen, read = size, tokens
+    passes = read / max(1, corpus_tokens)
+    dropout = dropout_for(chosen.params(vocab), corpus_tokens, passes)
+    retrain = min(0.5, dropout + RETRAIN_EXTRA_DROPOUT)
+    rate = speed(chosen) if budget.timed else None
+    return Choice(chosen, dropout, retrain, read, passes, rate)
+
+
+def apply(cfg: TrainConfig, choice: Choice, given: set[str]) -> TrainConfig:
+    """``cfg`` with the choice's settings, except those the user gave as flags."""
+    s = choice.size
+    values = dict(layers=s.layers, hidden=s.hidden, embed=s.embed, seq_len=s.seq_len, batch_size=s.batch_size,
+                  lr=s.lr, weight_decay=s.weight_decay, dropout=choice.dropout, retrain_dropout=choice.retrain_dropout,
+                  retrain_length=1.5 if s.hidden >= 384 else 1.0)
+    if "dropout" in given:
+        values.pop("retrain_dropout")  # a dropout the user chose holds for both runs
+    for name, value in values.items():
+        if name not in given:
+            setattr(cfg, name, value)
+    return cfg
+
+
+def describe(choice: Choice, cfg: TrainConfig, corpus_tokens: int, unit: str, given: set[str],
+             timed: str) -> str:
+    """The one line that says what auto chose and why."""
+    budget = Budget(cfg.time, cfg.steps, cfg.epochs).describe()
+    speed = f" at ~{float(f'{choice.speed:.3g}'):,.0f} {unit}s/s {timed}" if choice.speed is not None else ""
+    passes = f": ~{choice.passes:.3g} passes" if choice.passes == choice.passes else ""
+    kept = sorted(given & {*SIZE_FLAGS, "dropout", "seq_len", "batch_size", "lr", "weight_decay"})
+    overrides = f" (given: {', '.join('--' + k.replace('_', '-') for k in kept)})" if kept else ""
+    return (f"auto: {cfg.model.upper()} {cfg.layers}x{cfg.hidden}, dropout {cfg.dropout:g}, batch {cfg.batch_size} x seq "
+            f"{cfg.seq_len} — {_count(corpus_tokens)} {unit}s, {budget}{speed}{passes}{overrides}")
+
+
+def _count(n: float) -> str:
+    return f"{n / 1e6:.3g}M" if n >= 1e6 else f"{n / 1e3:.3g}k" if n >= 1e3 else f"{n:.0f}"
+
+
+def resolve(cfg: TrainConfig, given: set[str], corpus_tokens: int, vocab: int, unit: str, device: torch.device,
+            world: World, init: dict | None, log: Callable[[str], None]) -> TrainConfig:
+    """Fill ``cfg`` (the auto preset's) with what auto chooses for this corpus, budget and machine.
+
+    Sizes given as flags, or fixed by the checkpoint a fine-tune starts from, are kept; auto then
+    sets the rest (dropout, window, batch, learning rate) for that size. The timing's seconds
+    come out of a time budget. Under torchrun every rank takes the largest rung any rank chose,
+    so all train the same model.
+    """
+    from charrnn import distributed, precision
+    from charrnn.speed import Speeds
+
+    fixed = {k: init["model_config"][k] for k in (*SIZE_FLAGS, "tie") if init is not None and k not in given}
+    for name, value in fixed.items():
+        setattr(cfg, name, value)
+    kept = given | set(fixed)
+    speeds = Speeds(device, precision.resolve(cfg.precision, device, "lstm"), vocab, world.size)
+    budget = Budget(cfg.time, cfg.steps, cfg.epochs)
+    if kept & {"layers", "hidden", "embed"}:
+        choice = _for_size(cfg, kept, corpus_tokens, vocab, budget, speeds)
+    else:
+        choice = choose(corpus_tokens, vocab, budget, speeds)
+        rung = int(distributed.max_all(world, float(LADDER.index(choice.size)))[0])
+        if LADDER[rung] != choice.size:
+            choice = _for_size(_with_size(cfg, LADDER[rung]), {"layers", "hidden", "embed"}, corpus_tokens, vocab,
+                               budget, speeds)
+    cfg = apply(cfg, choice, kept)
+    if cfg.time is not None and speeds.seconds:
+        cfg.time = max(cfg.time - speeds.seconds, 0.1 * cfg.time)
+    timed = f"(timed in {speeds.seconds:.1f} s)" if speeds.measured else "(timed earlier on this machine)"
+    log(describe(choice, cfg, corpus_tokens, unit, given, timed))
+    return cfg
+
+
+def _with_size(cfg: TrainConfig, size: Size) -> TrainConfig:
+    cfg.layers, cfg.hidden, cfg.embed = size.layers, size.hidden, size.embed
+    return cfg
+
+
+def _for_size(cfg: TrainConfig, kept: set[str], corpus_tokens: int, vocab: int, budget: Budget,
+              speed: Callable[[Size], float]) -> Choice:
+    """The choice for a size fixed by flags or a checkpoint: the settings of the rung nearest
+    its width, its dropout from how often it will read the text."""
+    from dataclasses import replace
+
+    near = min(LADDER, key=lambda s: abs(s.hidden - cfg.hidden))
+    size = replace(near, layers=cfg.layers, hidden=cfg.hidden, embed=cfg.embed,
+                   **{k: getattr(cfg, k) for k in ("seq_len", "batch_size") if k in kept})
+    if "dropout" in kept:  # nothing left that needs the size's speed: do not time it
+        return Choice(size, cfg.dropout, cfg.dropout, float("nan"), float("nan"), None)
+    read = budget.tokens(size, corpus_tokens, speed)
+    passes = read / max(1, corpus_tokens)
+    dropout = dropout_for(size.params(vocab), corpus_tokens, passes)
+    rate = speed(size) if budget.timed else None
+    return Choice(size, dropout, min(0.5, dropout + RETRAIN_EXTRA_DROPOUT), read, passes, rate)
