@@ -187,7 +187,7 @@ def resolve(cfg: TrainConfig, given: set[str], corpus_tokens: int, vocab: int, u
     for name, value in fixed.items():
         setattr(cfg, name, value)
     kept = given | set(fixed)
-    speeds = Speeds(device, precision.resolve(cfg.precision, device, "lstm"), vocab, world.size)
+    speeds = Speeds(device, precision.resolve(cfg.precision, device, cfg.model), vocab, world.size, cfg.model)
     budget = Budget(cfg.time, cfg.steps, cfg.epochs)
     if kept & {"layers", "hidden", "embed"}:
         choice = _for_size(cfg, kept, corpus_tokens, vocab, budget, speeds)

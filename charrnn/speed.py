@@ -49,7 +49,7 @@ def machine() -> str:
     return f"{cpu}|torch {torch.__version__}|threads {torch.get_num_threads()}"
 
 
-def _key(device: torch.device, precision: Precision, shape: tuple[int, ...]) -> str:
+def _key(device: torch.device, precision: Precision, shape: tuple) -> str:
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
     text = f"{machine()}|{where}|{precision.name}|{shape}"
     return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -62,9 +62,9 @@ class Speeds:
     and ``seconds`` how long the timing took, which the run's time budget pays for.
     """
 
-    def __init__(self, device: torch.device, precision: Precision, vocab: int, ranks: int = 1,
+    def __init__(self, device: torch.device, precision: Precision, vocab: int, ranks: int = 1, model: str = "lstm",
                  cache: Path | None = None) -> None:
-        self.device, self.precision, self.vocab, self.ranks = device, precision, vocab, ranks
+        self.device, self.precision, self.vocab, self.ranks, self.model = device, precision, vocab, ranks, model
         self.cache = cache or cache_path()
         self.measured = 0
         self.seconds = 0.0
@@ -77,7 +77,8 @@ class Speeds:
         """Tokens per second of all ranks together (each steps its share of the batch)."""
         rows = max(1, size.batch_size // self.ranks)
         # The vocabulary to the next power of two: the head's cost moves with it, a few characters don't.
-        shape = (size.layers, size.hidden, size.embed, size.seq_len, rows, 1 << max(0, self.vocab - 1).bit_length())
+        shape = (self.model, size.layers, size.hidden, size.embed, size.seq_len, rows,
+                 1 << max(0, self.vocab - 1).bit_length())
         key = _key(self.device, self.precision, shape)
         if key not in self._known:
             start = time.monotonic()
@@ -97,14 +98,15 @@ class Speeds:
             pass
 
 
-def time_steps(shape: tuple[int, ...], device: torch.device, precision: Precision) -> float:
-    """Tokens per second of a training step (forward, backward, AdamW) of an LSTM of ``shape``
+def time_steps(shape: tuple, device: torch.device, precision: Precision) -> float:
+    """Tokens per second of a training step (forward, backward, AdamW) of a model of ``shape``
     on random tokens, after one untimed step (oneDNN and cuDNN set up their kernels on the first)."""
     from charrnn.model import CharRNN, ModelConfig
 
-    layers, hidden, embed, seq_len, rows, vocab = shape
+    kind, layers, hidden, embed, seq_len, rows, vocab = shape
     torch.manual_seed(0)
-    model = CharRNN(ModelConfig(vocab_size=vocab, layers=layers, hidden=hidden, embed=embed, dropout=0.0)).to(device)
+    model = CharRNN(ModelConfig(vocab_size=vocab, model=kind, layers=layers, hidden=hidden, embed=embed,
+                                dropout=0.0)).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=device.type in ("cpu", "cuda"))
     x = torch.randint(vocab, (rows, seq_len + 1), device=device)
 
