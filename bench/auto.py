@@ -90,6 +90,19 @@ def _metrics(out: Path) -> list[list[dict]]:
     return [[json.loads(l) for l in p.read_text().splitlines()] for p in runs if p.is_file()]
 
 
+def _val_share(runs: list[list[dict]], chars_per_step: int) -> float:
+    """The share of the training clock not spent in steps: validation and checkpoints (a metrics
+    line's chars/s leaves them out)."""
+    stepping = elapsed = 0.0
+    for run in runs:
+        prev = 0
+        for line in run:
+            stepping += (line["step"] - prev) * chars_per_step / max(line["chars_per_s"], 1e-9)
+            prev = line["step"]
+        elapsed += run[-1]["elapsed"]
+    return max(0.0, 1 - stepping / elapsed) if elapsed else 0.0
+
+
 def run_charrnn(path: Path, seconds: float, who: str, seed: int, held_out: str) -> dict:
     with tempfile.TemporaryDirectory() as out:
         cmd = [sys.executable, "-m", "charrnn", "train", str(path), "--time", f"{seconds:g}s", "--out", out,
@@ -106,6 +119,7 @@ def run_charrnn(path: Path, seconds: float, who: str, seed: int, held_out: str) 
         runs = _metrics(Path(out))
         model = load(Path(out) / "best.pt")
         score, _ = score_text(model.net, model.vocab, held_out, skip_unknown=True)
+        cfg = torch.load(Path(out) / "last.pt", weights_only=True)["train_config"]
     speeds = [l["chars_per_s"] for run in runs for l in run[1:] or run]
     return {
         "chose": next((l for l in lines if l.startswith("auto:")), None),
@@ -117,6 +131,7 @@ def run_charrnn(path: Path, seconds: float, who: str, seed: int, held_out: str) 
         "run_best_val_bpc": min(l["val_bpc"] for run in runs for l in run if l["val_bpc"] is not None),
         "chars_per_s": round(statistics.median(speeds)),
         "max_rss_mb": round(usage.ru_maxrss / 1024),
+        "val_share": round(_val_share(runs, cfg["batch_size"] * cfg["seq_len"]), 4),
         "wall_s": round(wall, 1),
         "params": sum(p.numel() for p in model.net.parameters()),
         "tokens": None,
@@ -133,7 +148,7 @@ def run_plain(seconds: float, seed: int, train_text: str, held_out: str) -> dict
     score = evaluate(model, encode(held_out), device)
     return {"chose": None, "flags": "plain nn.LSTM 2x512 loop", "steps": stats["steps"],
             "passes": round(stats["passes"], 3), "second_run": False, "val_bpc": round(score.bpc, 4),
-            "run_best_val_bpc": None, "chars_per_s": round(stats["chars_per_s"]), "max_rss_mb": None,
+            "run_best_val_bpc": None, "chars_per_s": round(stats["chars_per_s"]), "max_rss_mb": None, "val_share": None,
             "wall_s": round(time.monotonic() - start, 1), "params": sum(p.numel() for p in model.parameters()),
             "tokens": None}
 
