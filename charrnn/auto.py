@@ -122,13 +122,16 @@ def choose(corpus_tokens: int, vocab: int, budget: Budget, speed: Callable[[Size
            ladder: tuple[Size, ...] | None = None) -> Choice:
     """The largest rung that reads TOKENS_PER_PARAM tokens per parameter in the budget and has
     at most MAX_PARAMS_PER_TOKEN parameters per token of text (the smallest rung if none does).
-    ``speed`` is called from the smallest rung up and not past the first that falls short, so a
-    slow machine never times a size it could not train."""
+    ``speed`` is called from the smallest rung up, and not for a rung that could not qualify even
+    at the speed of the rung below it, so a slow machine never times a size it could not train."""
     ladder = ladder or LADDER
     chosen, read = ladder[0], budget.tokens(ladder[0], corpus_tokens, speed)
     for size in ladder[1:]:
         p = size.params(vocab)
         if p > MAX_PARAMS_PER_TOKEN * corpus_tokens:
+            break
+        # A larger size is never faster: at the last one's speed it reads at most this much.
+        if budget.tokens(size, corpus_tokens, lambda s: speed(chosen)) < TOKENS_PER_PARAM * p:
             break
         tokens = budget.tokens(size, corpus_tokens, speed)
         if tokens < TOKENS_PER_PARAM * p:
@@ -198,10 +201,10 @@ def resolve(cfg: TrainConfig, given: set[str], corpus_tokens: int, vocab: int, u
             choice = _for_size(_with_size(cfg, LADDER[rung]), {"layers", "hidden", "embed"}, corpus_tokens, vocab,
                                budget, speeds)
     cfg = apply(cfg, choice, kept)
-    if cfg.time is not None and speeds.seconds:
-        cfg.time = max(cfg.time - speeds.seconds, 0.1 * cfg.time)
     timed = f"(timed in {speeds.seconds:.1f} s)" if speeds.measured else "(timed earlier on this machine)"
     log(describe(choice, cfg, corpus_tokens, unit, given, timed))
+    if cfg.time is not None and speeds.seconds:
+        cfg.time = max(cfg.time - speeds.seconds, 0.1 * cfg.time)
     return cfg
 
 

@@ -92,8 +92,17 @@ def test_timing_stops_at_the_first_rung_that_falls_short():
 
     choice = choose(10_000_000, VOCAB, Budget(seconds=120), speed)
     last = LADDER.index(choice.size)
-    assert timed[: last + 2] == list(LADDER[: last + 2])
+    assert set(timed) <= set(LADDER[: last + 2]) and choice.size in timed
     assert LADDER[-1] not in timed
+    # A rung that could not qualify even at the speed of the one below is not timed at all.
+    timed.clear()
+
+    def slow(size):
+        timed.append(size)
+        return 100.0
+
+    assert choose(10_000_000, VOCAB, Budget(seconds=120), slow).size == LADDER[0]
+    assert set(timed) == {LADDER[0]}
 
 
 def test_speeds_are_timed_once_per_machine_and_settings(tmp_path):
