@@ -185,20 +185,24 @@ def run_cells(args: argparse.Namespace) -> None:
 
 
 def table(results: Path) -> None:
-    """One row per corpus and budget: each who's val bpc (mean over seeds, with the spread)."""
+    """One row per corpus and budget: each who's val bpc (mean over seeds, with the spread), and
+    what auto chose."""
     rows = [json.loads(l) for l in results.read_text().splitlines() if l.strip()]
     whos = list(dict.fromkeys(r["who"] for r in rows))
     cells: dict[tuple, dict[str, list[float]]] = {}
+    chose: dict[tuple, str] = {}
     for r in rows:
         cells.setdefault((r["corpus"], r["minutes"]), {}).setdefault(r["who"], []).append(r["val_bpc"])
-    print("| corpus | minutes | " + " | ".join(whos) + " |")
-    print("|---|---|" + "---|" * len(whos))
-    for (corpus, minutes), by_who in cells.items():
+        if r.get("chose"):
+            chose[(r["corpus"], r["minutes"])] = r["chose"].split(" — ")[0].removeprefix("auto: ")
+    print("| corpus | minutes | " + " | ".join(whos) + " | auto chose |")
+    print("|---|---|" + "---|" * (len(whos) + 1))
+    for key, by_who in cells.items():
         values = []
         for w in whos:
             v = by_who.get(w)
             values.append("" if not v else f"{statistics.mean(v):.3f}" + (f" ±{(max(v) - min(v)) / 2:.3f}" if len(v) > 1 else ""))
-        print(f"| {corpus} | {minutes:g} | " + " | ".join(values) + " |")
+        print(f"| {key[0]} | {key[1]:g} | " + " | ".join(values) + f" | {chose.get(key, '')} |")
 
 
 def main() -> None:

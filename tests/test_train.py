@@ -347,7 +347,8 @@ def test_the_second_run_takes_the_presets_dropout_unless_dropout_was_given(tmp_p
     assert make_config("small", {"dropout": 0.1}).retrain_dropout is None  # the user's dropout holds for both runs
     at = TINY.index("--dropout")
     out = tmp_path / "run"
-    flags = [*TINY[:at], *TINY[at + 2 :], "--lr", "3e-2", "--eval-every", "5", "--patience", "3", "--out", out, "--quiet"]
+    flags = [*TINY[:at], *TINY[at + 2 :], "--preset", "small", "--lr", "3e-2", "--eval-every", "5", "--patience", "3",
+             "--out", out, "--quiet"]
     r = run_cli("train", noise, *flags, "--steps", "2000")
     assert r.exit_code == 0, r.stderr
     first = checkpoint.load(out / "first" / "last.pt")
