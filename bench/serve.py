@@ -8,7 +8,7 @@ machine it shares the cores with the server. Per result one JSON line: aggregate
 per-client characters/s, time to the first character, p50/p99 gap between events, and the
 ratio to the matching `charrnn sample` batch. Then the server's RSS at the 1,000th and the
 N-th short request (--rss-requests, default 10,000; 0 skips it).
-Usage: python bench/serve.py [--chars 1500] [--rss-requests 10000]
+Usage: python bench/serve.py [--chars 1500] [--clients 1,4,16,64] [--threads default,1] [--rss-requests 10000]
 """
 
 from __future__ import annotations
@@ -128,27 +128,31 @@ def main() -> None:
     ap.add_argument("--chars", type=int, default=1500, help="characters per client")
     ap.add_argument("--rss-requests", type=int, default=10_000)
     ap.add_argument("--threads", default="default,1", help="OMP_NUM_THREADS settings of the server to compare")
+    ap.add_argument("--clients", default="1,4,16,64", help="concurrent client counts to measure (16 and 64 compare "
+                    "against --num-samples 16 and 64, the others against batch 1)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = Path(tmp) / "lstm-2x512" / "best.pt"
         ckpt.parent.mkdir()
         model, vocab = make_checkpoint(ckpt)
-        refs = {b: cli_rate(model, vocab, b, args.chars if b == 1 else args.chars // 2) for b in (1, 16, 64)}
+        counts = [int(c) for c in args.clients.split(",")]
+        batches = sorted({1} | {c for c in counts if c >= 16})
+        refs = {b: cli_rate(model, vocab, b, args.chars if b == 1 else args.chars // 2) for b in batches}
         for b, rate in refs.items():
             emit(bench="serve", who=f"charrnn sample --num-samples {b} (generation loop)", chars_per_s=round(rate, 1),
                  threads=torch.get_num_threads())
         for k, threads in enumerate(args.threads.split(",")):
-            measure_server(ckpt, args, refs, threads, rss=k == 0 and args.rss_requests > 0)
+            measure_server(ckpt, args, counts, refs, threads, rss=k == 0 and args.rss_requests > 0)
 
 
-def measure_server(ckpt: Path, args, refs: dict[int, float], threads: str, rss: bool) -> None:
+def measure_server(ckpt: Path, args, counts: list[int], refs: dict[int, float], threads: str, rss: bool) -> None:
     env = {**os.environ, **({"OMP_NUM_THREADS": threads} if threads != "default" else {})}
     server = subprocess.Popen([sys.executable, "-m", "charrnn", "serve", str(ckpt.parent), "--port", "0", "--quiet",
                                "--max-tokens", "100000"], stderr=subprocess.PIPE, text=True, env=env)
     try:
         port = int(re.search(r":(\d+) ", server.stderr.readline()).group(1))
         asyncio.run(clients(port, 1, 50))  # warm: first-request costs out of the measurement
-        for count in (1, 4, 16, 64):
+        for count in counts:
             chars = args.chars if count < 16 else args.chars // 2
             results = asyncio.run(clients(port, count, chars))
             ref_batch = 1 if count < 16 else count

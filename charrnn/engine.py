@@ -78,8 +78,10 @@ class _Row:
 class Engine:
     """The worker that owns one model. ``submit`` and ``cancel`` are safe from any thread."""
 
-    def __init__(self, model: CharRNN, vocab, sink: Sink, device: torch.device | str = "cpu") -> None:
+    def __init__(self, model: CharRNN, vocab, sink: Sink, device: torch.device | str = "cpu",
+                 threads: int | None = None) -> None:
         self.model = model.eval().to(device)
+        self.threads = threads
         self.vocab = vocab
         self.device = torch.device(device)
         self.sink = sink
@@ -133,6 +135,9 @@ class Engine:
         self._thread.join(timeout)
 
     def _work(self) -> None:
+        if self.threads is not None:
+            # torch's thread count is per calling thread: this one is the model's.
+            torch.set_num_threads(self.threads)
         with torch.no_grad():
             while True:
                 with self._wake:

@@ -54,12 +54,26 @@ class ServerState:
     max_concurrent: int = 64
     quiet: bool = False
     device: str = "cpu"
+    threads: int = field(default_factory=lambda: model_threads())
     active: int = 0
     engines: list[Engine] = field(default_factory=list)
 
 
+def model_threads() -> int:
+    """Torch threads for each model's worker: OMP_NUM_THREADS if set, else every core, since the
+    event loop mostly waits (2-core Xeon, `bench/serve.py`, one client: 1,366 chars/s with two
+    threads against 1,010 with one)."""
+    value = os.environ.get("OMP_NUM_THREADS", "")
+    return int(value) if value.isdigit() and int(value) > 0 else len(os.sched_getaffinity(0))
+
+
 def load_models(paths: list[str]) -> dict[str, Served]:
-    """Each checkpoint or run directory, named by its run directory (or its file's stem)."""
+    """Each checkpoint or run directory, named by its run directory (or its file's stem).
+
+    This (the event loop's) thread then computes on one torch thread, before it runs any torch
+    operation: once it has run one on an OpenMP team of its own, every step of a worker's team
+    took 1.7-2.3x as long (2-core Xeon, one process, same minute)."""
+    torch.set_num_threads(1)
     files = [checkpoint.resolve(p) for p in paths] if paths else [checkpoint.latest_run()]
     served: dict[str, Served] = {}
     for f in files:
@@ -76,7 +90,7 @@ def create_app(state: ServerState) -> FastAPI:
     async def lifespan(app: FastAPI):
         loop = asyncio.get_running_loop()
         for served in state.models.values():
-            served.engine = Engine(served.model, served.vocab, _sink(loop), state.device)
+            served.engine = Engine(served.model, served.vocab, _sink(loop), state.device, state.threads)
             state.engines.append(served.engine)
         yield
         for engine in state.engines:
@@ -363,10 +377,6 @@ class _Server(uvicorn.Server):
 def run(state: ServerState, host: str, port: int) -> None:
     """Serve until SIGINT or SIGTERM. The socket is bound here, so a port in use is one error
     line and ``--port 0`` reports the port it got."""
-    if "OMP_NUM_THREADS" not in os.environ:
-        # The model's worker and the event loop share the cores: torch gets all but one. On a
-        # 2-core Xeon one thread served one client at 1,182 chars/s against 826 with two.
-        torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) - 1))
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
