@@ -1,7 +1,8 @@
 """``charrnn serve``: the OpenAI-compatible HTTP side, one function per endpoint.
 
 The event loop only parses, routes and writes: every model runs in its ``Engine``'s worker
-thread, which hands each tick's text back with one ``call_soon_threadsafe``.
+thread, which posts each tick's text to the requests' mailboxes (``charrnn.mailbox``) and wakes
+the loop, with one ``call_soon_threadsafe``, only for readers that are waiting.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from charrnn import checkpoint
 from charrnn.completions import ApiError, CompletionRequest, choice, completion, parse_completion, sse, usage
 from charrnn.engine import Engine, Job
 from charrnn.errors import CharrnnError
+from charrnn.mailbox import Mailbox, deliver
 from charrnn.playground import PAGE
 from charrnn.sample import encode_prime
 
@@ -110,13 +112,8 @@ def create_app(state: ServerState) -> FastAPI:
 
 
 def _sink(loop: asyncio.AbstractEventLoop):
-    def deliver(events) -> None:
-        for job, text, finish in events:
-            job.listener.put_nowait((job.index, text, finish))
-
     def sink(events) -> None:
-        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is listening
-            loop.call_soon_threadsafe(deliver, events)
+        deliver(loop, ((job.listener, (job.index, text, finish)) for job, text, finish in events))
 
     return sink
 
@@ -152,10 +149,10 @@ async def completions(request: Request):
         raise ApiError(429, f"the server is at its limit of {state.max_concurrent} concurrent requests; retry shortly",
                        code="rate_limit_exceeded", kind="rate_limit_error", headers={"Retry-After": "1"})
     state.active += 1
-    queue: asyncio.Queue = asyncio.Queue()
+    box = Mailbox(asyncio.get_running_loop())
     jobs = [job for group in groups for job in group]
     for job in jobs:
-        job.listener = queue
+        job.listener = box
     for group in groups:
         served.engine.submit(group)
     log = request.scope["charrnn.log"]
@@ -166,9 +163,9 @@ async def completions(request: Request):
 
     head = (f"cmpl-{secrets.token_hex(12)}", int(time.time()), served.name)
     if req.stream:
-        return _Stream(_stream(req, head, jobs, queue, prompt_tokens, log), release)
+        return _Stream(_stream(req, head, jobs, box, prompt_tokens, log), release)
     try:
-        result = await _until_disconnect(request, _collect(jobs, queue))
+        result = await _until_disconnect(request, _collect(jobs, box))
     finally:
         release()
     if result is None:
@@ -231,14 +228,15 @@ def _jobs(req: CompletionRequest, served: Served) -> tuple[list[list[Job]], int]
     return groups, prompt_tokens
 
 
-async def _collect(jobs: list[Job], queue: asyncio.Queue) -> tuple[dict[int, str], dict[int, str]]:
+async def _collect(jobs: list[Job], box: Mailbox) -> tuple[dict[int, str], dict[int, str]]:
     texts = {job.index: "" for job in jobs}
     finishes: dict[int, str] = {}
     while len(finishes) < len(jobs):
-        index, text, finish = await queue.get()
-        texts[index] += text
-        if finish is not None:
-            finishes[index] = finish
+        await box.wait()
+        for index, text, finish in box.take():
+            texts[index] += text
+            if finish is not None:
+                finishes[index] = finish
     return texts, finishes
 
 
@@ -261,7 +259,7 @@ async def _disconnected(request: Request) -> None:
         pass
 
 
-async def _stream(req: CompletionRequest, head: tuple, jobs: list[Job], queue: asyncio.Queue, prompt_tokens: int, log: dict):
+async def _stream(req: CompletionRequest, head: tuple, jobs: list[Job], box: Mailbox, prompt_tokens: int, log: dict):
     """The chunks as the worker sends text: the first at once, then at most one event per
     EVENT_INTERVAL carrying one chunk per choice with all the text since the last. An event
     costs the event loop far more than a step costs the model, and on a shared CPU every
@@ -270,12 +268,12 @@ async def _stream(req: CompletionRequest, head: tuple, jobs: list[Job], queue: a
         yield "".join(sse(completion(*head, [choice(j.index, req.prompts[j.index // req.n], None)])) for j in jobs)
     left, sent = len(jobs), 0.0
     while left:
-        items = [await queue.get()]
+        await box.wait()
+        items = box.take()
         wait = sent + EVENT_INTERVAL - time.perf_counter()
-        if wait > 0 and items[0][2] is None:
+        if wait > 0 and all(finish is None for _, _, finish in items):
             await asyncio.sleep(wait)  # text that comes meanwhile joins this event
-        while not queue.empty():
-            items.append(queue.get_nowait())
+            items += box.take()
         sent = time.perf_counter()
         merged: dict[int, list] = {}
         for index, text, finish in items:
