@@ -63,8 +63,8 @@ class ServerState:
 
 def model_threads() -> int:
     """Torch threads for each model's worker: OMP_NUM_THREADS if set, else every core, since the
-    event loop mostly waits (2-core Xeon, `bench/serve.py`, one client: 1,366 chars/s with two
-    threads against 1,010 with one)."""
+    event loop mostly waits (2-core Xeon, `bench/serve.py`, one client: 1,297 chars/s with two
+    threads against 1,004 with one)."""
     value = os.environ.get("OMP_NUM_THREADS", "")
     return int(value) if value.isdigit() and int(value) > 0 else len(os.sched_getaffinity(0))
 
