@@ -8,7 +8,8 @@ machine it shares the cores with the server. Per result one JSON line: aggregate
 per-client characters/s, time to the first character, p50/p99 gap between events, and the
 ratio to the matching `charrnn sample` batch. Then the server's RSS at the 1,000th and the
 N-th short request (--rss-requests, default 10,000; 0 skips it).
-Usage: python bench/serve.py [--chars 1500] [--rss-requests 10000]
+Usage: python bench/serve.py [--chars 1500] [--clients 1,4,16,64] [--distinct-prompts] [--threads default,1]
+       [--rss-requests 10000]
 """
 
 from __future__ import annotations
@@ -82,18 +83,21 @@ async def stream(port: int, body: dict) -> dict:
     return {"start": start, "times": times, "sizes": sizes}
 
 
-async def clients(port: int, count: int, chars: int) -> list[dict]:
-    body = {"prompt": PROMPT, "max_tokens": chars, "stream": True, "temperature": 0.8}
-    return await asyncio.gather(*(stream(port, {**body, "seed": i}) for i in range(count)))
+async def clients(port: int, count: int, chars: int, distinct: bool = False) -> list[dict]:
+    """``count`` clients at once, each with the 200-character prompt (or, ``distinct``, its own
+    rotation of it: identical prompts arriving together are read once)."""
+    body = {"max_tokens": chars, "stream": True, "temperature": 0.8}
+    prompts = [PROMPT[i:] + PROMPT[:i] if distinct else PROMPT for i in range(count)]
+    return await asyncio.gather(*(stream(port, {**body, "prompt": p, "seed": i}) for i, p in enumerate(prompts)))
 
 
-def summarise(results: list[dict], count: int, reference: float, reference_batch: int, threads: str) -> None:
+def summarise(results: list[dict], count: int, reference: float, reference_batch: int, threads: str, distinct: bool) -> None:
     total = sum(sum(r["sizes"]) for r in results)
     wall = max(r["times"][-1] for r in results) - min(r["start"] for r in results)
     per_client = [sum(r["sizes"]) / (r["times"][-1] - r["start"]) for r in results]
     gaps = sorted(g for r in results for g in (b - a for a, b in zip(r["times"], r["times"][1:])))
     first = [r["times"][0] - r["start"] for r in results]
-    emit(bench="serve", server_threads=threads, clients=count, aggregate_chars_per_s=round(total / wall, 1),
+    emit(bench="serve", server_threads=threads, clients=count, prompts="distinct" if distinct else "same", aggregate_chars_per_s=round(total / wall, 1),
          per_client_chars_per_s=round(statistics.median(per_client), 1),
          first_char_ms_median=round(1000 * statistics.median(first), 1), first_char_ms_max=round(1000 * max(first), 1),
          gap_ms_p50=round(1000 * gaps[len(gaps) // 2], 2), gap_ms_p99=round(1000 * gaps[int(len(gaps) * 0.99)], 2),
@@ -128,31 +132,37 @@ def main() -> None:
     ap.add_argument("--chars", type=int, default=1500, help="characters per client")
     ap.add_argument("--rss-requests", type=int, default=10_000)
     ap.add_argument("--threads", default="default,1", help="OMP_NUM_THREADS settings of the server to compare")
+    ap.add_argument("--distinct-prompts", action="store_true", help="each client its own prompt (a rotation of "
+                    "the 200 characters), so no two share a prompt read")
+    ap.add_argument("--clients", default="1,4,16,64", help="concurrent client counts to measure (16 and 64 compare "
+                    "against --num-samples 16 and 64, the others against batch 1)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = Path(tmp) / "lstm-2x512" / "best.pt"
         ckpt.parent.mkdir()
         model, vocab = make_checkpoint(ckpt)
-        refs = {b: cli_rate(model, vocab, b, args.chars if b == 1 else args.chars // 2) for b in (1, 16, 64)}
+        counts = [int(c) for c in args.clients.split(",")]
+        batches = sorted({1} | {c for c in counts if c >= 16})
+        refs = {b: cli_rate(model, vocab, b, args.chars if b == 1 else args.chars // 2) for b in batches}
         for b, rate in refs.items():
             emit(bench="serve", who=f"charrnn sample --num-samples {b} (generation loop)", chars_per_s=round(rate, 1),
                  threads=torch.get_num_threads())
         for k, threads in enumerate(args.threads.split(",")):
-            measure_server(ckpt, args, refs, threads, rss=k == 0 and args.rss_requests > 0)
+            measure_server(ckpt, args, counts, refs, threads, rss=k == 0 and args.rss_requests > 0)
 
 
-def measure_server(ckpt: Path, args, refs: dict[int, float], threads: str, rss: bool) -> None:
+def measure_server(ckpt: Path, args, counts: list[int], refs: dict[int, float], threads: str, rss: bool) -> None:
     env = {**os.environ, **({"OMP_NUM_THREADS": threads} if threads != "default" else {})}
     server = subprocess.Popen([sys.executable, "-m", "charrnn", "serve", str(ckpt.parent), "--port", "0", "--quiet",
                                "--max-tokens", "100000"], stderr=subprocess.PIPE, text=True, env=env)
     try:
         port = int(re.search(r":(\d+) ", server.stderr.readline()).group(1))
         asyncio.run(clients(port, 1, 50))  # warm: first-request costs out of the measurement
-        for count in (1, 4, 16, 64):
+        for count in counts:
             chars = args.chars if count < 16 else args.chars // 2
-            results = asyncio.run(clients(port, count, chars))
+            results = asyncio.run(clients(port, count, chars, args.distinct_prompts))
             ref_batch = 1 if count < 16 else count
-            summarise(results, count, refs[ref_batch], ref_batch, threads)
+            summarise(results, count, refs[ref_batch], ref_batch, threads, args.distinct_prompts)
         idle = [asyncio.run(clients(port, 1, 1))[0] for _ in range(5)]
         emit(bench="serve", server_threads=threads, who="idle server, 200-character prompt, 5 requests",
              first_char_ms=[round(1000 * (r["times"][0] - r["start"]), 1) for r in idle])

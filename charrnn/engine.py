@@ -4,7 +4,7 @@ An RNN's whole memory of a request is its state, a few kilobytes, so unrelated r
 share each step: a request joins the batch at the next tick once its prompt has been read in
 one full-sequence pass, and leaves at its length, a stop string, or a cancel. The worker is
 the only thread that touches the model; it hands each tick's text to a ``sink`` callback in one
-call, so a web server wakes its event loop once per tick rather than once per character.
+call, so a web server wakes its event loop at most once per tick rather than once per character.
 """
 
 from __future__ import annotations
@@ -78,8 +78,10 @@ class _Row:
 class Engine:
     """The worker that owns one model. ``submit`` and ``cancel`` are safe from any thread."""
 
-    def __init__(self, model: CharRNN, vocab, sink: Sink, device: torch.device | str = "cpu") -> None:
+    def __init__(self, model: CharRNN, vocab, sink: Sink, device: torch.device | str = "cpu",
+                 threads: int | None = None) -> None:
         self.model = model.eval().to(device)
+        self.threads = threads
         self.vocab = vocab
         self.device = torch.device(device)
         self.sink = sink
@@ -105,8 +107,8 @@ class Engine:
             return len(self.rows) + sum(len(group) for group in self._pending)
 
     def submit(self, jobs: list[Job]) -> None:
-        """Queue jobs to join at the next tick. Jobs submitted together with the same prompt
-        (the n choices of a request) read it once."""
+        """Queue jobs to join the batch. Waiting jobs that share a prompt (the n choices of a
+        request, clients that arrive together with the same text) read it once."""
         with self._wake:
             if self._closing:
                 self.sink([(job, "", STOP) for job in jobs])
@@ -133,6 +135,9 @@ class Engine:
         self._thread.join(timeout)
 
     def _work(self) -> None:
+        if self.threads is not None:
+            # torch's thread count is per calling thread: this one is the model's.
+            torch.set_num_threads(self.threads)
         with torch.no_grad():
             while True:
                 with self._wake:
@@ -146,7 +151,10 @@ class Engine:
                     if not running:
                         return
                     continue
-                self._admit(groups)
+                waiting = self._admit(groups)
+                if waiting:
+                    with self._wake:
+                        self._pending[:0] = waiting
                 if self.rows:
                     self._tick()
 
@@ -155,27 +163,32 @@ class Engine:
         self.rows = []
         self.sink([(job, "", STOP) for job in jobs if not job.cancelled])
 
-    def _admit(self, groups: list[list[Job]]) -> None:
-        """Read each new prompt in one full-sequence pass and add its rows to the batch."""
-        done: list[Event] = []
-        for jobs in groups:
-            jobs = [job for job in jobs if not job.cancelled]
-            done += [(job, "", LENGTH) for job in jobs if job.max_tokens <= 0]
-            jobs = [job for job in jobs if job.max_tokens > 0]
-            if not jobs:
-                continue
-            logits, state = warm_up(self.model, start_ids(self.vocab, jobs[0].prompt_ids), len(jobs))
-            noise = RowNoise([job.seed for job in jobs], logits.shape[-1])
-            if self.rows:
-                self.logits = torch.cat([self.logits, logits])
-                self.state = _cat_state(self.state, state)
-                self.noise.extend(noise)
-            else:
-                self.logits, self.state, self.noise = logits, state, noise
-            self.rows += [_Row(job) for job in jobs]
-            self._settings = None
+    def _admit(self, groups: list[list[Job]]) -> list[list[Job]]:
+        """Read the first waiting prompt in one full-sequence pass, once for every waiting job
+        that starts from it, and add their rows to the batch; jobs with other prompts wait for
+        the next ticks (returned), so a tick waits for at most one prompt read and the first
+        request's text starts after its own read alone."""
+        jobs = [job for group in groups for job in group if not job.cancelled]
+        done = [(job, "", LENGTH) for job in jobs if job.max_tokens <= 0]
         if done:
             self.sink(done)
+        jobs = [job for job in jobs if job.max_tokens > 0]
+        if not jobs:
+            return []
+        ids = start_ids(self.vocab, jobs[0].prompt_ids)
+        now = [job for job in jobs if start_ids(self.vocab, job.prompt_ids) == ids]
+        later = [job for job in jobs if start_ids(self.vocab, job.prompt_ids) != ids]
+        logits, state = warm_up(self.model, ids, len(now))
+        noise = RowNoise([job.seed for job in now], logits.shape[-1])
+        if self.rows:
+            self.logits = torch.cat([self.logits, logits])
+            self.state = _cat_state(self.state, state)
+            self.noise.extend(noise)
+        else:
+            self.logits, self.state, self.noise = logits, state, noise
+        self.rows += [_Row(job) for job in now]
+        self._settings = None
+        return [later] if later else []
 
     def _tick(self) -> None:
         """Pick every row's next token, hand out the text, drop ended rows, step the rest."""

@@ -1,7 +1,8 @@
 """``charrnn serve``: the OpenAI-compatible HTTP side, one function per endpoint.
 
 The event loop only parses, routes and writes: every model runs in its ``Engine``'s worker
-thread, which hands each tick's text back with one ``call_soon_threadsafe``.
+thread, which posts each tick's text to the requests' mailboxes (``charrnn.mailbox``) and wakes
+the loop, with one ``call_soon_threadsafe``, only for readers that are waiting.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from charrnn import checkpoint
 from charrnn.completions import ApiError, CompletionRequest, choice, completion, parse_completion, sse, usage
 from charrnn.engine import Engine, Job
 from charrnn.errors import CharrnnError
+from charrnn.mailbox import Mailbox, deliver
 from charrnn.playground import PAGE
 from charrnn.sample import encode_prime
 
@@ -54,12 +56,26 @@ class ServerState:
     max_concurrent: int = 64
     quiet: bool = False
     device: str = "cpu"
+    threads: int = field(default_factory=lambda: model_threads())
     active: int = 0
     engines: list[Engine] = field(default_factory=list)
 
 
+def model_threads() -> int:
+    """Torch threads for each model's worker: OMP_NUM_THREADS if set, else every core, since the
+    event loop mostly waits (2-core Xeon, `bench/serve.py`, one client: 1,297 chars/s with two
+    threads against 1,004 with one)."""
+    value = os.environ.get("OMP_NUM_THREADS", "")
+    return int(value) if value.isdigit() and int(value) > 0 else len(os.sched_getaffinity(0))
+
+
 def load_models(paths: list[str]) -> dict[str, Served]:
-    """Each checkpoint or run directory, named by its run directory (or its file's stem)."""
+    """Each checkpoint or run directory, named by its run directory (or its file's stem).
+
+    This (the event loop's) thread then computes on one torch thread, before it runs any torch
+    operation: once it has run one on an OpenMP team of its own, every step of a worker's team
+    took 1.7-2.3x as long (2-core Xeon, one process, same minute)."""
+    torch.set_num_threads(1)
     files = [checkpoint.resolve(p) for p in paths] if paths else [checkpoint.latest_run()]
     served: dict[str, Served] = {}
     for f in files:
@@ -76,7 +92,7 @@ def create_app(state: ServerState) -> FastAPI:
     async def lifespan(app: FastAPI):
         loop = asyncio.get_running_loop()
         for served in state.models.values():
-            served.engine = Engine(served.model, served.vocab, _sink(loop), state.device)
+            served.engine = Engine(served.model, served.vocab, _sink(loop), state.device, state.threads)
             state.engines.append(served.engine)
         yield
         for engine in state.engines:
@@ -96,13 +112,8 @@ def create_app(state: ServerState) -> FastAPI:
 
 
 def _sink(loop: asyncio.AbstractEventLoop):
-    def deliver(events) -> None:
-        for job, text, finish in events:
-            job.listener.put_nowait((job.index, text, finish))
-
     def sink(events) -> None:
-        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is listening
-            loop.call_soon_threadsafe(deliver, events)
+        deliver(loop, ((job.listener, (job.index, text, finish)) for job, text, finish in events))
 
     return sink
 
@@ -138,10 +149,10 @@ async def completions(request: Request):
         raise ApiError(429, f"the server is at its limit of {state.max_concurrent} concurrent requests; retry shortly",
                        code="rate_limit_exceeded", kind="rate_limit_error", headers={"Retry-After": "1"})
     state.active += 1
-    queue: asyncio.Queue = asyncio.Queue()
+    box = Mailbox(asyncio.get_running_loop())
     jobs = [job for group in groups for job in group]
     for job in jobs:
-        job.listener = queue
+        job.listener = box
     for group in groups:
         served.engine.submit(group)
     log = request.scope["charrnn.log"]
@@ -152,9 +163,9 @@ async def completions(request: Request):
 
     head = (f"cmpl-{secrets.token_hex(12)}", int(time.time()), served.name)
     if req.stream:
-        return _Stream(_stream(req, head, jobs, queue, prompt_tokens, log), release)
+        return _Stream(_stream(req, head, jobs, box, prompt_tokens, log), release)
     try:
-        result = await _until_disconnect(request, _collect(jobs, queue))
+        result = await _until_disconnect(request, _collect(jobs, box))
     finally:
         release()
     if result is None:
@@ -217,14 +228,15 @@ def _jobs(req: CompletionRequest, served: Served) -> tuple[list[list[Job]], int]
     return groups, prompt_tokens
 
 
-async def _collect(jobs: list[Job], queue: asyncio.Queue) -> tuple[dict[int, str], dict[int, str]]:
+async def _collect(jobs: list[Job], box: Mailbox) -> tuple[dict[int, str], dict[int, str]]:
     texts = {job.index: "" for job in jobs}
     finishes: dict[int, str] = {}
     while len(finishes) < len(jobs):
-        index, text, finish = await queue.get()
-        texts[index] += text
-        if finish is not None:
-            finishes[index] = finish
+        await box.wait()
+        for index, text, finish in box.take():
+            texts[index] += text
+            if finish is not None:
+                finishes[index] = finish
     return texts, finishes
 
 
@@ -247,7 +259,7 @@ async def _disconnected(request: Request) -> None:
         pass
 
 
-async def _stream(req: CompletionRequest, head: tuple, jobs: list[Job], queue: asyncio.Queue, prompt_tokens: int, log: dict):
+async def _stream(req: CompletionRequest, head: tuple, jobs: list[Job], box: Mailbox, prompt_tokens: int, log: dict):
     """The chunks as the worker sends text: the first at once, then at most one event per
     EVENT_INTERVAL carrying one chunk per choice with all the text since the last. An event
     costs the event loop far more than a step costs the model, and on a shared CPU every
@@ -256,12 +268,12 @@ async def _stream(req: CompletionRequest, head: tuple, jobs: list[Job], queue: a
         yield "".join(sse(completion(*head, [choice(j.index, req.prompts[j.index // req.n], None)])) for j in jobs)
     left, sent = len(jobs), 0.0
     while left:
-        items = [await queue.get()]
+        await box.wait()
+        items = box.take()
         wait = sent + EVENT_INTERVAL - time.perf_counter()
-        if wait > 0 and items[0][2] is None:
+        if wait > 0 and all(finish is None for _, _, finish in items):
             await asyncio.sleep(wait)  # text that comes meanwhile joins this event
-        while not queue.empty():
-            items.append(queue.get_nowait())
+            items += box.take()
         sent = time.perf_counter()
         merged: dict[int, list] = {}
         for index, text, finish in items:
@@ -363,10 +375,6 @@ class _Server(uvicorn.Server):
 def run(state: ServerState, host: str, port: int) -> None:
     """Serve until SIGINT or SIGTERM. The socket is bound here, so a port in use is one error
     line and ``--port 0`` reports the port it got."""
-    if "OMP_NUM_THREADS" not in os.environ:
-        # The model's worker and the event loop share the cores: torch gets all but one. On a
-        # 2-core Xeon one thread served one client at 1,182 chars/s against 826 with two.
-        torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) - 1))
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -214,6 +214,22 @@ def test_seeded_requests_beside_others_equal_them_alone(server, model):
     assert [results[s] for s in seeds] == alone
 
 
+def test_clients_arriving_together_with_one_prompt_keep_their_own_seeds(client, model):
+    def text(seed, stream):
+        r = client.completions.create(model=model, prompt="CLARA", max_tokens=150, seed=seed, stream=stream)
+        return "".join(c.choices[0].text for c in r) if stream else r.choices[0].text
+
+    seeds = range(50, 58)
+    alone = [text(s, False) for s in seeds]
+    together: dict = {}
+    threads = [threading.Thread(target=lambda s=s: together.__setitem__(s, text(s, s % 2 == 0))) for s in seeds]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [together[s] for s in seeds] == alone and len(set(alone)) == len(alone)
+
+
 def _stream_lengths(url, lengths):
     got = {}
 
