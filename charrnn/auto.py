@@ -33,15 +33,18 @@ class Size:
     batch_size: int
     lr: float
     weight_decay: float
+    # Too slow for a CPU (a 2-core CPU takes ~25 s per step of the 3x1024 model): only for GPUs.
+    gpu_only: bool = False
+    gates: int = 4  # weight matrices per layer: 4 for an LSTM, 3 for a GRU or CIFG, 1 for an RNN
 
     @property
     def name(self) -> str:
         return f"{self.layers}x{self.hidden}"
 
     def params(self, vocab: int) -> int:
-        """Parameters of the LSTM with this size and ``vocab`` tokens (embedding, layers, head)."""
-        h, e = self.hidden, self.embed
-        recurrent = 4 * h * (e + h) + 8 * h + (self.layers - 1) * (4 * h * 2 * h + 8 * h)
+        """Parameters of the model with this size and ``vocab`` tokens (embedding, layers, head)."""
+        h, e, g = self.hidden, self.embed, self.gates
+        recurrent = g * h * (e + h) + 2 * g * h + (self.layers - 1) * (g * h * 2 * h + 2 * g * h)
         return vocab * e + recurrent + h * vocab + vocab
 
 
@@ -53,8 +56,9 @@ LADDER = (
     Size(2, 384, 128, 100, 32, 1e-2, 0.1),
     Size(2, 512, 128, 100, 32, 1e-2, 0.1),
     Size(3, 640, 128, 100, 32, 6e-3, 0.1),
-    Size(3, 1024, 256, 200, 128, 4e-3, 0.1),
+    Size(3, 1024, 256, 200, 128, 4e-3, 0.1, gpu_only=True),
 )
+GATES = {"lstm": 4, "peephole": 4, "cifg": 3, "gru": 3, "rnn": 1}
 TOKENS_PER_PARAM = 2.5
 # ...and has at most this many parameters per token of training text: past it a larger model
 # only memorises a short text sooner, whatever its dropout.
@@ -103,15 +107,17 @@ class Budget:
 
 @dataclass(frozen=True)
 class Choice:
+    """What auto chose, and the figures its line reports."""
+
     size: Size
     dropout: float
     retrain_dropout: float
-    tokens_read: float  # in the budget
-    passes: float
+    passes: float  # over the training text in the budget (nan: not needed, not timed)
     speed: float | None  # tokens per second, for a time budget
 
 
 def dropout_for(params: int, corpus_tokens: int, passes: float) -> float:
+    """More dropout the more parameters a model has per token of a text it will read often."""
     if passes < MEMORISING_PASSES:
         return 0.0
     ratio = params / max(1, corpus_tokens)
@@ -141,7 +147,7 @@ def choose(corpus_tokens: int, vocab: int, budget: Budget, speed: Callable[[Size
     dropout = dropout_for(chosen.params(vocab), corpus_tokens, passes)
     retrain = min(0.5, dropout + RETRAIN_EXTRA_DROPOUT)
     rate = speed(chosen) if budget.timed else None
-    return Choice(chosen, dropout, retrain, read, passes, rate)
+    return Choice(chosen, dropout, retrain, passes, rate)
 
 
 def apply(cfg: TrainConfig, choice: Choice, given: set[str]) -> TrainConfig:
@@ -159,13 +165,14 @@ def apply(cfg: TrainConfig, choice: Choice, given: set[str]) -> TrainConfig:
 
 
 def describe(choice: Choice, cfg: TrainConfig, corpus_tokens: int, unit: str, given: set[str],
-             timed: str) -> str:
+             timed: str, from_checkpoint: bool = False) -> str:
     """The one line that says what auto chose and why."""
     budget = Budget(cfg.time, cfg.steps, cfg.epochs).describe()
     speed = f" at ~{float(f'{choice.speed:.3g}'):,.0f} {unit}s/s {timed}" if choice.speed is not None else ""
-    passes = f": ~{choice.passes:.3g} passes" if choice.passes == choice.passes else ""
+    passes = f": ~{choice.passes:.3g} passes" if choice.passes == choice.passes and cfg.epochs is None else ""
     kept = sorted(given & {*SIZE_FLAGS, "dropout", "seq_len", "batch_size", "lr", "weight_decay"})
     overrides = f" (given: {', '.join('--' + k.replace('_', '-') for k in kept)})" if kept else ""
+    overrides += " (size of the --init-from checkpoint)" if from_checkpoint else ""
     return (f"auto: {cfg.model.upper()} {cfg.layers}x{cfg.hidden}, dropout {cfg.dropout:g}, batch {cfg.batch_size} x seq "
             f"{cfg.seq_len} — {_count(corpus_tokens)} {unit}s, {budget}{speed}{passes}{overrides}")
 
@@ -179,30 +186,42 @@ def resolve(cfg: TrainConfig, given: set[str], corpus_tokens: int, vocab: int, u
     """Fill ``cfg`` (the auto preset's) with what auto chooses for this corpus, budget and machine.
 
     Sizes given as flags, or fixed by the checkpoint a fine-tune starts from, are kept; auto then
-    sets the rest (dropout, window, batch, learning rate) for that size. The timing's seconds
-    come out of a time budget. Under torchrun every rank takes the largest rung any rank chose,
-    so all train the same model.
+    sets the rest (dropout, window, batch, learning rate) for that size. A window or batch given
+    is the one every size is timed and counted with. The timing's seconds come out of a time
+    budget. Under torchrun every rank takes the largest rung and dropout any rank chose, so all
+    train the same model.
     """
+    from dataclasses import replace
+
     from charrnn import distributed, precision
+    from charrnn.model import ModelConfig
     from charrnn.speed import Speeds
 
-    fixed = {k: init["model_config"][k] for k in (*SIZE_FLAGS, "tie") if init is not None and k not in given}
+    theirs = ModelConfig.from_dict(init["model_config"]).to_dict() if init is not None else {}
+    fixed = {k: theirs[k] for k in (*SIZE_FLAGS, "tie") if k in theirs and k not in given}
     for name, value in fixed.items():
         setattr(cfg, name, value)
     kept = given | set(fixed)
+    shape = {k: getattr(cfg, k) for k in ("seq_len", "batch_size") if k in kept}
+    ladder = tuple(replace(s, gates=GATES.get(cfg.model, 4), **shape) for s in LADDER
+                   if device.type == "cuda" or not s.gpu_only)
     speeds = Speeds(device, precision.resolve(cfg.precision, device, cfg.model), vocab, world.size, cfg.model)
     budget = Budget(cfg.time, cfg.steps, cfg.epochs)
-    if kept & {"layers", "hidden", "embed"}:
-        choice = _for_size(cfg, kept, corpus_tokens, vocab, budget, speeds)
+    sized = bool(kept & {"layers", "hidden", "embed"})
+    if sized:
+        choice = _for_size(cfg, kept, corpus_tokens, vocab, budget, speeds, ladder)
     else:
-        choice = choose(corpus_tokens, vocab, budget, speeds)
-        rung = int(distributed.max_all(world, float(LADDER.index(choice.size)))[0])
-        if LADDER[rung] != choice.size:
-            choice = _for_size(_with_size(cfg, LADDER[rung]), {"layers", "hidden", "embed"}, corpus_tokens, vocab,
-                               budget, speeds)
+        choice = choose(corpus_tokens, vocab, budget, speeds, ladder)
+    rung, dropout, retrain = distributed.max_all(world, -1.0 if sized else float(ladder.index(choice.size)),
+                                                 choice.dropout, choice.retrain_dropout)
+    if not sized and ladder[int(rung)] != choice.size:
+        choice = _for_size(_with_size(cfg, ladder[int(rung)]), {"layers", "hidden", "embed"}, corpus_tokens, vocab,
+                           budget, speeds, ladder)
+    choice = replace(choice, dropout=dropout, retrain_dropout=retrain)
     cfg = apply(cfg, choice, kept)
+    cfg.check()
     timed = f"(timed in {speeds.seconds:.1f} s)" if speeds.measured else "(timed earlier on this machine)"
-    log(describe(choice, cfg, corpus_tokens, unit, given, timed))
+    log(describe(choice, cfg, corpus_tokens, unit, given, timed, bool(fixed.keys() & {"layers", "hidden"})))
     if cfg.time is not None and speeds.seconds:
         cfg.time = max(cfg.time - speeds.seconds, 0.1 * cfg.time)
     return cfg
@@ -214,18 +233,17 @@ def _with_size(cfg: TrainConfig, size: Size) -> TrainConfig:
 
 
 def _for_size(cfg: TrainConfig, kept: set[str], corpus_tokens: int, vocab: int, budget: Budget,
-              speed: Callable[[Size], float]) -> Choice:
+              speed: Callable[[Size], float], ladder: tuple[Size, ...]) -> Choice:
     """The choice for a size fixed by flags or a checkpoint: the settings of the rung nearest
-    its width, its dropout from how often it will read the text."""
+    its width (its depth and embedding as given, else the rung's), its dropout from how often it
+    will read the text."""
     from dataclasses import replace
 
-    near = min(LADDER, key=lambda s: abs(s.hidden - cfg.hidden))
-    size = replace(near, layers=cfg.layers, hidden=cfg.hidden, embed=cfg.embed,
-                   **{k: getattr(cfg, k) for k in ("seq_len", "batch_size") if k in kept})
+    near = min(ladder, key=lambda s: abs(s.hidden - cfg.hidden))
+    size = replace(near, **{k: getattr(cfg, k) for k in ("layers", "hidden", "embed") if k in kept})
     if "dropout" in kept:  # nothing left that needs the size's speed: do not time it
-        return Choice(size, cfg.dropout, cfg.dropout, float("nan"), float("nan"), None)
-    read = budget.tokens(size, corpus_tokens, speed)
-    passes = read / max(1, corpus_tokens)
+        return Choice(size, cfg.dropout, cfg.dropout, float("nan"), None)
+    passes = budget.tokens(size, corpus_tokens, speed) / max(1, corpus_tokens)
     dropout = dropout_for(size.params(vocab), corpus_tokens, passes)
     rate = speed(size) if budget.timed else None
-    return Choice(size, dropout, min(0.5, dropout + RETRAIN_EXTRA_DROPOUT), read, passes, rate)
+    return Choice(size, dropout, min(0.5, dropout + RETRAIN_EXTRA_DROPOUT), passes, rate)

@@ -33,7 +33,7 @@ MAX_STEPS = 50
 
 def cache_path() -> Path:
     """``$XDG_CACHE_HOME/charrnn/speeds.json`` (``~/.cache`` by default)."""
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    base = os.environ.get("XDG_CACHE_HOME") or Path(os.path.expanduser("~")) / ".cache"
     return Path(base) / "charrnn" / "speeds.json"
 
 
@@ -68,10 +68,7 @@ class Speeds:
         self.cache = cache or cache_path()
         self.measured = 0
         self.seconds = 0.0
-        try:
-            self._known = json.loads(self.cache.read_text())
-        except (OSError, ValueError):
-            self._known = {}
+        self._known = _read(self.cache)
 
     def __call__(self, size: Size) -> float:
         """Tokens per second of all ranks together (each steps its share of the batch)."""
@@ -93,9 +90,19 @@ class Speeds:
 
         try:
             self.cache.parent.mkdir(parents=True, exist_ok=True)
+            # Another run may have timed other sizes since this one read the file: keep theirs too.
+            self._known = {**_read(self.cache), **self._known}
             write_atomic(self.cache, json.dumps(self._known, indent=0).encode(), "speed cache")
         except (OSError, CharrnnError):  # a read-only home only costs the next run the timing again
             pass
+
+
+def _read(cache: Path) -> dict[str, float]:
+    try:
+        known = json.loads(cache.read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: v for k, v in known.items() if isinstance(v, (int, float))} if isinstance(known, dict) else {}
 
 
 def time_steps(shape: tuple, device: torch.device, precision: Precision) -> float:
@@ -118,16 +125,23 @@ def time_steps(shape: tuple, device: torch.device, precision: Precision) -> floa
         loss.backward()
         opt.step()
 
-    step()
-    _sync(device)
-    start, steps = time.monotonic(), 0
-    while steps < MIN_STEPS or (time.monotonic() - start < TIMED_SECONDS and steps < MAX_STEPS):
+    try:
         step()
         _sync(device)
-        steps += 1
+        start, steps = time.monotonic(), 0
+        while steps < MIN_STEPS or (time.monotonic() - start < TIMED_SECONDS and steps < MAX_STEPS):
+            step()
+            steps += 1
+            if steps % MIN_STEPS == 0:  # a GPU queues steps as training does; wait only now and then
+                _sync(device)
+        _sync(device)
+    except torch.OutOfMemoryError:  # a size that does not fit cannot be trained: it reads nothing
+        return 0.0
     return steps * rows * seq_len / (time.monotonic() - start)
 
 
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()

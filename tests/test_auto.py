@@ -180,3 +180,37 @@ def test_dropout_rule_is_a_step_in_params_per_token():
     assert auto.dropout_for(3_000_000, 80_000, passes=20) == 0.3
     assert math.isclose(choose(80_000, VOCAB, Budget(seconds=120), AMX).retrain_dropout,
                         min(0.5, choose(80_000, VOCAB, Budget(seconds=120), AMX).dropout + 0.1))
+
+
+def resolved(given: dict, corpus_tokens: int = 60_000_000, device: str = "cpu"):
+    """What resolve makes of flags for a budget of steps (no timing), and its line."""
+    from charrnn.distributed import World
+
+    lines = []
+    cfg = make_config("auto", given)
+    cfg = auto.resolve(cfg, set(given), corpus_tokens, VOCAB, "char", torch.device(device), World(), None, lines.append)
+    return cfg, lines[0]
+
+
+def test_a_cpu_never_gets_the_gpu_sized_model_and_a_given_window_counts():
+    cfg, line = resolved({"steps": 100_000})
+    assert cfg.hidden < 1024 and line.startswith("auto: LSTM ")
+    small_batch, _ = resolved({"steps": 300})
+    big_batch, line = resolved({"steps": 300, "batch_size": 512})
+    assert big_batch.batch_size == 512 and "(given: --batch-size)" in line
+    assert big_batch.hidden * big_batch.layers > small_batch.hidden * small_batch.layers
+
+
+def test_a_gru_counts_its_own_parameters():
+    lstm, gru = LADDER[3], auto.Size(**{**LADDER[3].__dict__, "gates": 3})
+    assert gru.params(VOCAB) < lstm.params(VOCAB)
+    cfg, line = resolved({"steps": 2000, "model": "gru"})
+    assert line.startswith("auto: GRU ")
+
+
+def test_a_cache_that_is_not_a_table_is_timed_again(tmp_path):
+    cache = tmp_path / "speeds.json"
+    cache.write_text("[1, 2]")
+    speeds = Speeds(torch.device("cpu"), Precision("cpu", None), vocab=20, cache=cache)
+    assert speeds(auto.Size(1, 16, 8, 8, 4, 1e-2, 0.01)) > 0 and speeds.measured == 1
+    assert len(json.loads(cache.read_text())) == 1
