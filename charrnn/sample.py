@@ -12,6 +12,7 @@ import torch
 from charrnn.errors import CharrnnError
 from charrnn.model import CharRNN, State
 from charrnn.precision import STEP_PRECISIONS
+from charrnn.single_row import SingleRow
 from charrnn.stepper import Stepper
 
 
@@ -130,6 +131,15 @@ class RowNoise:
         self.used = [u + 1 for u in used]
         return race
 
+    def stream(self) -> Iterator[torch.Tensor]:
+        """``draw``'s draws for a fresh ``RowNoise`` whose rows all step together, as views a
+        block at a time: the same numbers without ``draw``'s bookkeeping on every step (for
+        generate's batch-1 loop; not to be mixed with ``draw``)."""
+        while True:
+            for buf, gen in zip(self.buf, self.gens):
+                buf.exponential_(generator=gen)
+            yield from self.buf.unbind(1)
+
     def keep(self, rows: list[int]) -> None:
         """Only these rows go on (the others' requests ended)."""
         self.gens = [self.gens[i] for i in rows]
@@ -211,6 +221,71 @@ class StopCutter:
         return out
 
 
+class RowText:
+    """One row's text as its tokens arrive: bytes decoded as they complete a character (a
+    subword's byte pieces may split one), cut after ``--length`` characters or at the first
+    stop string."""
+
+    def __init__(self, opts: SampleOptions) -> None:
+        self.decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        self.cutter = StopCutter(opts.stops, opts.keep_stop) if opts.stops else None
+        self.length = opts.length
+        self.count = 0
+
+    def add(self, token_bytes: bytes) -> tuple[str, bool]:
+        """The text this token adds, and whether the row is finished."""
+        piece = self.decoder.decode(token_bytes)
+        room = self.length - self.count
+        if len(piece) > room:
+            piece = piece[:room]
+        self.count += len(piece)
+        finished = self.count >= self.length
+        if self.cutter is not None:
+            piece = self.cutter.feed(piece)
+            if self.cutter.done:
+                finished = True
+            elif finished:
+                piece += self.cutter.flush()
+        return piece, finished
+
+
+def single_row_pick(opts: SampleOptions, vocab_size: int, races: Iterator[torch.Tensor] | None):
+    """``pick`` for one row as a function of its logits, returning the token as an int: plain
+    temperature sampling (the default) writes into fixed buffers, the very operations ``pick``
+    makes; greedy and top-k/top-p call ``pick`` itself."""
+    if opts.greedy:
+        return lambda logits: logits.argmax(-1).item()
+    if opts.top_k is not None or opts.top_p is not None:
+        return lambda logits: pick(logits, opts, race=next(races) if races is not None else None).item()
+    scaled, probs, own = (torch.empty(1, vocab_size) for _ in range(3))
+    temp, softmax = opts.temp, torch.ops.aten._softmax.out
+
+    def choose(logits: torch.Tensor) -> int:
+        torch.div(logits, temp, out=scaled)
+        softmax(scaled, -1, False, out=probs)
+        return probs.div_(next(races) if races is not None else own.exponential_()).argmax(-1).item()
+
+    return choose
+
+
+def _single_row(stepper: Stepper, logits: torch.Tensor, state: State, opts: SampleOptions, pieces: list[bytes]):
+    """generate's loop for one LSTM row (see ``charrnn.single_row``): the same tokens in the
+    same order of random draws, with a fraction of the calls per character."""
+    row = SingleRow(stepper, logits, state)
+    races = RowNoise([opts.seed], logits.shape[-1]).stream() if opts.seed is not None and not opts.greedy else None
+    choose = single_row_pick(opts, logits.shape[-1], races)
+    text = RowText(opts)
+    logits = row.logits
+    while True:
+        token = choose(logits)
+        piece, finished = text.add(pieces[token])
+        if piece:
+            yield 0, piece
+        if finished:
+            return
+        logits = row.step(token)
+
+
 @torch.no_grad()
 def generate(
     model: CharRNN, vocab, opts: SampleOptions, prime_ids: list[int], num_samples: int = 1
@@ -225,12 +300,11 @@ def generate(
     model.eval()
     stepper = Stepper(model, opts.precision)
     logits, state = warm_up(model, start_ids(vocab, prime_ids), num_samples)
-    # Tokens are bytes decoded per row as they arrive: a subword's byte pieces may split a
-    # character, and the decoder emits it once complete. ``--length`` counts characters.
     pieces = vocab.token_bytes()
-    decoders = [codecs.getincrementaldecoder("utf-8")("replace") for _ in range(num_samples)]
-    cutters = [StopCutter(opts.stops, opts.keep_stop) for _ in range(num_samples)] if opts.stops else None
-    counts = [0] * num_samples
+    if num_samples == 1 and SingleRow.handles(stepper):
+        yield from _single_row(stepper, logits, state, opts, pieces)
+        return
+    texts = [RowText(opts) for _ in range(num_samples)]
     active = list(range(num_samples))
     noise = None
     if opts.seed is not None and not opts.greedy:
@@ -239,19 +313,7 @@ def generate(
         token_list = pick(logits, opts, race=noise.draw() if noise is not None else None).tolist()
         still = []
         for row in active:
-            piece = decoders[row].decode(pieces[token_list[row]])
-            room = opts.length - counts[row]
-            if len(piece) > room:
-                piece = piece[:room]
-            counts[row] += len(piece)
-            finished = counts[row] >= opts.length
-            if cutters is not None:
-                cut = cutters[row]
-                piece = cut.feed(piece)
-                if cut.done:
-                    finished = True
-                elif finished:
-                    piece += cut.flush()
+            piece, finished = texts[row].add(pieces[token_list[row]])
             if piece:
                 yield row, piece
             if not finished:

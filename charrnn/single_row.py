@@ -1,0 +1,78 @@
+"""The sampler's LSTM step for a single row, in place: what `charrnn sample` runs at batch 1.
+
+At batch 1 a step's three matrix-vector products are bounded by the memory bus, and what
+``Stepper.step`` adds around them, some 40 calls into torch (slices, selects, fresh tensors,
+the concatenation of [x, h], the token lookup), cost ~40% on top. Most of those calls only
+make views or allocate, so this class makes every view and buffer once: each layer's products
+write into a fixed gates buffer, every gate function reads and writes views of fixed buffers,
+the lower layer's new h is written straight into the upper layer's [x, h] input, and the first
+layer's token row is a view picked from a Python list. A step is then the products and seven
+element-wise calls per layer, and the sampling four more.
+
+Every call is the very operation ``Stepper.step`` and ``sample.pick`` make, on the same values in
+the same layout (``out=`` buffers instead of fresh tensors), so the text is bit for bit the
+same for the same seed. Measured in ``bench/sampler.py`` (see docs/export.md).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from charrnn.model import State
+from charrnn.stepper import Stepper
+
+
+class SingleRow:
+    """One row's LSTM state and logits in fixed buffers, advanced one token at a time."""
+
+    @staticmethod
+    def handles(stepper: object) -> bool:
+        return isinstance(stepper, Stepper) and stepper.kind == "lstm"
+
+    def __init__(self, stepper: Stepper, logits: torch.Tensor, state: State) -> None:
+        H, L = stepper.hidden, stepper.layers
+        self.stepper = stepper
+        bf16 = stepper.dtype == torch.bfloat16
+        h, c = state
+        # Layer i > 0 reads [x, h] from xh[i]; layer 0 reads its h where layer 1 reads its x.
+        self.xh = torch.zeros(L, 1, 2 * H)
+        self.c = c.detach().float().clone()
+        self.g = torch.empty(L, 1, 4 * H)
+        s = torch.empty(L, 1, 3 * H)
+        tg, fc, tc = (torch.empty(L, 1, H) for _ in range(3))
+        self.logits = logits.detach().float().clone()
+        self.rows = list(stepper.table.unsqueeze(1).unbind(0))
+        self.layers = []
+        for i in range(L):
+            own = self.xh[i, :, H:] if i > 0 or L == 1 else self.xh[1, :, :H]
+            own.copy_(h[i])
+            up = self.xh[i + 1, :, :H] if 0 < i < L - 1 else None
+            inp = own if i == 0 else self.xh[i]
+            w = stepper.w_hh[0] if i == 0 else stepper.w_cat[i]
+            low = torch.empty(inp.shape, dtype=torch.bfloat16) if bf16 else None
+            g = self.g[i]
+            self.layers.append(
+                (inp, low, w, g, g[:, : 3 * H], g[:, 3 * H :], s[i], s[i, :, :H], s[i, :, H : 2 * H], s[i, :, 2 * H :],
+                 tg[i], fc[i], self.c[i], tc[i], own, up)
+            )
+        self.top = self.layers[-1][14]
+
+    def step(self, token: int) -> torch.Tensor:
+        """The logits after ``token`` (a view of the one buffer every step overwrites)."""
+        st = self.stepper
+        for i, (inp, low, w, g, gs, gt, s, si, sf, so, tg, fc, c, tc, own, up) in enumerate(self.layers):
+            bias = self.rows[token] if i == 0 else st.b_ih[i]
+            if low is None:
+                torch.addmm(bias, inp, w, out=g)
+            else:
+                low.copy_(inp)
+                torch.add(bias, torch.ops.mkldnn._linear_pointwise(low, w, None, "none", [], ""), out=g)
+            torch.sigmoid(gs, out=s)
+            torch.tanh(gt, out=tg)
+            torch.mul(sf, c, out=fc)
+            torch.addcmul(fc, si, tg, out=c)
+            torch.tanh(c, out=tc)
+            torch.mul(so, tc, out=own)
+            if up is not None:
+                up.copy_(own)
+        return torch.addmm(st.b_out, self.top, st.w_out, out=self.logits)
