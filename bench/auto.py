@@ -34,6 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import CORPORA, cpu_name, emit, train_plain  # noqa: E402
 
+from charrnn import checkpoint  # noqa: E402
 from charrnn.api import load  # noqa: E402
 from charrnn.corpus import open_sources, read_text, release  # noqa: E402
 from charrnn.data import split_point  # noqa: E402
@@ -119,7 +120,7 @@ def run_charrnn(path: Path, seconds: float, who: str, seed: int, held_out: str) 
         runs = _metrics(Path(out))
         model = load(Path(out) / "best.pt")
         score, _ = score_text(model.net, model.vocab, held_out, skip_unknown=True)
-        cfg = torch.load(Path(out) / "last.pt", weights_only=True)["train_config"]
+        cfg = checkpoint.load(Path(out) / "last.pt")["train_config"]
     speeds = [l["chars_per_s"] for run in runs for l in run[1:] or run]
     return {
         "chose": next((l for l in lines if l.startswith("auto:")), None),

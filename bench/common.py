@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import platform
 import statistics
 import subprocess
 import sys
@@ -14,6 +13,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+
+from charrnn.precision import cpu_has_amx
+from charrnn.speed import cpu_model
 
 CORPORA = Path(__file__).resolve().parents[2] / "shared" / "corpora"
 
@@ -34,6 +36,19 @@ class PlainLSTM(nn.Module):
         return self.head(self.drop(out)), state
 
 
+def plain_step(model: nn.Module, params: list, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+               state: tuple | None, vocab: int) -> tuple[torch.Tensor, tuple]:
+    """One update of the classic recipe: cross-entropy, clip 5, the state carried but detached."""
+    logits, state = model(x, state)
+    state = tuple(s.detach() for s in state)
+    loss = nn.functional.cross_entropy(logits.reshape(-1, vocab), y.reshape(-1))
+    opt.zero_grad()
+    loss.backward()
+    nn.utils.clip_grad_norm_(params, 5.0)
+    opt.step()
+    return loss, state
+
+
 def train_plain(train: np.ndarray, vocab: int, seconds: float, device: torch.device,
                 seed: int = 1337) -> tuple[PlainLSTM, dict]:
     """The classic char-rnn recipe (nn.LSTM 2x512, embedding 512, seq 100, batch 64, Adam 2e-3,
@@ -45,19 +60,14 @@ def train_plain(train: np.ndarray, vocab: int, seconds: float, device: torch.dev
     per = (len(train) - 1) // B
     xs = torch.from_numpy(train[: B * per].reshape(B, per)).to(device)
     ys = torch.from_numpy(train[1 : B * per + 1].reshape(B, per)).to(device)
+    params = list(model.parameters())
     state, k, steps = None, 0, 0
     start = time.monotonic()
     while time.monotonic() - start < seconds:
         if (k + 1) * T > per:
             k, state = 0, None
         x, y = xs[:, k * T : (k + 1) * T], ys[:, k * T : (k + 1) * T]
-        logits, state = model(x, state)
-        state = tuple(s.detach() for s in state)
-        loss = nn.functional.cross_entropy(logits.reshape(-1, vocab), y.reshape(-1))
-        opt.zero_grad()
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-        opt.step()
+        _, state = plain_step(model, params, opt, x, y, state, vocab)
         k += 1
         steps += 1
     sync(device)
@@ -73,10 +83,8 @@ def sync(device: torch.device) -> None:
 
 
 def cpu_name() -> str:
-    """The CPU's model name, and whether it has AMX (which changes what bfloat16 is worth)."""
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    name = next((l.split(":", 1)[1].strip() for l in info.splitlines() if l.startswith("model name")), None)
-    return (name or platform.processor() or "unknown") + (" (AMX)" if " amx_tile" in info else "")
+    """The CPU's model name, and whether oneDNN uses its AMX (which changes what bfloat16 is worth)."""
+    return cpu_model() + (" (AMX)" if cpu_has_amx() else "")
 
 
 def emit(**fields) -> None:

@@ -25,10 +25,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import PlainLSTM, corpus, emit, sync  # noqa: E402
+from common import PlainLSTM, corpus, emit, plain_step, sync  # noqa: E402
 
 from charrnn.config import make_config  # noqa: E402
 from charrnn.data import prepare  # noqa: E402
@@ -72,13 +71,7 @@ def plain_loop(ids: np.ndarray, vocab: int, layers: int, hidden: int, embed: int
         k = step % (per // seq)  # wrap around: a GPU's step count can outrun the text
         start = time.perf_counter()
         x, y = xs[:, k * seq : (k + 1) * seq], ys[:, k * seq : (k + 1) * seq]
-        logits, state = run(x, state)
-        state = tuple(s.detach() for s in state)
-        loss = nn.functional.cross_entropy(logits.reshape(-1, vocab), y.reshape(-1))
-        opt.zero_grad()
-        loss.backward()
-        nn.utils.clip_grad_norm_(params, 5.0)
-        opt.step()
+        loss, state = plain_step(run, params, opt, x, y, state, vocab)
         loss.item()
         times.append(time.perf_counter() - start)
     # Compiling takes the first steps (and recompiles once the carried state appears).

@@ -37,16 +37,21 @@ def cache_path() -> Path:
     return Path(base) / "charrnn" / "speeds.json"
 
 
-def machine() -> str:
-    """What the speed depends on besides the model: the processor (or GPU), torch and its threads."""
-    cpu = platform.processor() or platform.machine()
+def cpu_model() -> str:
+    """The processor's model name (``/proc/cpuinfo``), else what ``platform`` knows."""
     info = Path("/proc/cpuinfo")
-    if info.is_file():
-        lines = info.read_text(errors="replace").splitlines()
-        cpu = next((l.split(":", 1)[1].strip() for l in lines if l.startswith("model name")), cpu)
-        flags = next((l for l in lines if l.startswith("flags")), "")
-        cpu += " amx" if " amx_tile" in flags else ""
-    return f"{cpu}|torch {torch.__version__}|threads {torch.get_num_threads()}"
+    lines = info.read_text(errors="replace").splitlines() if info.is_file() else []
+    name = next((l.split(":", 1)[1].strip() for l in lines if l.startswith("model name")), None)
+    return name or platform.processor() or platform.machine() or "unknown"
+
+
+def machine() -> str:
+    """What the speed depends on besides the model: the processor (and whether oneDNN may use its
+    AMX tiles), torch and its threads."""
+    from charrnn.precision import cpu_has_amx
+
+    amx = " amx" if cpu_has_amx() else ""
+    return f"{cpu_model()}{amx}|torch {torch.__version__}|threads {torch.get_num_threads()}"
 
 
 def _key(device: torch.device, precision: Precision, shape: tuple) -> str:
