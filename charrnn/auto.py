@@ -42,10 +42,10 @@ class Size:
         return f"{self.layers}x{self.hidden}"
 
     def params(self, vocab: int) -> int:
-        """Parameters of the model with this size and ``vocab`` tokens (embedding, layers, head)."""
-        h, e, g = self.hidden, self.embed, self.gates
-        recurrent = g * h * (e + h) + 2 * g * h + (self.layers - 1) * (g * h * 2 * h + 2 * g * h)
-        return vocab * e + recurrent + h * vocab + vocab
+        """Parameters of the model with this size and ``vocab`` tokens."""
+        from charrnn.model import size_in_parameters
+
+        return size_in_parameters(vocab, self.layers, self.hidden, self.embed, self.gates)
 
 
 # From the presets (tiny = 2x256, small = 2x512, medium = 3x640, large = 3x1024) with sizes
@@ -58,7 +58,6 @@ LADDER = (
     Size(3, 640, 128, 100, 32, 6e-3, 0.1),
     Size(3, 1024, 256, 200, 128, 4e-3, 0.1, gpu_only=True),
 )
-GATES = {"lstm": 4, "peephole": 4, "cifg": 3, "gru": 3, "rnn": 1}
 TOKENS_PER_PARAM = 2.5
 # ...and has at most this many parameters per token of training text: past it a larger model
 # only memorises a short text sooner, whatever its dropout.
@@ -194,7 +193,7 @@ def resolve(cfg: TrainConfig, given: set[str], corpus_tokens: int, vocab: int, u
     from dataclasses import replace
 
     from charrnn import distributed, precision
-    from charrnn.model import ModelConfig
+    from charrnn.model import GATES, ModelConfig
     from charrnn.speed import Speeds
 
     theirs = ModelConfig.from_dict(init["model_config"]).to_dict() if init is not None else {}

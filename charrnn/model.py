@@ -15,6 +15,8 @@ from charrnn.errors import CharrnnError
 CELLS = ("lstm", "gru", "rnn", "peephole", "cifg")
 # Cells whose state is the pair (h, c) rather than h alone.
 LSTM_FAMILY = ("lstm", "peephole", "cifg")
+# Weight matrices (gates) per layer of each cell.
+GATES = {"lstm": 4, "peephole": 4, "cifg": 3, "gru": 3, "rnn": 1}
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,14 @@ def select_state(state: State, index: torch.Tensor | slice) -> State:
     if isinstance(state, tuple):
         return tuple(s[:, index].contiguous() for s in state)
     return state[:, index].contiguous()
+
+
+def size_in_parameters(vocab: int, layers: int, hidden: int, embed: int, gates: int = 4) -> int:
+    """Parameters of a model of this shape before it is built (embedding, layers with their two
+    bias vectors, head): what auto sizes by and the memory check budgets for."""
+    h, e, g = hidden, embed, gates
+    recurrent = g * h * (e + h) + 2 * g * h + (layers - 1) * (g * h * 2 * h + 2 * g * h)
+    return vocab * e + recurrent + h * vocab + vocab
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -31,7 +31,7 @@ from charrnn.data import Prepared
 from charrnn.distributed import World
 from charrnn.errors import CharrnnError
 from charrnn.metrics import Metrics
-from charrnn.model import CharRNN, ModelConfig, count_parameters
+from charrnn.model import GATES, CharRNN, ModelConfig, count_parameters, size_in_parameters
 from charrnn.run_state import RunState
 from charrnn.second_run import fit_retraining, retrain_steps  # noqa: F401 - part of this module's API
 from charrnn.step import TrainStep
@@ -351,9 +351,9 @@ def _check_fits_memory(model_cfg: ModelConfig, cfg: TrainConfig) -> None:
 
     Better one clear line now than the kernel's OOM killer minutes later.
     """
-    h, e, v, n = model_cfg.hidden, model_cfg.embed, model_cfg.vocab_size, model_cfg.layers
-    gates = {"lstm": 4, "peephole": 4, "cifg": 3, "gru": 3}.get(model_cfg.model, 1)
-    params = v * e + gates * h * (e + h) + (n - 1) * gates * h * 2 * h + h * v
+    h, v, n = model_cfg.hidden, model_cfg.vocab_size, model_cfg.layers
+    gates = GATES.get(model_cfg.model, 1)
+    params = size_in_parameters(v, n, h, model_cfg.embed, gates)
     activations = cfg.batch_size * cfg.seq_len * (n * gates * h * 3 + v * 2)
     need = 4 * (4 * params + activations)
     try:
