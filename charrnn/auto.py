@@ -60,8 +60,9 @@ LADDER = (
 )
 TOKENS_PER_PARAM = 2.5
 # ...and has at most this many parameters per token of training text: past it a larger model
-# only memorises a short text sooner, whatever its dropout.
-MAX_PARAMS_PER_TOKEN = 50.0
+# only memorises a short text sooner, whatever its dropout (docs/auto.md: on the 80 kB and 137 kB
+# texts 2x256 at 9-12 parameters per token beat 2x512 at 33-44 with dropout 0.2 and 0.5).
+MAX_PARAMS_PER_TOKEN = 15.0
 # Dropout by parameters per training token, for a run that reads its text at least
 # MEMORISING_PASSES times (below that it barely sees a token twice and needs none).
 MEMORISING_PASSES = 2.0
