@@ -15,8 +15,8 @@ from charrnn.errors import CharrnnError
 CELLS = ("lstm", "gru", "rnn", "peephole", "cifg")
 # Cells whose state is the pair (h, c) rather than h alone.
 LSTM_FAMILY = ("lstm", "peephole", "cifg")
-# Weight matrices (gates) per layer of each cell.
-GATES = {"lstm": 4, "peephole": 4, "cifg": 3, "gru": 3, "rnn": 1}
+# Weight matrices (gates) per layer of each cell; the custom cells say their own.
+GATES = {"lstm": 4, "gru": 3, "rnn": 1, **{name: cell.gates for name, cell in CUSTOM_CELLS.items()}}
 
 
 @dataclass(frozen=True)
