@@ -24,7 +24,8 @@ from common import corpus, emit  # noqa: E402
 
 from charrnn import checkpoint  # noqa: E402
 from charrnn.corpus import decode  # noqa: E402
-from charrnn.data import split_point, val_streams  # noqa: E402
+from charrnn.batches import val_streams  # noqa: E402
+from charrnn.data import split_point  # noqa: E402
 from charrnn.evaluate import BURN_IN, MAX_STREAMS, TOKENS_PER_STREAM, evaluate  # noqa: E402
 from charrnn.model import select_state  # noqa: E402
 from charrnn.stepper import Stepper  # noqa: E402

@@ -20,7 +20,6 @@ from typing import BinaryIO, Iterator
 import numpy as np
 
 from charrnn import corpus
-from charrnn.batches import Batches, val_streams  # noqa: F401 - where they lived before 1.0
 from charrnn.errors import CharrnnError
 from charrnn.extend import extended_vocab
 from charrnn.vocab import SPACE_MARK, SUBWORD_KINDS, CharVocab, SubwordVocab, Vocab, describe_chars, from_state, id_dtype

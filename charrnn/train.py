@@ -33,7 +33,6 @@ from charrnn.errors import CharrnnError
 from charrnn.metrics import Metrics
 from charrnn.model import GATES, CharRNN, ModelConfig, count_parameters, size_in_parameters
 from charrnn.run_state import RunState
-from charrnn.second_run import fit_retraining, retrain_steps  # noqa: F401 - part of this module's API
 from charrnn.step import TrainStep
 from charrnn.validation import Validation
 

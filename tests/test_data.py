@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from charrnn.data import Batches, prepare, val_streams
+from charrnn.batches import Batches, val_streams
+from charrnn.data import prepare
 from charrnn.evaluate import evaluate
 from charrnn.model import CharRNN, ModelConfig, detach_state
 

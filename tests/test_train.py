@@ -307,7 +307,7 @@ def test_a_resumed_run_that_cannot_tell_how_it_started_only_suggests_a_second_ru
 
 
 def test_second_run_length_and_budget():
-    from charrnn.train import retrain_steps
+    from charrnn.second_run import retrain_steps
 
     stopped = {"overfit": True, "best_step": 168, "steps": 288}
     assert retrain_steps({**stopped, "budget_used": 0.25}) == (288, True)  # the first run's length again
@@ -412,7 +412,8 @@ def test_validation_reads_at_most_val_tokens_of_the_split(tmp_path, repetitive_c
 
 
 def test_validation_comes_once_per_pass_on_a_small_corpus(tmp_path, repetitive_corpus):
-    from charrnn.data import Batches, prepare
+    from charrnn.batches import Batches
+    from charrnn.data import prepare
 
     passes = Batches(prepare([str(repetitive_corpus)], None, 0.1).train, 8, 16).windows
     assert passes < 200  # the default 200 steps would be several passes over this text

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import torch
 
-from charrnn import checkpoint
 from charrnn.errors import CharrnnError
 from charrnn.model import CharRNN, ModelConfig
 from charrnn.trace import Trace, Unit, _char_features, features, parse_unit, rank_units, trace
