@@ -6,11 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
-
 from charrnn import checkpoint, corpus
 from charrnn.dynamic import Rule, compare, stats_ids
-from charrnn.evaluate import evaluate, text_ids
+from charrnn.evaluate import score_text, text_ids
 
 
 def score_files(
@@ -38,12 +36,12 @@ def score_files(
         body = corpus.read_text(sources, keep_gutenberg)
     finally:
         corpus.release(sources)
-    ids, dropped = text_ids(vocab, body, skip_unknown)
-    chars = vocab.count_chars(ids[1:])
     if rule is None:
-        score, extra = evaluate(model, ids, torch.device("cpu"), chars=chars), {}
+        (score, dropped), extra = score_text(model, vocab, body, skip_unknown), {}
     else:
-        both = compare(model, ids, rule, stats_ids(ckpt, vocab, stats_text) if rule.needs_stats else None, chars)
+        ids, dropped = text_ids(vocab, body, skip_unknown)
+        stats = stats_ids(ckpt, vocab, stats_text) if rule.needs_stats else None
+        both = compare(model, ids, rule, stats, vocab.count_chars(ids[1:]))
         score, extra = both.static, both.as_dict()
     return {
         "bpc": round(score.bpc, 5),
