@@ -194,7 +194,7 @@ def resolve(cfg: TrainConfig, given: set[str], corpus_tokens: int, vocab: int, u
     from dataclasses import replace
 
     from charrnn import distributed, precision
-    from charrnn.model import GATES, ModelConfig
+    from charrnn.model import GATES, ModelConfig, check_cell
     from charrnn.speed import Speeds
 
     theirs = ModelConfig.from_dict(init["model_config"]).to_dict() if init is not None else {}
@@ -203,7 +203,7 @@ def resolve(cfg: TrainConfig, given: set[str], corpus_tokens: int, vocab: int, u
         setattr(cfg, name, value)
     kept = given | set(fixed)
     shape = {k: getattr(cfg, k) for k in ("seq_len", "batch_size") if k in kept}
-    ladder = tuple(replace(s, gates=GATES.get(cfg.model, 4), **shape) for s in LADDER
+    ladder = tuple(replace(s, gates=GATES[check_cell(cfg.model)], **shape) for s in LADDER
                    if device.type == "cuda" or not s.gpu_only)
     speeds = Speeds(device, precision.resolve(cfg.precision, device, cfg.model), vocab, world.size, cfg.model)
     budget = Budget(cfg.time, cfg.steps, cfg.epochs)

@@ -19,6 +19,14 @@ LSTM_FAMILY = ("lstm", "peephole", "cifg")
 GATES = {"lstm": 4, "gru": 3, "rnn": 1, **{name: cell.gates for name, cell in CUSTOM_CELLS.items()}}
 
 
+def check_cell(name: str) -> str:
+    """``name`` if it is a cell charrnn builds: sizing a model (auto, the memory check) comes
+    before building it, and an unknown name must fail the same way there."""
+    if name not in CELLS:
+        raise CharrnnError(f"unknown model {name!r}; choose one of {', '.join(CELLS)}")
+    return name
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     vocab_size: int
@@ -48,8 +56,7 @@ State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
 class CharRNN(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        if cfg.model not in CELLS:
-            raise CharrnnError(f"unknown model {cfg.model!r}; choose one of {', '.join(CELLS)}")
+        check_cell(cfg.model)
         if cfg.tie and cfg.embed != cfg.hidden:
             raise CharrnnError(f"--tie needs --embed equal to --hidden (got {cfg.embed} and {cfg.hidden})")
         self.cfg = cfg

@@ -31,7 +31,7 @@ from charrnn.data import Prepared
 from charrnn.distributed import World
 from charrnn.errors import CharrnnError
 from charrnn.metrics import Metrics
-from charrnn.model import GATES, CharRNN, ModelConfig, count_parameters, size_in_parameters
+from charrnn.model import GATES, CharRNN, ModelConfig, check_cell, count_parameters, size_in_parameters
 from charrnn.run_state import RunState
 from charrnn.step import TrainStep
 from charrnn.validation import Validation
@@ -351,7 +351,7 @@ def _check_fits_memory(model_cfg: ModelConfig, cfg: TrainConfig) -> None:
     Better one clear line now than the kernel's OOM killer minutes later.
     """
     h, v, n = model_cfg.hidden, model_cfg.vocab_size, model_cfg.layers
-    gates = GATES.get(model_cfg.model, 1)
+    gates = GATES[check_cell(model_cfg.model)]
     params = size_in_parameters(v, n, h, model_cfg.embed, gates)
     activations = cfg.batch_size * cfg.seq_len * (n * gates * h * 3 + v * 2)
     need = 4 * (4 * params + activations)

@@ -341,3 +341,11 @@ def test_weight_drop_trains_through_the_cli(repetitive_corpus, tmp_path):
     assert best < 0.25 * unigram_entropy(repetitive_corpus.read_text())
     info = run_cli("info", tmp_path)
     assert "weight drop 0.25" in info.stdout
+
+
+@pytest.mark.parametrize("preset", ["auto", "small"])
+def test_an_unknown_cell_is_one_line_error_before_any_training(preset, repetitive_corpus, tmp_path):
+    r = run_cli("train", repetitive_corpus, "--preset", preset, "--model", "lstn", "--steps", "5", "--out", tmp_path)
+    assert r.exit_code == 2, (r.exit_code, r.stderr)
+    assert r.stderr.strip().splitlines() == ["error: unknown model 'lstn'; choose one of lstm, gru, rnn, peephole, cifg"]
+    assert not (tmp_path / "last.pt").exists()
