@@ -89,7 +89,7 @@ def train(
     epochs: Optional[float] = typer.Option(None, min=0.0, max=1e6, help="Stop after this many passes over the data."),
     time: Optional[str] = typer.Option(None, "--time", help="Stop after this long, e.g. 90s, 10m, 1h30m."),
     eval_every: Optional[int] = typer.Option(None, min=1, max=10**12, help="Validate every N steps (default 200, or once per pass over the text if sooner)."),
-    patience: Optional[int] = typer.Option(None, min=0, max=10**9, help="Stop once this many validations in a row have not beaten the best val bpc (default 5; 0: never stop early)."),
+    patience: Optional[int] = typer.Option(None, min=0, max=10**9, help="Stop once this many validations in a row have not beaten the best val bpc, after the first pass over the text (default 5; 0: never stop early)."),
     log_every: Optional[int] = typer.Option(None, min=1, max=10**12, help="Write a metrics line every N steps."),
     val_frac: Optional[float] = typer.Option(None, min=0.0, max=0.5, help="Last fraction of the text held out for validation."),
     val_tokens: Optional[int] = typer.Option(None, min=0, max=10**15, help="Validate on at most the first N tokens of the validation split (default 131072, about a 1.3 MB corpus's whole split; 0: all of it)."),

@@ -196,10 +196,11 @@ def _vals(metrics) -> list[tuple[int, float]]:
 @pytest.fixture
 def noise(tmp_path):
     """Uniform random letters: nothing in the training split predicts the validation split, so
-    after the first steps val bpc only gets worse as the model memorises noise."""
+    once the model has read it (a pass is 14 steps of TINY) val bpc only gets worse as it
+    memorises noise."""
     rng = np.random.default_rng(0)
     path = tmp_path / "noise.txt"
-    path.write_text("".join(rng.choice(list("abcdefghijklmnop"), 20_000)))
+    path.write_text("".join(rng.choice(list("abcdefghijklmnop"), 2_000)))
     return path
 
 
@@ -320,12 +321,17 @@ def test_second_run_length_and_budget():
     assert retrain_steps({**stopped, "budget_used": 0.7}, longer=3) == (864, False)  # suggested: the whole 3x run
 
 
-def test_a_run_whose_patience_runs_out_at_its_last_step_did_not_stop_early(tmp_path):
-    """Train on letters a-h, validate on i-p: val bpc only rises, so the best is the first
-    validation and three validations later the patience is spent, which is also the last step."""
+def _shifted(path, train_chars: int):
+    """Letters a-h to train on, then i-p, the last tenth, to validate on: val bpc only rises."""
     rng = np.random.default_rng(0)
-    corpus = tmp_path / "shifted.txt"
-    corpus.write_text("".join(rng.choice(list("abcdefgh"), 18_000)) + "".join(rng.choice(list("ijklmnop"), 2_000)))
+    path.write_text("".join(rng.choice(list("abcdefgh"), train_chars)) + "".join(rng.choice(list("ijklmnop"), train_chars // 9)))
+    return path
+
+
+def test_a_run_whose_patience_runs_out_at_its_last_step_did_not_stop_early(tmp_path):
+    """The best is the first validation and two validations later, past the first pass (14
+    steps), the patience is spent, which is also the last step."""
+    corpus = _shifted(tmp_path / "shifted.txt", 1_800)
     flags = [*TINY, "--eval-every", "5", "--patience", "2", "--out", tmp_path / "run"]
     r = run_cli("train", corpus, *flags, "--steps", "15")
     assert r.exit_code == 0, r.stderr
@@ -335,6 +341,18 @@ def test_a_run_whose_patience_runs_out_at_its_last_step_did_not_stop_early(tmp_p
     assert "a new run of --steps 15 --dropout 0" in r.stderr
     r = run_cli("train", corpus, *flags, "--steps", "2000")
     assert "stopping early at step 15" in r.stderr and "stopped early" in r.stderr
+
+
+def test_no_early_stop_before_the_run_has_read_its_text(tmp_path):
+    """A val bpc that stalls in the first pass is not memorising (every batch is new text):
+    the run goes on, and no second run is suggested."""
+    corpus = _shifted(tmp_path / "shifted.txt", 18_000)  # a pass is 140 steps
+    r = run_cli("train", corpus, *TINY, "--eval-every", "5", "--patience", "2", "--out", tmp_path / "run", "--steps", "60")
+    assert r.exit_code == 0, r.stderr
+    vals = _vals(tmp_path / "run" / "metrics.jsonl")
+    assert [s for s, _ in vals] == list(range(5, 65, 5))
+    assert min(vals, key=lambda sv: sv[1])[0] < 50  # patience 2 would have stopped it without the rule
+    assert "stopping early" not in r.stderr and "a new run of" not in r.stderr and not (tmp_path / "run" / "first").exists()
 
 
 def test_the_second_run_takes_the_presets_dropout_unless_dropout_was_given(tmp_path, noise):
