@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import codecs
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Callable, Iterator, Literal, overload
 
+import numpy as np
 import torch
 
 from charrnn.errors import CharrnnError
 from charrnn.model import CharRNN, State
 from charrnn.precision import STEP_PRECISIONS
-from charrnn.single_row import SingleRow
+from charrnn.single_row import SingleRow, temperature_pick
 from charrnn.stepper import Stepper
 
 
@@ -131,14 +132,20 @@ class RowNoise:
         self.used = [u + 1 for u in used]
         return race
 
-    def stream(self) -> Iterator[torch.Tensor]:
+    @overload
+    def stream(self, arrays: Literal[False] = False) -> Iterator[torch.Tensor]: ...
+
+    @overload
+    def stream(self, arrays: Literal[True]) -> Iterator[np.ndarray]: ...
+
+    def stream(self, arrays: bool = False) -> Iterator[torch.Tensor] | Iterator[np.ndarray]:
         """``draw``'s draws for a fresh ``RowNoise`` whose rows all step together, as views a
-        block at a time: the same numbers without ``draw``'s bookkeeping on every step (for
-        generate's batch-1 loop; not to be mixed with ``draw``)."""
+        block at a time (numpy's with ``arrays``): the same numbers without ``draw``'s
+        bookkeeping on every step (for generate's batch-1 loop; not to be mixed with ``draw``)."""
         while True:
             for buf, gen in zip(self.buf, self.gens):
                 buf.exponential_(generator=gen)
-            yield from self.buf.unbind(1)
+            yield from (self.buf.numpy().swapaxes(0, 1) if arrays else self.buf.unbind(1))
 
     def keep(self, rows: list[int]) -> None:
         """Only these rows go on (the others' requests ended)."""
@@ -249,41 +256,33 @@ class RowText:
         return piece, finished
 
 
-def single_row_pick(opts: SampleOptions, vocab_size: int, races: Iterator[torch.Tensor] | None):
-    """``pick`` for one row as a function of its logits, returning the token as an int: plain
-    temperature sampling (the default) writes into fixed buffers, the very operations ``pick``
-    makes; greedy and top-k/top-p call ``pick`` itself."""
+def single_row_pick(opts: SampleOptions, logits: torch.Tensor, noise: RowNoise | None) -> Callable[[], int]:
+    """``pick`` for one row's fixed ``logits`` buffer as a function returning the token as an
+    int: plain temperature sampling (the default) through ``single_row.temperature_pick``, the
+    very operations ``pick`` makes; top-k/top-p call ``pick`` itself, greedy its argmax."""
     if opts.greedy:
-        return lambda logits: logits.argmax(-1).item()
+        return lambda: logits.argmax(-1).item()
     if opts.top_k is not None or opts.top_p is not None:
-        return lambda logits: pick(logits, opts, race=next(races) if races is not None else None).item()
-    scaled, probs, own = (torch.empty(1, vocab_size) for _ in range(3))
-    temp, softmax = opts.temp, torch.ops.aten._softmax.out
-
-    def choose(logits: torch.Tensor) -> int:
-        torch.div(logits, temp, out=scaled)
-        softmax(scaled, -1, False, out=probs)
-        return probs.div_(next(races) if races is not None else own.exponential_()).argmax(-1).item()
-
-    return choose
+        races = noise.stream() if noise is not None else None
+        return lambda: pick(logits, opts, race=next(races) if races is not None else None).item()
+    return temperature_pick(logits, opts.temp, noise.stream(arrays=True) if noise is not None else None)
 
 
 def _single_row(stepper: Stepper, logits: torch.Tensor, state: State, opts: SampleOptions, pieces: list[bytes]):
     """generate's loop for one LSTM row (see ``charrnn.single_row``): the same tokens in the
     same order of random draws, with a fraction of the calls per character."""
     row = SingleRow(stepper, logits, state)
-    races = RowNoise([opts.seed], logits.shape[-1]).stream() if opts.seed is not None and not opts.greedy else None
-    choose = single_row_pick(opts, logits.shape[-1], races)
+    noise = RowNoise([opts.seed], logits.shape[-1]) if opts.seed is not None and not opts.greedy else None
+    choose = single_row_pick(opts, row.logits, noise)
     text = RowText(opts)
-    logits = row.logits
     while True:
-        token = choose(logits)
+        token = choose()
         piece, finished = text.add(pieces[token])
         if piece:
             yield 0, piece
         if finished:
             return
-        logits = row.step(token)
+        row.step(token)
 
 
 @torch.no_grad()

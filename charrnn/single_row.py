@@ -7,7 +7,16 @@ make views or allocate, so this class makes every view and buffer once: each lay
 write into a fixed gates buffer, every gate function reads and writes views of fixed buffers,
 the lower layer's new h is written straight into the upper layer's [x, h] input, and the first
 layer's token row is a view picked from a Python list. A step is then the products and seven
-element-wise calls per layer, and the sampling four more.
+element-wise calls per layer.
+
+The temperature sampling after it runs cold: the products stream megabytes of weights through
+the 2 MB caches, and a torch call (argument parsing, dispatch, a tensor iterator) touches far
+more memory than a numpy ufunc. Its divisions (by the temperature, by the random draws) and
+argmax, which IEEE arithmetic rounds exactly whoever computes them, are numpy ufuncs on numpy
+views of the same buffers; only the softmax stays torch's (19 us of the sampler's 370 per
+character saved in float32 on a 2-core Xeon). The same split in the cell update (its products of
+two gate vectors) saved nothing measurable, nor did taking the first layer's bfloat16 product
+for the next character beside the second layer's, so the step is all torch.
 
 Every call is the very operation ``Stepper.step`` and ``sample.pick`` make, on the same values in
 the same layout (``out=`` buffers instead of fresh tensors), so the text is bit for bit the
@@ -16,6 +25,9 @@ same for the same seed. Measured in ``bench/sampler.py`` (see docs/export.md).
 
 from __future__ import annotations
 
+from typing import Callable, Iterator
+
+import numpy as np
 import torch
 
 from charrnn.model import State
@@ -57,6 +69,10 @@ class SingleRow:
             )
         self.top = self.layers[-1][14]
 
+    def state(self) -> State:
+        """The state as ``Stepper.step`` returns it: (h, c), each (layers, 1, hidden), copied."""
+        return torch.stack([layer[14] for layer in self.layers]), self.c.clone()
+
     def step(self, token: int) -> torch.Tensor:
         """The logits after ``token`` (a view of the one buffer every step overwrites)."""
         st = self.stepper
@@ -76,3 +92,25 @@ class SingleRow:
             if up is not None:
                 up.copy_(own)
         return torch.addmm(st.b_out, self.top, st.w_out, out=self.logits)
+
+
+def temperature_pick(logits: torch.Tensor, temp: float, races: Iterator[np.ndarray] | None) -> Callable[[], int]:
+    """``sample.pick``'s temperature sampling of the fixed ``logits`` buffer as a function of
+    nothing, returning the token: the same division, softmax, division by the Exp(1) draws
+    (``races``, else the global generator's) and argmax, into fixed buffers."""
+    V = logits.shape[-1]
+    scaled, probs, own = (torch.empty(1, V) for _ in range(3))
+    logits_, scaled_, probs_, own_ = logits.numpy(), scaled.numpy(), probs.numpy(), own.numpy()
+    temp32, divide, softmax = np.float32(temp), np.divide, torch.softmax
+
+    def choose() -> int:
+        # torch's divisions overflow to inf (a tiny --temp) and divide by a zero draw silently;
+        # numpy's would warn.
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+            divide(logits_, temp32, out=scaled_)
+            softmax(scaled, -1, out=probs)
+            if races is None:
+                own.exponential_()
+            return int(divide(probs_, own_ if races is None else next(races), out=probs_).argmax())
+
+    return choose

@@ -1,13 +1,16 @@
 """generate's batch-1 LSTM loop (charrnn.single_row) gives bit for bit the text of the batched
 step it replaces, for every sampling control, seeded or not, in float32 and bfloat16."""
 
+import warnings
+
 import pytest
 import torch
 
 from charrnn.model import CharRNN, ModelConfig
 from charrnn.precision import cpu_computes
-from charrnn.sample import SampleOptions, generate
-from charrnn.single_row import SingleRow
+from charrnn.sample import RowNoise, SampleOptions, generate, pick, warm_up
+from charrnn.single_row import SingleRow, temperature_pick
+from charrnn.stepper import Stepper
 from charrnn.vocab import CharVocab
 
 PRECISIONS = ["float32"] + (["bfloat16"] if torch.backends.mkldnn.is_available() and cpu_computes(torch.bfloat16) else [])
@@ -59,3 +62,38 @@ def test_single_row_is_what_batch_1_runs(monkeypatch):
     monkeypatch.setattr(SingleRow, "step", lambda self, token: used.append(token) or real_step(self, token))
     text = _text(model, vocab, SampleOptions(length=50, seed=1))
     assert len(used) == 49 and vocab.decode(used) == text[:49]
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("layers", [1, 2, 3])
+def test_single_row_step_keeps_every_value_of_the_batched_step(layers, precision):
+    """Equal tokens over a short text could hide a last-bit drift; the logits and the state
+    must be equal after every step."""
+    model, vocab = _model(layers)
+    stepper = Stepper(model, precision)
+    logits, state = warm_up(model, vocab.encode("ab").tolist(), 1)
+    row = SingleRow(stepper, logits, state)
+    tokens = torch.randint(vocab.size, (200,), generator=torch.Generator().manual_seed(layers)).tolist()
+    for token in tokens:
+        logits, state = stepper.step(torch.tensor([token]), state)
+        row.step(token)
+        h, c = row.state()
+        assert torch.equal(row.logits, logits) and torch.equal(h, state[0]) and torch.equal(c, state[1])
+
+
+def test_temperature_pick_is_pick_on_the_same_logits_and_draws():
+    logits = torch.empty(1, 30)
+    choose = temperature_pick(logits, 0.7, RowNoise([7], 30).stream(arrays=True))
+    races = RowNoise([7], 30).stream()
+    opts = SampleOptions(temp=0.7)
+    gen = torch.Generator().manual_seed(0)
+    picks = []
+    for _ in range(500):
+        logits.normal_(0, 3, generator=gen)
+        picks.append(choose())
+        assert picks[-1] == pick(logits, opts, race=next(races)).item()
+    assert len(set(picks)) > 10
+    logits.normal_(0, 3, generator=gen)[0, 3] = 3e38  # divided by 0.7 it overflows, silently in torch
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert choose() == pick(logits, opts, race=next(races)).item()
