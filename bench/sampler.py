@@ -5,7 +5,7 @@ once per character), charrnn at batch 1 and 64 in float32 and (where the CPU com
 bfloat16, the model exported to ONNX stepped by onnxruntime at batch 1 and 64 (where onnxruntime
 is installed; its loop samples with numpy and does not decode text), the memory-bandwidth bound
 of batch 1 (weight bytes read per character over the matrix-vector bandwidth measured on float32
-matrices of the same total size; bfloat16 weights are half the bytes, so twice the bound at the
+matrices of the same total size, the faster of torch's and numpy's products; bfloat16 weights are half the bytes, so twice the bound at the
 same bandwidth) and the compute bound of batch 64 (the step's matrix products at batch 64 over
 the matrix-multiply FLOP/s measured on the same shapes), all in the same run, repeated in
 interleaved rounds with medians reported. Usage: python bench/sampler.py [--hidden 512] [--chars 2000]
@@ -81,12 +81,16 @@ def onnx_loop(session, cfg: ModelConfig, n: int, batch: int, temp: float = 0.8) 
     return n * batch / (time.perf_counter() - start)
 
 
-def matvec_bandwidth(total_bytes: int, rows: int, repeat: int = 50) -> float:
-    """Bytes/s of x @ W over float32 matrices adding up to ``total_bytes``, as the step reads them."""
+def matvec_bandwidth(total_bytes: int, rows: int, library: str, repeat: int = 50) -> float:
+    """Bytes/s of x @ W over float32 matrices adding up to ``total_bytes``, as the step reads
+    them, by torch's or numpy's BLAS: the bound is the faster one's, since on some CPUs one
+    reads the same bytes at a third of the other's speed (see ``stepper.row_product``)."""
     cols = 2048
     count = max(1, total_bytes // (rows * cols * 4))
     mats = [torch.randn(rows, cols) for _ in range(count)]
     x = torch.randn(1, rows)
+    if library == "numpy":
+        mats, x = [m.numpy() for m in mats], x.numpy()
     for m in mats:
         x @ m
     start = time.perf_counter()
@@ -143,7 +147,8 @@ def main() -> None:
     runs: dict[str, list[float]] = {}
     add = lambda key, value: runs.setdefault(key, []).append(value)
     for _ in range(args.rounds):
-        add("bw", matvec_bandwidth(weight_bytes, args.hidden))
+        for library in ("torch", "numpy"):
+            add(f"bw {library}", matvec_bandwidth(weight_bytes, args.hidden, library))
         add("flops", matmul_flops(64, shapes))
         add("plain", plain_loop(model, max(200, args.chars // 10)))
         for p in precisions:
@@ -158,7 +163,8 @@ def main() -> None:
     folder.cleanup()
     med = {k: statistics.median(v) for k, v in runs.items()}
     plain, b1 = med["plain"], med["float32 1"]
-    bound = med["bw"] / weight_bytes
+    bandwidth = max(med["bw torch"], med["bw numpy"])
+    bound = bandwidth / weight_bytes
     compute_bound = med["flops"] / sum(2 * k * n for k, n in shapes)  # characters: 2kn FLOPs each per matrix
     emit(bench="sampler", who="plain nn.LSTM loop, fresh process", batch=1, chars_per_s=round(fresh, 1))
     emit(bench="sampler", who="plain nn.LSTM loop, warm allocator", batch=1, chars_per_s=round(plain, 1),
@@ -172,7 +178,8 @@ def main() -> None:
         emit(bench="sampler", who=who, batch=64, chars_per_s=round(many, 1), vs_batch1=round(many / one, 2),
              fraction_of_compute_bound=round(many / compute_bound, 3), runs=[round(v) for v in runs[f"{key} 64"]])
     emit(bench="sampler", who="bandwidth bound, batch 1", weight_mb_per_char=round(weight_bytes / 1e6, 2),
-         matvec_gb_s=round(med["bw"] / 1e9, 2), bound_chars_per_s=round(bound, 1),
+         matvec_gb_s=round(bandwidth / 1e9, 2), torch_matvec_gb_s=round(med["bw torch"] / 1e9, 2),
+         numpy_matvec_gb_s=round(med["bw numpy"] / 1e9, 2), bound_chars_per_s=round(bound, 1),
          bfloat16_weights_bound_chars_per_s=round(2 * bound, 1), charrnn_float32_fraction_of_bound=round(b1 / bound, 3))
     emit(bench="sampler", who="compute bound, batch 64 (float32)", matmul_gflop_s=round(med["flops"] / 1e9, 1),
          bound_chars_per_s=round(compute_bound, 1), charrnn_float32_fraction_of_bound=round(med["float32 64"] / compute_bound, 3),

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from charrnn.model import State
-from charrnn.stepper import Stepper
+from charrnn.stepper import Stepper, row_product
 
 
 class SingleRow:
@@ -66,9 +66,14 @@ class SingleRow:
             g = self.g[i]
             self.layers.append(
                 (inp, low, w, g, g[:, : 3 * H], g[:, 3 * H :], s[i], s[i, :, :H], s[i, :, H : 2 * H], s[i, :, 2 * H :],
-                 tg[i], fc[i], self.c[i], tc[i], own, up)
+                 tg[i], fc[i], self.c[i], tc[i], own, up, inp.numpy(), None if bf16 else w.numpy(), g.numpy())
             )
         self.top = self.layers[-1][14]
+        # numpy views for the float32 products (see stepper.row_product): the token rows, the
+        # biases, and the output layer, float32 in either precision.
+        self.rows_ = [row.numpy() for row in self.rows]
+        self.biases_ = [None] + [b.numpy() for b in stepper.b_ih[1:]]
+        self.out_ = (self.top.numpy(), stepper.w_out.numpy(), stepper.b_out.numpy(), self.logits.numpy())
 
     def state(self) -> State:
         """The state as ``Stepper.step`` returns it: (h, c), each (layers, 1, hidden), copied."""
@@ -77,12 +82,12 @@ class SingleRow:
     def step(self, token: int) -> torch.Tensor:
         """The logits after ``token`` (a view of the one buffer every step overwrites)."""
         st = self.stepper
-        for i, (inp, low, w, g, gs, gt, s, si, sf, so, tg, fc, c, tc, own, up) in enumerate(self.layers):
-            bias = self.rows[token] if i == 0 else st.b_ih[i]
+        for i, (inp, low, w, g, gs, gt, s, si, sf, so, tg, fc, c, tc, own, up, inp_, w_, g_) in enumerate(self.layers):
             if low is None:
-                torch.addmm(bias, inp, w, out=g)
+                np.add(row_product(inp_, w_, g_), self.rows_[token] if i == 0 else self.biases_[i], out=g_)
             else:
                 low.copy_(inp)
+                bias = self.rows[token] if i == 0 else st.b_ih[i]
                 torch.add(bias, torch.ops.mkldnn._linear_pointwise(low, w, None, "none", [], ""), out=g)
             torch.sigmoid(gs, out=s)
             torch.tanh(gt, out=tg)
@@ -92,7 +97,9 @@ class SingleRow:
             torch.mul(so, tc, out=own)
             if up is not None:
                 up.copy_(own)
-        return torch.addmm(st.b_out, self.top, st.w_out, out=self.logits)
+        top_, w_out_, b_out_, logits_ = self.out_
+        np.add(row_product(top_, w_out_, logits_), b_out_, out=logits_)
+        return self.logits
 
 
 def temperature_pick(logits: torch.Tensor, temp: float, races: Iterator[np.ndarray] | None) -> Callable[[], int]:

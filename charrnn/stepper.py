@@ -8,6 +8,7 @@ one matrix-vector product per weight matrix and a handful of element-wise operat
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from charrnn.cells import CUSTOM_CELLS, cifg_step, peephole_step
@@ -35,7 +36,15 @@ class Stepper:
         self.dtype = step_dtype(precision, cfg.model, cfg.hidden)
         rnn = model.rnn
         with torch.no_grad():
-            w = lambda name: getattr(rnn, name).detach().float()
+            # LSTM gate rows reordered i, f, g, o -> i, f, o, g: one sigmoid over the first
+            # three gates and one tanh per step instead of four calls. The rows are picked
+            # before the transpose, whole rows at a time: picking columns after it made a 2x512
+            # model's Stepper take 19-25 ms instead of 9-16 (2-core AMD EPYC), which every
+            # sample pays before its first character.
+            H = cfg.hidden
+            order = torch.cat([torch.arange(2 * H), torch.arange(3 * H, 4 * H), torch.arange(2 * H, 3 * H)])
+            rows = order if self.kind == "lstm" else slice(None)
+            w = lambda name: getattr(rnn, name).detach().float()[rows]
             self.w_hh = [w(f"weight_hh_l{i}").t().contiguous() for i in range(cfg.layers)]
             self.w_ih = [w(f"weight_ih_l{i}").t().contiguous() for i in range(cfg.layers)]
             if self.kind in CUSTOM_CELLS:
@@ -51,14 +60,6 @@ class Stepper:
                     self.b_ih, self.b_hh = b_ih, b_hh
                 else:
                     self.b_ih = [a + b for a, b in zip(b_ih, b_hh)]
-                    if self.kind == "lstm":
-                        # Gate columns reordered i, f, g, o -> i, f, o, g: one sigmoid over the
-                        # first three gates and one tanh per step instead of four calls.
-                        H = cfg.hidden
-                        order = torch.cat([torch.arange(2 * H), torch.arange(3 * H, 4 * H), torch.arange(2 * H, 3 * H)])
-                        self.w_hh = [m[:, order].contiguous() for m in self.w_hh]
-                        self.w_ih = [m[:, order].contiguous() for m in self.w_ih]
-                        self.b_ih = [b[order] for b in self.b_ih]
                     # Layers above the first: one product of [x, h] with the stacked matrices.
                     self.w_cat = [None] + [torch.cat([self.w_ih[i], self.w_hh[i]], 0) for i in range(1, cfg.layers)]
             # Layer 0's input product depends only on the token: precompute it for every token.
@@ -74,8 +75,14 @@ class Stepper:
 
     @staticmethod
     def _mm(bias: torch.Tensor, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        """``bias + x @ w`` in float32, ``w`` a float32 matrix or one packed by ``_pack_bfloat16``."""
+        """``bias + x @ w`` in float32, ``w`` a float32 matrix or one packed by ``_pack_bfloat16``.
+
+        One row on the CPU in float32 is a matrix-vector product, which numpy's BLAS
+        (OpenBLAS in its wheels) streams at up to 3x the speed of torch's (see ``row_product``);
+        ``SingleRow`` makes the same two calls, so both give the same values."""
         if w.dtype == torch.float32:
+            if x.shape[0] == 1 and x.device.type == "cpu":
+                return torch.add(torch.from_numpy(row_product(x.numpy(), w.numpy())), bias)
             return torch.addmm(bias, x, w)
         # The product's bfloat16 result joins the float32 bias as float32 (type promotion).
         return torch.add(bias, torch.ops.mkldnn._linear_pointwise(x.to(torch.bfloat16), w, None, "none", [], ""))
@@ -120,7 +127,7 @@ class Stepper:
         hs, cs = [], []
         x = None
         for i in range(self.layers):
-            gx = torch.embedding(self.table, tokens) if i == 0 else torch.addmm(self.b_ih[i], x, self.w_ih[i])
+            gx = torch.embedding(self.table, tokens) if i == 0 else self._mm(self.b_ih[i], x, self.w_ih[i])
             # The step functions take W_hh as the layer stores it, (G*H, H): the transpose
             # of our pre-transposed copy, a view.
             if self.kind == "peephole":
@@ -129,8 +136,19 @@ class Stepper:
                 x, c = cifg_step(gx, h_all[i], c_all[i], self.w_hh[i].t())
             hs.append(x)
             cs.append(c)
-        logits = torch.addmm(self.b_out, x, self.w_out)
+        logits = self._mm(self.b_out, x, self.w_out)
         return logits, (torch.stack(hs), torch.stack(cs))
+
+
+def row_product(x: np.ndarray, w: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """``x @ w`` for one row ``x`` (1, in) and a float32 matrix ``w`` (in, out), by numpy.
+
+    At batch 1 a step's time is its matrix-vector products, bounded by how fast the weights
+    stream from memory. On a 2-core AMD EPYC (Zen 4) torch's float32 product (MKL) read the
+    step's matrices at 30-52 GB/s, and slower on two threads than on one, where numpy's
+    OpenBLAS read them at 103-125 GB/s from the 32 MB L3 cache they fit in (bench/sampler.py
+    measures both)."""
+    return np.matmul(x, w, out=out)
 
 
 def _pack_bfloat16(w: torch.Tensor) -> torch.Tensor:
