@@ -7,7 +7,7 @@ is installed; its loop samples with numpy and does not decode text), the memory-
 of batch 1 (weight bytes read per character over the matrix-vector bandwidth measured on float32
 matrices of the same total size, the faster of torch's and numpy's products; bfloat16 weights are half the bytes, so twice the bound at the
 same bandwidth) and the compute bound of batch 64 (the step's matrix products at batch 64 over
-the matrix-multiply FLOP/s measured on the same shapes), all in the same run, repeated in
+the matrix-multiply FLOP/s measured on the same shapes, again the faster library's), all in the same run, repeated in
 interleaved rounds with medians reported. Usage: python bench/sampler.py [--hidden 512] [--chars 2000]
 """
 
@@ -101,11 +101,14 @@ def matvec_bandwidth(total_bytes: int, rows: int, library: str, repeat: int = 50
     return repeat * count * rows * cols * 4 / dt
 
 
-def matmul_flops(batch: int, shapes: list[tuple[int, int]], repeat: int = 20) -> float:
-    """FLOP/s of ``(batch, k) @ (k, n)`` over the step's own matrix shapes: the compute bound
-    of a batched step, where the weights are re-used by every row."""
+def matmul_flops(batch: int, shapes: list[tuple[int, int]], library: str, repeat: int = 20) -> float:
+    """FLOP/s of ``(batch, k) @ (k, n)`` over the step's own matrix shapes, by torch's or
+    numpy's BLAS (the bound is the faster one's): the compute bound of a batched step, where
+    the weights are re-used by every row."""
     xs = [torch.randn(batch, k) for k, _ in shapes]
     mats = [torch.randn(k, n) for k, n in shapes]
+    if library == "numpy":
+        xs, mats = [x.numpy() for x in xs], [m.numpy() for m in mats]
     for x, m in zip(xs, mats):
         x @ m
     start = time.perf_counter()
@@ -149,7 +152,7 @@ def main() -> None:
     for _ in range(args.rounds):
         for library in ("torch", "numpy"):
             add(f"bw {library}", matvec_bandwidth(weight_bytes, args.hidden, library))
-        add("flops", matmul_flops(64, shapes))
+            add(f"flops {library}", matmul_flops(64, shapes, library))
         add("plain", plain_loop(model, max(200, args.chars // 10)))
         for p in precisions:
             add(f"{p} 1", ours(model, vocab, args.chars, 1, p))
@@ -165,7 +168,8 @@ def main() -> None:
     plain, b1 = med["plain"], med["float32 1"]
     bandwidth = max(med["bw torch"], med["bw numpy"])
     bound = bandwidth / weight_bytes
-    compute_bound = med["flops"] / sum(2 * k * n for k, n in shapes)  # characters: 2kn FLOPs each per matrix
+    flops = max(med["flops torch"], med["flops numpy"])
+    compute_bound = flops / sum(2 * k * n for k, n in shapes)  # characters: 2kn FLOPs each per matrix
     emit(bench="sampler", who="plain nn.LSTM loop, fresh process", batch=1, chars_per_s=round(fresh, 1))
     emit(bench="sampler", who="plain nn.LSTM loop, warm allocator", batch=1, chars_per_s=round(plain, 1),
          runs=[round(v) for v in runs["plain"]])
@@ -181,7 +185,8 @@ def main() -> None:
          matvec_gb_s=round(bandwidth / 1e9, 2), torch_matvec_gb_s=round(med["bw torch"] / 1e9, 2),
          numpy_matvec_gb_s=round(med["bw numpy"] / 1e9, 2), bound_chars_per_s=round(bound, 1),
          bfloat16_weights_bound_chars_per_s=round(2 * bound, 1), charrnn_float32_fraction_of_bound=round(b1 / bound, 3))
-    emit(bench="sampler", who="compute bound, batch 64 (float32)", matmul_gflop_s=round(med["flops"] / 1e9, 1),
+    emit(bench="sampler", who="compute bound, batch 64 (float32)", matmul_gflop_s=round(flops / 1e9, 1),
+         torch_matmul_gflop_s=round(med["flops torch"] / 1e9, 1), numpy_matmul_gflop_s=round(med["flops numpy"] / 1e9, 1),
          bound_chars_per_s=round(compute_bound, 1), charrnn_float32_fraction_of_bound=round(med["float32 64"] / compute_bound, 3),
          best_possible_vs_batch1=round(compute_bound / bound, 2))
 

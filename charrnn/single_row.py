@@ -16,8 +16,9 @@ argmax, which IEEE arithmetic rounds exactly whoever computes them, are numpy uf
 views of the same buffers; only the softmax stays torch's (in float32 on a 2-core Xeon with
 AMX, 337-339 us per character against 358-365 before, the same text). The same split in the
 cell update (its products of two gate vectors) saved nothing measurable, nor did taking the
-first layer's bfloat16 product for the next character beside the second layer's, so the step
-is all torch.
+first layer's bfloat16 product for the next character beside the second layer's, so the gate
+arithmetic is all torch. The float32 products are numpy's (``stepper.row_product``), as in
+``Stepper.step`` at batch 1.
 
 Every call is the very operation ``Stepper.step`` and ``sample.pick`` make, on the same values in
 the same layout (``out=`` buffers instead of fresh tensors), so the text is bit for bit the

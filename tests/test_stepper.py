@@ -58,6 +58,29 @@ def test_step_gives_the_full_forwards_text_for_the_same_seed(cell, monkeypatch):
         assert len(set(want[0])) > 5  # a real distribution, not one character over and over
 
 
+@pytest.mark.parametrize("cell", CELLS)
+def test_one_row_multiplies_through_numpy_and_matches_its_row_in_a_batch(cell, monkeypatch):
+    """At batch 1 the float32 products are numpy's (stepper.row_product), which round the sums
+    in their own order: every value stays within float32 noise of the same row stepped beside
+    another through torch's product."""
+    import charrnn.stepper
+
+    model, _ = _model(cell, hidden=64, scale=0.1)
+    calls = []
+    real = charrnn.stepper.row_product
+    monkeypatch.setattr(charrnn.stepper, "row_product", lambda x, w, out=None: calls.append(w.shape) or real(x, w, out))
+    stepper = Stepper(model, "float32")
+    x = torch.randint(0, 18, (2, 40), generator=torch.Generator().manual_seed(1))
+    one, two = model.init_state(1), model.init_state(2)
+    flat = lambda state: torch.cat([s.flatten() for s in (state if isinstance(state, tuple) else (state,))])
+    for t in range(40):
+        alone, one = stepper.step(x[:1, t], one)
+        pair, two = stepper.step(x[:, t], two)
+        assert torch.allclose(alone, pair[:1], atol=1e-5, rtol=1e-5)
+        assert torch.allclose(flat(one), flat(tuple(s[:, :1] for s in two) if isinstance(two, tuple) else two[:, :1]), atol=1e-5)
+    assert len(calls) >= 40 * 2  # the output layer and at least one recurrent product per step
+
+
 @needs_bfloat16
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 def test_bfloat16_step_follows_the_forward(cell):
