@@ -5,10 +5,11 @@ once per character), charrnn at batch 1 and 64 in float32 and (where the CPU com
 bfloat16, the model exported to ONNX stepped by onnxruntime at batch 1 and 64 (where onnxruntime
 is installed; its loop samples with numpy and does not decode text), the memory-bandwidth bound
 of batch 1 (weight bytes read per character over the matrix-vector bandwidth measured on float32
-matrices of the same total size, the faster of torch's and numpy's products; bfloat16 weights are half the bytes, so twice the bound at the
-same bandwidth) and the compute bound of batch 64 (the step's matrix products at batch 64 over
-the matrix-multiply FLOP/s measured on the same shapes, again the faster library's), all in the same run, repeated in
-interleaved rounds with medians reported. Usage: python bench/sampler.py [--hidden 512] [--chars 2000]
+matrices of the same total size, the faster of torch's and numpy's products; bfloat16 weights
+are half the bytes, so twice the bound at the same bandwidth) and the compute bound of batch 64
+(the step's matrix products at batch 64 over the matrix-multiply FLOP/s measured on the same
+shapes, again the faster library's), all in the same run, repeated in interleaved rounds with
+medians reported. Usage: python bench/sampler.py [--hidden 512] [--chars 2000]
 """
 
 from __future__ import annotations

@@ -145,9 +145,9 @@ def row_product(x: np.ndarray, w: np.ndarray, out: np.ndarray | None = None) -> 
 
     At batch 1 a step's time is its matrix-vector products, bounded by how fast the weights
     stream from memory. On a 2-core AMD EPYC (Zen 4) torch's float32 product (MKL) read the
-    step's matrices at 30-52 GB/s, and slower on two threads than on one, where numpy's
-    OpenBLAS read them at 103-125 GB/s from the 32 MB L3 cache they fit in (bench/sampler.py
-    measures both)."""
+    step's matrices at 26-52 GB/s on two threads (up to 58 on one), where numpy's OpenBLAS
+    read them at 65-125 GB/s from the 32 MB L3 cache they fit in (bench/sampler.py measures
+    both)."""
     return np.matmul(x, w, out=out)
 
 
