@@ -35,7 +35,7 @@ class Size:
     weight_decay: float
     # Too slow for a CPU (a 2-core CPU takes ~25 s per step of the 3x1024 model): only for GPUs.
     gpu_only: bool = False
-    gates: int = 4  # weight matrices per layer: 4 for an LSTM, 3 for a GRU or CIFG, 1 for an RNN
+    cell: str = "lstm"
 
     @property
     def name(self) -> str:
@@ -45,7 +45,7 @@ class Size:
         """Parameters of the model with this size and ``vocab`` tokens."""
         from charrnn.model import size_in_parameters
 
-        return size_in_parameters(vocab, self.layers, self.hidden, self.embed, self.gates)
+        return size_in_parameters(vocab, self.layers, self.hidden, self.embed, self.cell)
 
 
 # From the presets (tiny = 2x256, small = 2x512, medium = 3x640, large = 3x1024) with sizes
@@ -194,7 +194,7 @@ def resolve(cfg: TrainConfig, given: set[str], corpus_tokens: int, vocab: int, u
     from dataclasses import replace
 
     from charrnn import distributed, precision
-    from charrnn.model import GATES, ModelConfig, check_cell
+    from charrnn.model import ModelConfig, check_cell
     from charrnn.speed import Speeds
 
     theirs = ModelConfig.from_dict(init["model_config"]).to_dict() if init is not None else {}
@@ -203,7 +203,7 @@ def resolve(cfg: TrainConfig, given: set[str], corpus_tokens: int, vocab: int, u
         setattr(cfg, name, value)
     kept = given | set(fixed)
     shape = {k: getattr(cfg, k) for k in ("seq_len", "batch_size") if k in kept}
-    ladder = tuple(replace(s, gates=GATES[check_cell(cfg.model)], **shape) for s in LADDER
+    ladder = tuple(replace(s, cell=check_cell(cfg.model), **shape) for s in LADDER
                    if device.type == "cuda" or not s.gpu_only)
     speeds = Speeds(device, precision.resolve(cfg.precision, device, cfg.model), vocab, world.size, cfg.model)
     budget = Budget(cfg.time, cfg.steps, cfg.epochs)

@@ -129,12 +129,15 @@ def select_state(state: State, index: torch.Tensor | slice) -> State:
     return state[:, index].contiguous()
 
 
-def size_in_parameters(vocab: int, layers: int, hidden: int, embed: int, gates: int = 4) -> int:
-    """Parameters of a model of this shape before it is built (embedding, layers with their two
-    bias vectors, head): what auto sizes by and the memory check budgets for."""
-    h, e, g = hidden, embed, gates
-    recurrent = g * h * (e + h) + 2 * g * h + (layers - 1) * (g * h * 2 * h + 2 * g * h)
-    return vocab * e + recurrent + h * vocab + vocab
+def size_in_parameters(vocab: int, layers: int, hidden: int, embed: int, cell: str = "lstm") -> int:
+    """Parameters of a model of this shape before it is built (embedding, layers, head): what
+    auto sizes by and the memory check budgets for, so it counts each cell's own vectors (two
+    biases per layer for PyTorch's cells, one for ours, and the peephole's 3H)."""
+    h, g = hidden, GATES[check_cell(cell)]
+    custom = cell in CUSTOM_CELLS
+    vectors = g * h * (1 if custom else 2) + (3 * h if cell == "peephole" else 0)
+    recurrent = g * h * (embed + h) + (layers - 1) * g * h * 2 * h + layers * vectors
+    return vocab * embed + recurrent + h * vocab + vocab
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -352,7 +352,7 @@ def _check_fits_memory(model_cfg: ModelConfig, cfg: TrainConfig) -> None:
     """
     h, v, n = model_cfg.hidden, model_cfg.vocab_size, model_cfg.layers
     gates = GATES[check_cell(model_cfg.model)]
-    params = size_in_parameters(v, n, h, model_cfg.embed, gates)
+    params = size_in_parameters(v, n, h, model_cfg.embed, model_cfg.model)
     activations = cfg.batch_size * cfg.seq_len * (n * gates * h * 3 + v * 2)
     need = 4 * (4 * params + activations)
     try:

@@ -205,7 +205,7 @@ def test_a_cpu_never_gets_the_gpu_sized_model_and_a_given_window_counts():
 
 
 def test_a_gru_counts_its_own_parameters():
-    lstm, gru = LADDER[3], auto.Size(**{**LADDER[3].__dict__, "gates": 3})
+    lstm, gru = LADDER[3], auto.Size(**{**LADDER[3].__dict__, "cell": "gru"})
     assert gru.params(VOCAB) < lstm.params(VOCAB)
     cfg, line = resolved({"steps": 2000, "model": "gru"})
     assert line.startswith("auto: GRU ")

@@ -23,7 +23,7 @@ from charrnn.cells import (
     reference_lstm_step,
 )
 from charrnn.errors import CharrnnError
-from charrnn.model import CharRNN, ModelConfig
+from charrnn.model import CharRNN, ModelConfig, count_parameters, size_in_parameters
 
 from conftest import TINY, run_cli
 
@@ -299,6 +299,14 @@ def test_every_cell_trains_and_samples(cell, repetitive_corpus, tmp_path):
     b = run_cli("sample", tmp_path, "--length", "80", "--seed", "4", "--prime", "ANNA")
     assert a.exit_code == 0, a.stderr
     assert a.stdout == b.stdout and a.stdout.startswith("ANNA") and len(a.stdout) == len("ANNA") + 80 + 1
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn", "peephole", "cifg"])
+@pytest.mark.parametrize("layers, hidden, embed", [(1, 8, 5), (3, 12, 7)])
+def test_a_models_size_is_known_before_it_is_built(cell, layers, hidden, embed):
+    """auto and the memory check size a model before building it: the count must be the built one's."""
+    model = CharRNN(ModelConfig(vocab_size=11, model=cell, layers=layers, hidden=hidden, embed=embed))
+    assert size_in_parameters(11, layers, hidden, embed, cell) == count_parameters(model)
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "peephole"])
