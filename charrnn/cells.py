@@ -121,6 +121,7 @@ class _StackedCell(nn.Module):
 
     gates: int  # gates per cell (rows of the weights in units of H)
     forget_gate: int  # the forget gate's position in the gate order
+    extra_vectors: int = 0  # vectors of H per layer beyond the weights and bias (model.size_in_parameters)
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, dropout: float = 0.0) -> None:
         super().__init__()
@@ -195,10 +196,11 @@ class PeepholeLSTM(_StackedCell):
 
     gates = 4
     forget_gate = 1
+    extra_vectors = 3
 
     def _add_extra_parameters(self) -> None:
         for layer in range(self.num_layers):
-            self.register_parameter(f"peephole_l{layer}", nn.Parameter(torch.empty(3 * self.hidden_size)))
+            self.register_parameter(f"peephole_l{layer}", nn.Parameter(torch.empty(self.extra_vectors * self.hidden_size)))
 
     def reset_parameters(self) -> None:
         """The common initialisation, and peepholes 0."""

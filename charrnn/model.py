@@ -132,10 +132,10 @@ def select_state(state: State, index: torch.Tensor | slice) -> State:
 def size_in_parameters(vocab: int, layers: int, hidden: int, embed: int, cell: str = "lstm") -> int:
     """Parameters of a model of this shape before it is built (embedding, layers, head): what
     auto sizes by and the memory check budgets for, so it counts each cell's own vectors (two
-    biases per layer for PyTorch's cells, one for ours, and the peephole's 3H)."""
+    biases per layer for PyTorch's cells; one for ours, with their extra vectors)."""
     h, g = hidden, GATES[check_cell(cell)]
-    custom = cell in CUSTOM_CELLS
-    vectors = g * h * (1 if custom else 2) + (3 * h if cell == "peephole" else 0)
+    custom = CUSTOM_CELLS.get(cell)
+    vectors = g * h * 2 if custom is None else g * h + custom.extra_vectors * h
     recurrent = g * h * (embed + h) + (layers - 1) * g * h * 2 * h + layers * vectors
     return vocab * embed + recurrent + h * vocab + vocab
 
