@@ -69,12 +69,11 @@ class SingleRow:
                 (inp, low, w, g, g[:, : 3 * H], g[:, 3 * H :], s[i], s[i, :, :H], s[i, :, H : 2 * H], s[i, :, 2 * H :],
                  tg[i], fc[i], self.c[i], tc[i], own, up, inp.numpy(), None if bf16 else w.numpy(), g.numpy())
             )
-        self.top = self.layers[-1][14]
         # numpy views for the float32 products (see stepper.row_product): the token rows, the
         # biases, and the output layer, float32 in either precision.
         self.rows_ = [row.numpy() for row in self.rows]
         self.biases_ = [None] + [b.numpy() for b in stepper.b_ih[1:]]
-        self.out_ = (self.top.numpy(), stepper.w_out.numpy(), stepper.b_out.numpy(), self.logits.numpy())
+        self.out_ = (self.layers[-1][14].numpy(), stepper.w_out.numpy(), stepper.b_out.numpy(), self.logits.numpy())
 
     def state(self) -> State:
         """The state as ``Stepper.step`` returns it: (h, c), each (layers, 1, hidden), copied."""
