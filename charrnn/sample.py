@@ -285,7 +285,6 @@ def _single_row(stepper: Stepper, logits: torch.Tensor, state: State, opts: Samp
         row.step(token)
 
 
-@torch.no_grad()
 def generate(
     model: CharRNN, vocab, opts: SampleOptions, prime_ids: list[int], num_samples: int = 1
 ) -> Iterator[tuple[int, str]]:
@@ -301,8 +300,17 @@ def generate(
     logits, state = warm_up(model, start_ids(vocab, prime_ids), num_samples)
     pieces = vocab.token_bytes()
     if num_samples == 1 and SingleRow.handles(stepper):
+        # Not under no_grad: every tensor it touches is detached, and a no_grad generator
+        # switches autograd off and on again around every yield (~10 us of a character's ~300).
         yield from _single_row(stepper, logits, state, opts, pieces)
-        return
+    else:
+        yield from _rows(stepper, logits, state, opts, pieces)
+
+
+@torch.no_grad()
+def _rows(stepper: Stepper, logits: torch.Tensor, state: State, opts: SampleOptions, pieces: list[bytes]):
+    """generate's loop for a batch of rows (or any cell at batch 1), stepped together."""
+    num_samples = logits.shape[0]
     texts = [RowText(opts) for _ in range(num_samples)]
     active = list(range(num_samples))
     noise = None

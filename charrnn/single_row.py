@@ -4,8 +4,9 @@ At batch 1 a step's three matrix-vector products are bounded by the memory bus, 
 ``Stepper.step`` adds around them, some 40 calls into torch (slices, selects, fresh tensors,
 the concatenation of [x, h], the token lookup), cost ~40% on top. Most of those calls only
 make views or allocate, so this class makes every view and buffer once: each layer's products
-write into a fixed gates buffer, every gate function reads and writes views of fixed buffers,
-the lower layer's new h is written straight into the upper layer's [x, h] input, and the first
+write into a fixed gates buffer, the gate functions and the cell update run in place on views of
+it and of the cell state (an in-place call skips the output checks of an ``out=`` one), the
+lower layer's new h is written straight into the upper layer's [x, h] input, and the first
 layer's token row is a view picked from a Python list. A step is then the products and seven
 element-wise calls per layer.
 
@@ -21,8 +22,9 @@ arithmetic is all torch. The float32 products are numpy's (``stepper.row_product
 ``Stepper.step`` at batch 1.
 
 Every call is the very operation ``Stepper.step`` and ``sample.pick`` make, on the same values in
-the same layout (``out=`` buffers instead of fresh tensors), so the text is bit for bit the
-same for the same seed. Measured in ``bench/sampler.py`` (see docs/export.md).
+the same layout (in place or into ``out=`` buffers instead of fresh tensors; a product of two
+gates in either order is the same IEEE product), so the text is bit for bit the same for the
+same seed. Measured in ``bench/sampler.py`` (see docs/export.md).
 """
 
 from __future__ import annotations
@@ -52,8 +54,6 @@ class SingleRow:
         self.xh = torch.zeros(L, 1, 2 * H)
         self.c = c.detach().float().clone()
         self.g = torch.empty(L, 1, 4 * H)
-        s = torch.empty(L, 1, 3 * H)
-        tg, fc, tc = (torch.empty(L, 1, H) for _ in range(3))
         self.logits = logits.detach().float().clone()
         self.rows = list(stepper.table.unsqueeze(1).unbind(0))
         self.layers = []
@@ -65,36 +65,37 @@ class SingleRow:
             w = stepper.w_hh[0] if i == 0 else stepper.w_cat[i]
             low = torch.empty(inp.shape, dtype=torch.bfloat16) if bf16 else None
             g = self.g[i]
+            # The gates in place: i, f, o through one sigmoid, g through one tanh.
             self.layers.append(
-                (inp, low, w, g, g[:, : 3 * H], g[:, 3 * H :], s[i], s[i, :, :H], s[i, :, H : 2 * H], s[i, :, 2 * H :],
-                 tg[i], fc[i], self.c[i], tc[i], own, up, inp.numpy(), None if bf16 else w.numpy(), g.numpy())
+                (inp, low, w, g, g[:, : 3 * H], g[:, 3 * H :], g[:, :H], g[:, H : 2 * H], g[:, 2 * H : 3 * H],
+                 self.c[i], own, up, inp.numpy(), None if bf16 else w.numpy(), g.numpy())
             )
         # numpy views for the float32 products (see stepper.row_product): the token rows, the
         # biases, and the output layer, float32 in either precision.
         self.rows_ = [row.numpy() for row in self.rows]
         self.biases_ = [None] + [b.numpy() for b in stepper.b_ih[1:]]
-        self.out_ = (self.layers[-1][14].numpy(), stepper.w_out.numpy(), stepper.b_out.numpy(), self.logits.numpy())
+        self.out_ = (self.layers[-1][10].numpy(), stepper.w_out.numpy(), stepper.b_out.numpy(), self.logits.numpy())
 
     def state(self) -> State:
         """The state as ``Stepper.step`` returns it: (h, c), each (layers, 1, hidden), copied."""
-        return torch.stack([layer[14] for layer in self.layers]), self.c.clone()
+        return torch.stack([layer[10] for layer in self.layers]), self.c.clone()
 
     def step(self, token: int) -> torch.Tensor:
         """The logits after ``token`` (a view of the one buffer every step overwrites)."""
         st = self.stepper
-        for i, (inp, low, w, g, gs, gt, s, si, sf, so, tg, fc, c, tc, own, up, inp_, w_, g_) in enumerate(self.layers):
+        for i, (inp, low, w, g, gs, gt, si, sf, so, c, own, up, inp_, w_, g_) in enumerate(self.layers):
             if low is None:
                 np.add(row_product(inp_, w_, g_), self.rows_[token] if i == 0 else self.biases_[i], out=g_)
             else:
                 low.copy_(inp)
                 bias = self.rows[token] if i == 0 else st.b_ih[i]
                 torch.add(bias, torch.ops.mkldnn._linear_pointwise(low, w, None, "none", [], ""), out=g)
-            torch.sigmoid(gs, out=s)
-            torch.tanh(gt, out=tg)
-            torch.mul(sf, c, out=fc)
-            torch.addcmul(fc, si, tg, out=c)
-            torch.tanh(c, out=tc)
-            torch.mul(so, tc, out=own)
+            gs.sigmoid_()
+            gt.tanh_()
+            c.mul_(sf)
+            c.addcmul_(si, gt)
+            torch.tanh(c, out=own)
+            own.mul_(so)
             if up is not None:
                 up.copy_(own)
         top_, w_out_, b_out_, logits_ = self.out_
