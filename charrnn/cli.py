@@ -88,7 +88,7 @@ def train(
     steps: Optional[int] = typer.Option(None, min=1, max=10**12, help="Stop after this many steps."),
     epochs: Optional[float] = typer.Option(None, min=0.0, max=1e6, help="Stop after this many passes over the data."),
     time: Optional[str] = typer.Option(None, "--time", help="Stop after this long, e.g. 90s, 10m, 1h30m."),
-    eval_every: Optional[int] = typer.Option(None, min=1, max=10**12, help="Validate every N steps (default 200, or once per pass over the text if sooner)."),
+    eval_every: Optional[int] = typer.Option(None, min=1, max=10**12, help="Validate every N steps (default 200, spaced out so validation stays under ~4% of the run, and at least once per pass over the text)."),
     patience: Optional[int] = typer.Option(None, min=0, max=10**9, help="Stop once this many validations in a row have not beaten the best val bpc, after the first pass over the text (default 5; 0: never stop early)."),
     log_every: Optional[int] = typer.Option(None, min=1, max=10**12, help="Write a metrics line every N steps."),
     val_frac: Optional[float] = typer.Option(None, min=0.0, max=0.5, help="Last fraction of the text held out for validation."),

@@ -67,8 +67,8 @@ class TrainConfig:
     steps: int | None = None
     epochs: float | None = None
     time: float | None = None
-    # None: every 200 steps, or once per pass over the training text if that comes sooner (on a
-    # 80 kB corpus 200 steps are 8 passes, long past the best model).
+    # None: every 200 steps, less often where a validation is large beside a step, and at least
+    # once per pass over the training text (validation.default_eval_every).
     eval_every: int | None = None
     # Validations in a row without a new best before the run stops (0: never). On a GPU a
     # 1 MB corpus is learnt in under a minute and then only overfits (see README "On a GPU").

@@ -47,6 +47,18 @@ def _ids(a: np.ndarray, device: torch.device) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(a).astype(np.int64)).to(device)
 
 
+def default_streams(n: int) -> int:
+    """Rows a text of ``n`` ids is scored as: one per 2k predictions, at most ``MAX_STREAMS``."""
+    return max(1, min(MAX_STREAMS, (n - 1) // TOKENS_PER_STREAM))
+
+
+def tokens_read(ids: np.ndarray) -> int:
+    """How many tokens ``evaluate`` runs through the model to score ``ids`` with its default
+    rows: every prediction once, plus each row's burn-in."""
+    inputs, _, _, tail, _ = val_streams(ids, default_streams(len(ids)), BURN_IN)
+    return inputs.size + len(tail)
+
+
 @torch.no_grad()
 def evaluate(
     model: CharRNN,
@@ -72,7 +84,7 @@ def evaluate(
     was_training = model.training
     model.eval()
     if streams is None:
-        streams = max(1, min(MAX_STREAMS, (len(ids) - 1) // TOKENS_PER_STREAM))
+        streams = default_streams(len(ids))
     inputs, targets, burn_in, tail_in, tail_tgt = val_streams(ids, streams, burn_in)
     rows = inputs.shape[0]
     lo, hi = 0, rows

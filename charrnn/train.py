@@ -30,11 +30,12 @@ from charrnn.config import TrainConfig
 from charrnn.data import Prepared
 from charrnn.distributed import World
 from charrnn.errors import CharrnnError
+from charrnn.evaluate import tokens_read
 from charrnn.metrics import Metrics
 from charrnn.model import GATES, CharRNN, ModelConfig, check_cell, count_parameters, size_in_parameters
 from charrnn.run_state import RunState
 from charrnn.step import TrainStep
-from charrnn.validation import Validation
+from charrnn.validation import Validation, default_eval_every
 
 
 class Interrupted(Exception):
@@ -113,9 +114,10 @@ class Trainer:
         if len(self.data.val) < 2 and cfg.val_frac > 0:
             raise CharrnnError("validation split is empty; give more text or a larger --val-frac")
         self.batches = Batches(self.data.train, cfg.batch_size, cfg.seq_len)
-        self.eval_every = cfg.eval_every or min(200, self.batches.windows)
         self.rows = world.rows(cfg.batch_size)
         self.val = self.data.val[: cfg.val_tokens] if cfg.val_tokens else self.data.val
+        self.eval_every = cfg.eval_every or default_eval_every(
+            self.batches.windows, cfg.batch_size * cfg.seq_len, tokens_read(self.val))
         self.model_cfg = ModelConfig(
             vocab_size=self.data.vocab.size,
             model=cfg.model,
@@ -247,12 +249,13 @@ class Trainer:
 
     def _announce(self) -> None:
         cfg = self.cfg
-        part = f" (validating on the first {len(self.val):,}; --val-tokens 0 for all)" if len(self.val) < len(self.data.val) else ""
+        part = f" on the first {len(self.val):,} (--val-tokens 0 for all)" if len(self.val) < len(self.data.val) else ""
+        validating = f"; validating every {self.eval_every:,} steps{part}" if cfg.val_frac > 0 else ""
         self.log(
             f"training {cfg.model} {cfg.layers}x{cfg.hidden} ({count_parameters(self.model) / 1e6:.2f}M parameters, "
             f"dropout {cfg.dropout:g}) on "
-            f"{len(self.data.train):,} train / {len(self.data.val):,} val tokens{part}, vocab {self.data.vocab.size}, "
-            f"batch {self.batch_size} x seq {cfg.seq_len}, device {self.device}, {self.precision.describe()}"
+            f"{len(self.data.train):,} train / {len(self.data.val):,} val tokens, vocab {self.data.vocab.size}, "
+            f"batch {self.batch_size} x seq {cfg.seq_len}, device {self.device}, {self.precision.describe()}{validating}"
         )
 
     def _loop(self, step: TrainStep, metrics: Metrics) -> dict[str, Any]:

@@ -1,5 +1,6 @@
 import json
 import math
+import re
 import signal
 import subprocess
 import sys
@@ -414,7 +415,7 @@ def test_validation_reads_at_most_val_tokens_of_the_split(tmp_path, repetitive_c
         r = run_cli("train", repetitive_corpus, *TINY, "--steps", "4", "--val-tokens", limit, "--precision", "float32",
                     "--out", out)
         assert r.exit_code == 0, r.stderr
-        assert ("validating on the first 300;" in r.stderr) == (limit == 300)
+        assert ("on the first 300 (--val-tokens 0 for all)" in r.stderr) == (limit == 300)
         model, _ = checkpoint.build_model(ckpt := checkpoint.load(out / "best.pt"))
         assert ckpt["val_bpc"] == pytest.approx(evaluate(model, val[:read], torch.device("cpu")).bpc, abs=1e-9)
     r = run_cli("train", repetitive_corpus, *TINY, "--steps", "4", "--val-tokens", "1", "--out", tmp_path / "one")
@@ -427,6 +428,42 @@ def test_validation_reads_at_most_val_tokens_of_the_split(tmp_path, repetitive_c
     assert run_cli("train", "--resume", out, "--steps", "6", "--quiet").exit_code == 0
     model, _ = checkpoint.build_model(ckpt := checkpoint.load(out / "last.pt"))
     assert ckpt["val_bpc"] == pytest.approx(evaluate(model, val, torch.device("cpu")).bpc, abs=1e-9)
+
+
+def test_validation_is_spaced_to_a_small_share_of_the_run():
+    from charrnn.evaluate import tokens_read
+    from charrnn.validation import FORWARD_COST, default_eval_every
+
+    def share(every: int, step_tokens: int, read: int) -> float:
+        """Validation's work beside the training steps' between two validations."""
+        return read * FORWARD_COST / (every * step_tokens)
+
+    kernel = tokens_read(np.zeros(131_072, np.int64))  # a large text's default validation
+    assert 131_072 < kernel < 1.15 * 131_072  # the rows' burn-in on top
+    assert share(200, 3200, kernel) > 0.07  # what 200 steps cost on the 64 MB kernel
+    for step_tokens in (2048, 3200, 6400):
+        every = default_eval_every(10**6, step_tokens, kernel)
+        assert every >= 200 and share(every, step_tokens, kernel) <= 0.04
+        assert share(every - 1, step_tokens, kernel) > 0.04 or every == 200
+    # smaller steps are spaced further; a short text keeps the 200 steps or once per pass
+    assert default_eval_every(10**6, 2048, kernel) > default_eval_every(10**6, 3200, kernel)
+    demo = tokens_read(np.zeros(8_000, np.int64))
+    assert default_eval_every(10**6, 2048, demo) == 200 and default_eval_every(35, 2048, demo) == 35
+    assert default_eval_every(313, 3200, kernel) == 313  # a pass comes sooner
+
+
+def test_a_large_split_is_validated_less_often(tmp_path, repetitive_corpus):
+    """A run whose validation is large beside its tiny steps says how often it validates and
+    does so; --eval-every still wins."""
+    text = repetitive_corpus.read_text()
+    corpus = tmp_path / "long.txt"
+    corpus.write_text(text * max(1, 400_000 // len(text)))
+    r = run_cli("train", corpus, *TINY, "--steps", "3", "--out", tmp_path / "a")
+    assert r.exit_code == 0, r.stderr
+    every = int(re.search(r"validating every ([\d,]+) steps", r.stderr).group(1).replace(",", ""))
+    assert every > 200
+    r = run_cli("train", corpus, *TINY, "--steps", "3", "--eval-every", "2", "--out", tmp_path / "b")
+    assert "validating every 2 steps" in r.stderr
 
 
 def test_validation_comes_once_per_pass_on_a_small_corpus(tmp_path, repetitive_corpus):
