@@ -34,7 +34,7 @@ def default_eval_every(windows: int, step_tokens: int, val_read: int) -> int:
 
     Every 200 steps, but no more often than keeps validation under ~4% of the run: a large
     text's 131,072 validation tokens beside 3,200-token steps took 6.5% of the kernel's hour
-    at 200 (8% for a 2x256's 2,048-token steps), spaced here to 384 and 600. And at least once
+    at 200 (8% for a 2x256's 2,048-token steps), spaced here to 383 and 598 steps. And at least once
     per pass over the training text (``windows`` steps), so a short text's early stop sees
     every pass: on the 80 kB demo screenplay 200 steps are eight passes, long past its best.
     """
