@@ -8,6 +8,7 @@ to do about it.
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 from typing import Callable
 
 import numpy as np
@@ -24,9 +25,10 @@ from charrnn.run_state import RunState
 EVAL_EVERY = 200
 # A validation reads its tokens forward only, which costs about a third of a training step's
 # work per token (3.5x on a 2-core AMD EPYC Zen 4 in float32, 5x on a Xeon training in
-# bfloat16), so reading a twenty-fifth as many tokens as the steps between keeps it under ~4%.
-VALIDATION_SHARE = 0.04
-FORWARD_COST = 1 / 3
+# bfloat16), so reading three twenty-fifths (12%) as many tokens as the steps between read
+# keeps its work under a twenty-fifth (~4%). Fractions, so a boundary cannot round up a step.
+VALIDATION_SHARE = Fraction(1, 25)
+FORWARD_COST = Fraction(1, 3)
 
 
 def default_eval_every(windows: int, step_tokens: int, val_read: int) -> int:
@@ -36,7 +38,9 @@ def default_eval_every(windows: int, step_tokens: int, val_read: int) -> int:
     text's 131,072 validation tokens beside 3,200-token steps took 6.5% of the kernel's hour
     at 200 (8% for a 2x256's 2,048-token steps), spaced here to 383 and 598 steps. And at least once
     per pass over the training text (``windows`` steps), so a short text's early stop sees
-    every pass: on the 80 kB demo screenplay 200 steps are eight passes, long past its best.
+    every pass: on the 80 kB demo screenplay 200 steps of 32 x 100 are eight passes, long past
+    its best. ``--patience`` counts validations, so spacing them lengthens the early stop's
+    horizon alike: five validations are 1,915 steps of 32 x 100 on a large text, not 1,000.
     """
     spaced = math.ceil(val_read * FORWARD_COST / (VALIDATION_SHARE * step_tokens))
     return max(1, min(windows, max(EVAL_EVERY, spaced)))
