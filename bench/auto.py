@@ -32,7 +32,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import CORPORA, cpu_name, emit, train_plain  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "corpora"))
+import catalogue  # noqa: E402
+from common import cpu_name, emit, train_plain  # noqa: E402
 
 from charrnn import checkpoint  # noqa: E402
 from charrnn.api import load  # noqa: E402
@@ -40,27 +42,15 @@ from charrnn.corpus import open_sources, read_text, release  # noqa: E402
 from charrnn.data import split_point  # noqa: E402
 from charrnn.evaluate import evaluate, score_text  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
 # Enough held-out text for a score steady to ~0.001 bpc, and quick to score for every cell.
 EVAL_CHARS = 262_144
-PANEL = {
-    "demo": REPO / "charrnn" / "demo" / "demo_screenplay.fountain",
-    "earnest": CORPORA / "earnest.txt",
-    "tinyshakespeare": CORPORA / "tinyshakespeare.txt",
-    "stacks": CORPORA / "stacks_algebra.tex",
-    "quijote": CORPORA / "quijote_es.txt",
-    "warpeace": CORPORA / "warpeace.txt",
-    "kernel": None,  # built by ../shared/corpora/linux.sh on first use
-}
 
 
 def corpus_path(name: str) -> Path:
-    if name not in PANEL:
-        sys.exit(f"error: unknown corpus {name!r}; choose from {', '.join(PANEL)}")
-    if PANEL[name] is None:
-        built = subprocess.run(["bash", str(CORPORA / "linux.sh")], check=True, capture_output=True, text=True)
-        PANEL[name] = Path(built.stdout.strip().splitlines()[-1])
-    return PANEL[name]
+    """A panel corpus by its catalogue name (corpora/catalogue.py; the kernel is built on first use)."""
+    if name not in catalogue.NAMES:
+        sys.exit(f"error: unknown corpus {name!r}; choose from {', '.join(catalogue.NAMES)}")
+    return catalogue.path(name)
 
 
 def split_text(path: Path) -> tuple[str, str]:
@@ -208,7 +198,7 @@ def table(results: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--corpora", default=",".join(PANEL))
+    ap.add_argument("--corpora", default=",".join(catalogue.PANEL))
     ap.add_argument("--minutes", type=float, nargs="+", default=[2.0])
     ap.add_argument("--who", default="tiny;small;auto;plain", help="';'-separated entries (see the module docstring)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[1337])

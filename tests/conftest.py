@@ -8,7 +8,8 @@ from typer.testing import CliRunner
 
 from charrnn.cli import app
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "corpora"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "corpora"))
+from catalogue import SHARED  # noqa: E402  (where the shared corpora are: corpora/catalogue.py)
 # A tiny model underfits, so it keeps the tiny preset's light weight decay, not the default's 0.1.
 TINY = ["--layers", "1", "--hidden", "32", "--embed", "16", "--seq-len", "16", "--batch-size", "8", "--dropout", "0", "--lr", "1e-2",
         "--weight-decay", "0.01"]
