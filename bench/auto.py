@@ -48,8 +48,8 @@ EVAL_CHARS = 262_144
 
 def corpus_path(name: str) -> Path:
     """A panel corpus by its catalogue name (corpora/catalogue.py; the kernel is built on first use)."""
-    if name not in catalogue.NAMES:
-        sys.exit(f"error: unknown corpus {name!r}; choose from {', '.join(catalogue.NAMES)}")
+    if name not in catalogue.PANEL:
+        sys.exit(f"error: unknown corpus {name!r}; choose from {', '.join(catalogue.PANEL)}")
     return catalogue.path(name)
 
 

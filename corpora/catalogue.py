@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -64,8 +65,8 @@ def path(name: str, build: bool = True) -> Path:
         return REPO / c.file
     if c.where == "shared":
         return SHARED / c.file
-    if not build:
-        return Path("/tmp/charrnn-linux/linux-64mb.c")
+    if not build:  # where linux.sh puts it, with its own OUT and MB
+        return Path(os.environ.get("OUT", "/tmp/charrnn-linux")) / f"linux-{os.environ.get('MB', '64')}mb.c"
     built = subprocess.run(["bash", str(KERNEL_SCRIPT)], check=True, capture_output=True, text=True)
     return Path(built.stdout.strip().splitlines()[-1])
 
