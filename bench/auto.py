@@ -32,9 +32,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "corpora"))
-import catalogue  # noqa: E402
-from common import cpu_name, emit, train_plain  # noqa: E402
+from common import catalogue, cpu_name, emit, train_plain  # noqa: E402
 
 from charrnn import checkpoint  # noqa: E402
 from charrnn.api import load  # noqa: E402
