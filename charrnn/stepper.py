@@ -37,16 +37,21 @@ class Stepper:
         rnn = model.rnn
         with torch.no_grad():
             # LSTM gate rows reordered i, f, g, o -> i, f, o, g: one sigmoid over the first
-            # three gates and one tanh per step instead of four calls. The rows are picked
-            # before the transpose, whole rows at a time: picking columns after it made a 2x512
-            # model's Stepper take 19-25 ms instead of 9-16 (2-core AMD EPYC), which every
-            # sample pays before its first character.
+            # three gates and one tanh per step instead of four calls. Each matrix's gate blocks
+            # are joined in that order, then transposed straight where they go (for layers above
+            # the first, into the [x, h] matrix): a 2x512 model's Stepper, which every sample
+            # pays before its first character, took 10-25 ms with an index copy, a transposing
+            # copy and a concatenation per matrix (2-core Zen 3 EPYC).
             H = cfg.hidden
-            order = torch.cat([torch.arange(2 * H), torch.arange(3 * H, 4 * H), torch.arange(2 * H, 3 * H)])
-            rows = order if self.kind == "lstm" else slice(None)
-            w = lambda name: getattr(rnn, name).detach().float()[rows]
-            self.w_hh = [w(f"weight_hh_l{i}").t().contiguous() for i in range(cfg.layers)]
-            self.w_ih = [w(f"weight_ih_l{i}").t().contiguous() for i in range(cfg.layers)]
+            blocks = [slice(0, 2 * H), slice(3 * H, 4 * H), slice(2 * H, 3 * H)] if self.kind == "lstm" else [slice(None)]
+            rows = torch.cat([torch.arange(4 * H)[b] for b in blocks]) if self.kind == "lstm" else slice(None)
+            p = lambda name: getattr(rnn, name).detach().float()
+            w = lambda name: p(name)[rows]
+            t = lambda name: _transposed(p(name), blocks)
+            # Above the first layer an LSTM or RNN step reads only its [x, h] matrix.
+            stacked = self.kind not in CUSTOM_CELLS and self.kind != "gru"
+            self.w_hh = [t(f"weight_hh_l{i}") if i == 0 or not stacked else None for i in range(cfg.layers)]
+            self.w_ih = [t(f"weight_ih_l{i}") if i == 0 or not stacked else None for i in range(cfg.layers)]
             if self.kind in CUSTOM_CELLS:
                 # One bias per layer already; the recurrent product stays inside the step function.
                 self.b_ih = [w(f"bias_l{i}") for i in range(cfg.layers)]
@@ -61,13 +66,13 @@ class Stepper:
                 else:
                     self.b_ih = [a + b for a, b in zip(b_ih, b_hh)]
                     # Layers above the first: one product of [x, h] with the stacked matrices.
-                    self.w_cat = [None] + [torch.cat([self.w_ih[i], self.w_hh[i]], 0) for i in range(1, cfg.layers)]
+                    self.w_cat = [None] + [_stacked(p(f"weight_ih_l{i}"), p(f"weight_hh_l{i}"), blocks) for i in range(1, cfg.layers)]
             # Layer 0's input product depends only on the token: precompute it for every token.
             self.table = torch.addmm(self.b_ih[0], model.embed.weight.detach().float(), self.w_ih[0])
             self.w_out = model.head.weight.detach().float().t().contiguous()
             self.b_out = model.head.bias.detach().float().clone()
             if self.dtype == torch.bfloat16:
-                self.w_hh = [_pack_bfloat16(m) for m in self.w_hh]
+                self.w_hh = [m if m is None else _pack_bfloat16(m) for m in self.w_hh]
                 if self.kind == "gru":
                     self.w_ih = [_pack_bfloat16(m) for m in self.w_ih]
                 else:
@@ -149,6 +154,22 @@ def row_product(x: np.ndarray, w: np.ndarray, out: np.ndarray | None = None) -> 
     read them at 65-125 GB/s from the 32 MB L3 cache they fit in (bench/sampler.py measures
     both)."""
     return np.matmul(x, w, out=out)
+
+
+def _transposed(w: torch.Tensor, blocks: list[slice], out: torch.Tensor | None = None) -> torch.Tensor:
+    """``w`` (gates x in) as (in x gates), its gate blocks in the order of ``blocks``, written
+    into ``out`` (contiguous, so torch copies the transpose tile by tile) or a new matrix."""
+    if out is None:
+        out = torch.empty(w.shape[1], w.shape[0])
+    return out.copy_((torch.cat([w[rows] for rows in blocks]) if len(blocks) > 1 else w).t())
+
+
+def _stacked(ih: torch.Tensor, hh: torch.Tensor, blocks: list[slice]) -> torch.Tensor:
+    """A layer's [x, h] matrix: the input matrix's transpose over the recurrent one's."""
+    out = torch.empty(ih.shape[1] + hh.shape[1], ih.shape[0])
+    _transposed(ih, blocks, out[: ih.shape[1]])
+    _transposed(hh, blocks, out[ih.shape[1] :])
+    return out
 
 
 def _pack_bfloat16(w: torch.Tensor) -> torch.Tensor:
