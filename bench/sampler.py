@@ -15,6 +15,7 @@ medians reported. Usage: python bench/sampler.py [--hidden 512] [--chars 2000]
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -27,6 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import emit  # noqa: E402
 
+from charrnn import fused  # noqa: E402
 from charrnn.model import CharRNN, ModelConfig  # noqa: E402
 from charrnn.precision import cpu_computes  # noqa: E402
 from charrnn.sample import SampleOptions, generate  # noqa: E402
@@ -46,7 +48,10 @@ def plain_loop(model: CharRNN, n: int) -> float:
     return n / (time.perf_counter() - start)
 
 
-def ours(model: CharRNN, vocab, n: int, batch: int, precision: str = "float32") -> float:
+def ours(model: CharRNN, vocab, n: int, batch: int, precision: str = "float32", fused: bool = True) -> float:
+    """charrnn's generate; ``fused=False`` keeps the batch-1 gate arithmetic in torch's calls
+    (``CHARRNN_FUSED=0``, see charrnn.fused), to compare in the same run."""
+    os.environ["CHARRNN_FUSED"] = "1" if fused else "0"
     opts = SampleOptions(length=n, temp=0.8, seed=0, precision=precision)
     start = time.perf_counter()
     chars = sum(len(piece) for _, piece in generate(model, vocab, opts, [0], batch))
@@ -131,7 +136,7 @@ def main() -> None:
     ap.add_argument("--hidden", type=int, default=512)
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--chars", type=int, default=2000)
-    ap.add_argument("--rounds", type=int, default=3, help="interleaved repeats; medians are reported (shared machines vary)")
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved repeats; medians are reported (shared machines vary)")
     args = ap.parse_args()
     torch.manual_seed(0)
     vocab = CharVocab("".join(chr(c) for c in range(32, 32 + 64)) + "\u00e9")
@@ -157,6 +162,7 @@ def main() -> None:
         add("plain", plain_loop(model, max(200, args.chars // 10)))
         for p in precisions:
             add(f"{p} 1", ours(model, vocab, args.chars, 1, p))
+            add(f"{p} torch calls 1", ours(model, vocab, args.chars, 1, p, fused=False))
             add(f"{p} 64", ours(model, vocab, args.chars // 4, 64, p))
         if session is not None:
             # Last in the round, then a pause: onnxruntime's pool threads spin for a while after
@@ -171,6 +177,10 @@ def main() -> None:
     bound = bandwidth / weight_bytes
     flops = max(med["flops torch"], med["flops numpy"])
     compute_bound = flops / sum(2 * k * n for k, n in shapes)  # characters: 2kn FLOPs each per matrix
+    # Each round's speed over the bound read in the same round: a shared host's speed drifts
+    # between rounds, and a median over rounds can pair a slow round's speed with a fast bound.
+    bounds = [max(t, n) / weight_bytes for t, n in zip(runs["bw torch"], runs["bw numpy"])]
+    by_round = lambda speeds: [round(v / b, 3) for v, b in zip(speeds, bounds)]
     emit(bench="sampler", who="plain nn.LSTM loop, fresh process", batch=1, chars_per_s=round(fresh, 1))
     emit(bench="sampler", who="plain nn.LSTM loop, warm allocator", batch=1, chars_per_s=round(plain, 1),
          runs=[round(v) for v in runs["plain"]])
@@ -179,9 +189,15 @@ def main() -> None:
         one, many = med[f"{key} 1"], med[f"{key} 64"]
         emit(bench="sampler", who=who, batch=1, chars_per_s=round(one, 1), vs_plain_warm=round(one / plain, 2),
              vs_charrnn_float32=round(one / b1, 2), fraction_of_float32_bound=round(one / bound, 3),
-             runs=[round(v) for v in runs[f"{key} 1"]])
+             fraction_by_round=by_round(runs[f"{key} 1"]), runs=[round(v) for v in runs[f"{key} 1"]])
         emit(bench="sampler", who=who, batch=64, chars_per_s=round(many, 1), vs_batch1=round(many / one, 2),
              fraction_of_compute_bound=round(many / compute_bound, 3), runs=[round(v) for v in runs[f"{key} 64"]])
+        if f"{key} torch calls 1" in med:
+            calls = med[f"{key} torch calls 1"]
+            emit(bench="sampler", who=f"{who}, gates in torch's calls (CHARRNN_FUSED=0)", batch=1,
+                 chars_per_s=round(calls, 1), fused_vs_this=round(one / calls, 3), fraction_of_float32_bound=round(calls / bound, 3),
+                 fraction_by_round=by_round(runs[f"{key} torch calls 1"]),
+                 fused=fused.why_not(args.hidden) or "used", runs=[round(v) for v in runs[f"{key} torch calls 1"]])
     emit(bench="sampler", who="bandwidth bound, batch 1", weight_mb_per_char=round(weight_bytes / 1e6, 2),
          matvec_gb_s=round(bandwidth / 1e9, 2), torch_matvec_gb_s=round(med["bw torch"] / 1e9, 2),
          numpy_matvec_gb_s=round(med["bw numpy"] / 1e9, 2), bound_chars_per_s=round(bound, 1),

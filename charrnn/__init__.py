@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from charrnn.errors import CharrnnError
 
-__version__ = "1.1.6"
+__version__ = "1.2.0"
 __all__ = ["CharrnnError", "Model", "Run", "Score", "__version__", "load", "train"]
 
 if TYPE_CHECKING:

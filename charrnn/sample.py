@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import codecs
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Callable, Iterator, Literal, overload
 
 import numpy as np
@@ -147,6 +148,17 @@ class RowNoise:
                 buf.exponential_(generator=gen)
             yield from (self.buf.numpy().swapaxes(0, 1) if arrays else self.buf.unbind(1))
 
+    def addresses(self) -> Iterator[int]:
+        """``stream``'s draws for a fresh one-row ``RowNoise`` as the address of each step's
+        float32 draws (for ``charrnn.fused``'s race), valid until the next step's."""
+        if len(self.gens) != 1:
+            raise ValueError("addresses() is for a single row")
+        stride = self.buf.shape[-1] * self.buf.element_size()
+        while True:
+            self.buf[0].exponential_(generator=self.gens[0])
+            start = self.buf.data_ptr()
+            yield from range(start, start + self.block * stride, stride)
+
     def keep(self, rows: list[int]) -> None:
         """Only these rows go on (the others' requests ended)."""
         self.gens = [self.gens[i] for i in rows]
@@ -256,16 +268,19 @@ class RowText:
         return piece, finished
 
 
-def single_row_pick(opts: SampleOptions, logits: torch.Tensor, noise: RowNoise | None) -> Callable[[], int]:
+def single_row_pick(
+    opts: SampleOptions, logits: torch.Tensor, noise: RowNoise | None, kernels: ModuleType | None = None
+) -> Callable[[], int]:
     """``pick`` for one row's fixed ``logits`` buffer as a function returning the token as an
     int: plain temperature sampling (the default) through ``single_row.temperature_pick``, the
-    very operations ``pick`` makes; top-k/top-p call ``pick`` itself, greedy its argmax."""
+    very operations ``pick`` makes (in ``kernels``, ``charrnn.fused``, where given); top-k/top-p
+    call ``pick`` itself, greedy its argmax."""
     if opts.greedy:
         return lambda: logits.argmax(-1).item()
     if opts.top_k is not None or opts.top_p is not None:
         races = noise.stream() if noise is not None else None
         return lambda: pick(logits, opts, race=next(races) if races is not None else None).item()
-    return temperature_pick(logits, opts.temp, noise.stream(arrays=True) if noise is not None else None)
+    return temperature_pick(logits, opts.temp, noise, kernels)
 
 
 def _single_row(stepper: Stepper, logits: torch.Tensor, state: State, opts: SampleOptions, pieces: list[bytes]):
@@ -273,7 +288,7 @@ def _single_row(stepper: Stepper, logits: torch.Tensor, state: State, opts: Samp
     same order of random draws, with a fraction of the calls per character."""
     row = SingleRow(stepper, logits, state)
     noise = RowNoise([opts.seed], logits.shape[-1]) if opts.seed is not None and not opts.greedy else None
-    choose = single_row_pick(opts, row.logits, noise)
+    choose = single_row_pick(opts, row.logits, noise, row.kernels)
     text = RowText(opts)
     while True:
         token = choose()

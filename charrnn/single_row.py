@@ -17,9 +17,14 @@ argmax, which IEEE arithmetic rounds exactly whoever computes them, are numpy uf
 views of the same buffers; only the softmax stays torch's (in float32 on a 2-core Xeon with
 AMX, 337-339 us per character against 358-365 before, the same text). The same split in the
 cell update (its products of two gate vectors) saved nothing measurable, nor did taking the
-first layer's bfloat16 product for the next character beside the second layer's, so the gate
-arithmetic is all torch. The float32 products are numpy's (``stepper.row_product``), as in
+first layer's bfloat16 product for the next character beside the second layer's, so in torch's
+calls the gate arithmetic is all torch. The float32 products are numpy's (``stepper.row_product``), as in
 ``Stepper.step`` at batch 1.
+
+Even so each torch call costs 2.5-4.5 us of parsing and dispatch on a 2-core Zen 3 EPYC, so
+where ``charrnn.fused`` finds its C kernels equal to torch's arithmetic, a layer's bias and gate
+calls are one kernel call, and the sampling's divisions and argmax two (its softmax stays
+torch's): 1.2-1.6x the characters per second there.
 
 Every call is the very operation ``Stepper.step`` and ``sample.pick`` make, on the same values in
 the same layout (in place or into ``out=`` buffers instead of fresh tensors; a product of two
@@ -29,13 +34,18 @@ same seed. Measured in ``bench/sampler.py`` (see docs/export.md).
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from types import ModuleType
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
 
+from charrnn import fused
 from charrnn.model import State
 from charrnn.stepper import Stepper, row_product
+
+if TYPE_CHECKING:
+    from charrnn.sample import RowNoise
 
 
 class SingleRow:
@@ -52,10 +62,12 @@ class SingleRow:
         h, c = state
         # Layer i > 0 reads [x, h] from xh[i]; layer 0 reads its h where layer 1 reads its x.
         self.xh = torch.zeros(L, 1, 2 * H)
-        self.c = c.detach().float().clone()
+        self.c = c.detach().float().clone(memory_format=torch.contiguous_format)
         self.g = torch.empty(L, 1, 4 * H)
         self.logits = logits.detach().float().clone()
         self.rows = list(stepper.table.unsqueeze(1).unbind(0))
+        # The gate arithmetic in one call per layer where it is torch's to the bit (charrnn.fused).
+        self.kernels = fused.kernels(H)
         self.layers = []
         for i in range(L):
             own = self.xh[i, :, H:] if i > 0 or L == 1 else self.xh[1, :, :H]
@@ -66,51 +78,79 @@ class SingleRow:
             low = torch.empty(inp.shape, dtype=torch.bfloat16) if bf16 else None
             g = self.g[i]
             # The gates in place: i, f, o through one sigmoid, g through one tanh.
-            self.layers.append(
-                (inp, low, w, g, g[:, : 3 * H], g[:, 3 * H :], g[:, :H], g[:, H : 2 * H], g[:, 2 * H : 3 * H],
-                 self.c[i], own, up, inp.numpy(), None if bf16 else w.numpy(), g.numpy())
-            )
+            views = (g[:, : 3 * H], g[:, 3 * H :], g[:, :H], g[:, H : 2 * H], g[:, 2 * H : 3 * H], self.c[i], own, up)
+            pointers = (g.data_ptr(), self.c[i].data_ptr(), own.data_ptr(), 0 if up is None else up.data_ptr())
+            self.layers.append((inp, low, w, g, views, pointers, inp.numpy(), None if bf16 else w.numpy(), g.numpy()))
         # numpy views for the float32 products (see stepper.row_product): the token rows, the
-        # biases, and the output layer, float32 in either precision.
+        # biases, and the output layer, float32 in either precision; and their addresses.
         self.rows_ = [row.numpy() for row in self.rows]
         self.biases_ = [None] + [b.numpy() for b in stepper.b_ih[1:]]
-        self.out_ = (self.layers[-1][10].numpy(), stepper.w_out.numpy(), stepper.b_out.numpy(), self.logits.numpy())
+        self.row_pointers = [row.data_ptr() for row in self.rows]
+        self.bias_pointers = [None] + [b.data_ptr() for b in stepper.b_ih[1:]]
+        self.out_ = (self.layers[-1][4][6].numpy(), stepper.w_out.numpy(), stepper.b_out.numpy(), self.logits.numpy())
+        self.out_pointers = (self.logits.data_ptr(), stepper.b_out.data_ptr(), self.logits.shape[-1])
 
     def state(self) -> State:
         """The state as ``Stepper.step`` returns it: (h, c), each (layers, 1, hidden), copied."""
-        return torch.stack([layer[10] for layer in self.layers]), self.c.clone()
+        return torch.stack([layer[4][6] for layer in self.layers]), self.c.clone()
 
     def step(self, token: int) -> torch.Tensor:
         """The logits after ``token`` (a view of the one buffer every step overwrites)."""
-        st = self.stepper
-        for i, (inp, low, w, g, gs, gt, si, sf, so, c, own, up, inp_, w_, g_) in enumerate(self.layers):
+        st, cell = self.stepper, self.kernels
+        for i, (inp, low, w, g, views, pointers, inp_, w_, g_) in enumerate(self.layers):
+            bias = 0
             if low is None:
-                np.add(row_product(inp_, w_, g_), self.rows_[token] if i == 0 else self.biases_[i], out=g_)
+                row_product(inp_, w_, g_)
+                if cell is not None:
+                    bias = self.row_pointers[token] if i == 0 else self.bias_pointers[i]
+                else:
+                    np.add(g_, self.rows_[token] if i == 0 else self.biases_[i], out=g_)
             else:
                 low.copy_(inp)
-                bias = self.rows[token] if i == 0 else st.b_ih[i]
-                torch.add(bias, torch.ops.mkldnn._linear_pointwise(low, w, None, "none", [], ""), out=g)
-            gs.sigmoid_()
-            gt.tanh_()
-            c.mul_(sf)
-            c.addcmul_(si, gt)
-            torch.tanh(c, out=own)
-            own.mul_(so)
-            if up is not None:
-                up.copy_(own)
+                bias_ = self.rows[token] if i == 0 else st.b_ih[i]
+                torch.add(bias_, torch.ops.mkldnn._linear_pointwise(low, w, None, "none", [], ""), out=g)
+            if cell is not None:
+                gates, c, own, up = pointers
+                cell.lstm_cell(gates, bias, c, own, up, st.hidden)
+            else:
+                fused.torch_gates(*views)
         top_, w_out_, b_out_, logits_ = self.out_
-        np.add(row_product(top_, w_out_, logits_), b_out_, out=logits_)
+        row_product(top_, w_out_, logits_)
+        if cell is not None:
+            cell.add(*self.out_pointers)
+        else:
+            np.add(logits_, b_out_, out=logits_)
         return self.logits
 
 
-def temperature_pick(logits: torch.Tensor, temp: float, races: Iterator[np.ndarray] | None) -> Callable[[], int]:
+def temperature_pick(
+    logits: torch.Tensor, temp: float, noise: "RowNoise | None", kernels: ModuleType | None = None
+) -> Callable[[], int]:
     """``sample.pick``'s temperature sampling of the fixed ``logits`` buffer as a function of
     nothing, returning the token: the same division, softmax, division by the Exp(1) draws
-    (``races``, else the global generator's) and argmax, into fixed buffers."""
+    (``noise``'s, else the global generator's) and argmax, into fixed buffers; the arithmetic
+    around the softmax in ``kernels`` (``charrnn.fused``) where given."""
     V = logits.shape[-1]
     scaled, probs, own = (torch.empty(1, V) for _ in range(3))
+    softmax = torch.softmax
+    if kernels is not None:
+        temper, race = kernels.temper, kernels.race
+        at = logits.data_ptr(), scaled.data_ptr(), probs.data_ptr(), own.data_ptr()
+        draws = noise.addresses() if noise is not None else None
+
+        def choose_fused() -> int:
+            temper(at[0], at[1], temp, V)
+            softmax(scaled, -1, out=probs)
+            if draws is None:
+                own.exponential_()
+            return race(at[2], at[3] if draws is None else next(draws), V)
+
+        # The buffers the addresses point into live as long as the function does.
+        choose_fused.buffers = (logits, scaled, probs, own)
+        return choose_fused
+    races = noise.stream(arrays=True) if noise is not None else None
     logits_, scaled_, probs_, own_ = logits.numpy(), scaled.numpy(), probs.numpy(), own.numpy()
-    temp32, divide, softmax = np.float32(temp), np.divide, torch.softmax
+    temp32, divide = np.float32(temp), np.divide
 
     def choose() -> int:
         # torch's divisions overflow to inf (a tiny --temp) and divide by a zero draw silently;

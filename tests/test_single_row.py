@@ -6,6 +6,7 @@ import warnings
 import pytest
 import torch
 
+from charrnn import fused
 from charrnn.model import CharRNN, ModelConfig
 from charrnn.precision import cpu_computes
 from charrnn.sample import RowNoise, SampleOptions, generate, pick, warm_up
@@ -64,15 +65,18 @@ def test_single_row_is_what_batch_1_runs(monkeypatch):
     assert len(used) == 49 and vocab.decode(used) == text[:49]
 
 
+@pytest.mark.parametrize("use_fused", ["1", "0"], ids=["fused", "torch-calls"])
 @pytest.mark.parametrize("precision", PRECISIONS)
 @pytest.mark.parametrize("layers", [1, 2, 3])
-def test_single_row_step_keeps_every_value_of_the_batched_step(layers, precision):
+def test_single_row_step_keeps_every_value_of_the_batched_step(layers, precision, use_fused, monkeypatch):
     """Equal tokens over a short text could hide a last-bit drift; the logits and the state
-    must be equal after every step."""
+    must be equal after every step, with the gates in charrnn.fused's kernels or in torch's calls."""
+    monkeypatch.setenv("CHARRNN_FUSED", use_fused)
     model, vocab = _model(layers)
     stepper = Stepper(model, precision)
     logits, state = warm_up(model, vocab.encode("ab").tolist(), 1)
     row = SingleRow(stepper, logits, state)
+    assert (row.kernels is not None) == (use_fused == "1" and fused.why_not(40) is None)
     tokens = torch.randint(vocab.size, (200,), generator=torch.Generator().manual_seed(layers)).tolist()
     for token in tokens:
         logits, state = stepper.step(torch.tensor([token]), state)
@@ -81,9 +85,13 @@ def test_single_row_step_keeps_every_value_of_the_batched_step(layers, precision
         assert torch.equal(row.logits, logits) and torch.equal(h, state[0]) and torch.equal(c, state[1])
 
 
-def test_temperature_pick_is_pick_on_the_same_logits_and_draws():
+@pytest.mark.parametrize("use_fused", [False, True], ids=["numpy", "fused"])
+def test_temperature_pick_is_pick_on_the_same_logits_and_draws(use_fused):
+    kernels = fused.kernels(30) if use_fused else None
+    if use_fused and kernels is None:
+        pytest.skip(f"no fused kernels here: {fused.why_not(30)}")
     logits = torch.empty(1, 30)
-    choose = temperature_pick(logits, 0.7, RowNoise([7], 30).stream(arrays=True))
+    choose = temperature_pick(logits, 0.7, RowNoise([7], 30), kernels)
     races = RowNoise([7], 30).stream()
     opts = SampleOptions(temp=0.7)
     gen = torch.Generator().manual_seed(0)

@@ -1,0 +1,213 @@
+/* One LSTM row's gate arithmetic, and the temperature sampling's arithmetic around torch's softmax,
+   each in one call (charrnn.fused).
+
+   At batch 1 a character costs three matrix-vector products and, around them, a dozen small
+   torch calls whose argument parsing and dispatch (2.5-4.5 us each on a 2-core Zen 3 EPYC) cost
+   more than their arithmetic.  These functions do the same arithmetic in one call per layer, on
+   the same buffers, with the very functions torch computes it with: torch's own copies of
+   SLEEF's vectorised expf (its sigmoid) and MKL's vmsTanh (its tanh), whose addresses the caller
+   takes from libtorch_cpu and passes to bind().  The rest is IEEE arithmetic, rounded exactly
+   whoever computes it: this file is compiled without floating-point contraction, and fmaf
+   stands where torch's own build fused a multiply and an add (addcmul).  charrnn.fused checks
+   every result against torch's, bit for bit, before it is used.
+
+   Pointers arrive as Python ints (tensor data pointers) to contiguous float32 buffers, which the
+   caller keeps alive: this module is charrnn's own, not an API. */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <stdint.h>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define LSTM_ROW_X86 1
+typedef __m256 (*vexp8_fn)(__m256);
+static vexp8_fn sleef_expf8;
+#endif
+
+typedef void (*vml_fn)(int n, const float *a, float *r, long long mode);
+static vml_fn vms_tanh;
+/* MKL's VML_HA | VML_FTZDAZ_OFF | VML_ERRMODE_IGNORE: the mode ATen's vml.h calls it with. */
+static const long long VML_MODE = 0x2 | 0x140000 | 0x100;
+/* The elements torch's vectorised loop takes per iteration (two vectors); the rest it computes
+   with the scalar formula, so the sigmoid here splits the same way. */
+static Py_ssize_t vector_block;
+
+#ifdef LSTM_ROW_X86
+__attribute__((target("avx2,fma"))) static void sigmoid(float *x, Py_ssize_t n)
+{
+    const __m256 one = _mm256_set1_ps(1.0f);
+    Py_ssize_t i = 0, vectors = n - n % vector_block;
+    for (; i < vectors; i += 8) {
+        __m256 a = _mm256_sub_ps(_mm256_setzero_ps(), _mm256_loadu_ps(x + i));
+        _mm256_storeu_ps(x + i, _mm256_div_ps(one, _mm256_add_ps(sleef_expf8(a), one)));
+    }
+    for (; i < n; i++)
+        x[i] = 1.0f / (1.0f + expf(-x[i]));
+}
+
+__attribute__((target("avx2,fma"))) static void cell_update(float *c, const float *ifo, const float *g, float *h,
+                                                            Py_ssize_t H)
+{
+    /* c = c * f, then c = i * g + c in one rounding (torch's addcmul), h = tanh(c) * o. */
+    const float *in = ifo, *f = ifo + H, *o = ifo + 2 * H;
+    Py_ssize_t j = 0;
+    for (; j + 8 <= H; j += 8) {
+        __m256 cf = _mm256_mul_ps(_mm256_loadu_ps(c + j), _mm256_loadu_ps(f + j));
+        _mm256_storeu_ps(c + j, _mm256_fmadd_ps(_mm256_loadu_ps(in + j), _mm256_loadu_ps(g + j), cf));
+    }
+    for (; j < H; j++)
+        c[j] = fmaf(in[j], g[j], c[j] * f[j]);
+    vms_tanh((int)H, c, h, VML_MODE);
+    for (j = 0; j + 8 <= H; j += 8)
+        _mm256_storeu_ps(h + j, _mm256_mul_ps(_mm256_loadu_ps(h + j), _mm256_loadu_ps(o + j)));
+    for (; j < H; j++)
+        h[j] = h[j] * o[j];
+}
+#endif
+
+static int pointers(PyObject *const *args, Py_ssize_t count, void **out)
+{
+    for (Py_ssize_t k = 0; k < count; k++) {
+        out[k] = PyLong_AsVoidPtr(args[k]);
+        if (out[k] == NULL && PyErr_Occurred())
+            return -1;
+    }
+    return 0;
+}
+
+static PyObject *bind(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    void *p[2];
+    if (nargs != 3 || pointers(args, 2, p) < 0) {
+        PyErr_SetString(PyExc_TypeError, "bind(expf8, vms_tanh, vector_block)");
+        return NULL;
+    }
+    Py_ssize_t block = PyLong_AsSsize_t(args[2]);
+    if (block == -1 && PyErr_Occurred())
+        return NULL;
+#ifdef LSTM_ROW_X86
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma") || block < 8 || block % 8)
+        Py_RETURN_FALSE;
+    sleef_expf8 = (vexp8_fn)p[0];
+    vms_tanh = (vml_fn)p[1];
+    vector_block = block;
+    Py_RETURN_TRUE;
+#else
+    Py_RETURN_FALSE;
+#endif
+}
+
+static PyObject *lstm_cell(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    /* lstm_cell(gates, bias, c, h, up, H): gates (4H: i, f, o, g) += bias unless bias is 0,
+       then i, f, o = sigmoid, g = tanh, the cell update into c and h, and h copied to up
+       unless up is 0. */
+    void *p[5];
+    if (nargs != 6 || pointers(args, 5, p) < 0) {
+        PyErr_SetString(PyExc_TypeError, "lstm_cell(gates, bias, c, h, up, H)");
+        return NULL;
+    }
+    Py_ssize_t H = PyLong_AsSsize_t(args[5]);
+    if (H == -1 && PyErr_Occurred())
+        return NULL;
+    if (vms_tanh == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "lstm_cell before a successful bind()");
+        return NULL;
+    }
+#ifdef LSTM_ROW_X86
+    float *g = p[0], *c = p[2], *h = p[3], *up = p[4];
+    const float *bias = p[1];
+    if (bias != NULL)
+        for (Py_ssize_t j = 0; j < 4 * H; j++)
+            g[j] = g[j] + bias[j];
+    sigmoid(g, 3 * H);
+    vms_tanh((int)H, g + 3 * H, g + 3 * H, VML_MODE);
+    cell_update(c, g, g + 3 * H, h, H);
+    if (up != NULL)
+        for (Py_ssize_t j = 0; j < H; j++)
+            up[j] = h[j];
+#endif
+    Py_RETURN_NONE;
+}
+
+static PyObject *add(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    /* add(a, b, n): a += b (the output layer's bias). */
+    void *p[2];
+    if (nargs != 3 || pointers(args, 2, p) < 0) {
+        PyErr_SetString(PyExc_TypeError, "add(a, b, n)");
+        return NULL;
+    }
+    Py_ssize_t n = PyLong_AsSsize_t(args[2]);
+    if (n == -1 && PyErr_Occurred())
+        return NULL;
+    float *x = p[0];
+    const float *b = p[1];
+    for (Py_ssize_t j = 0; j < n; j++)
+        x[j] = x[j] + b[j];
+    Py_RETURN_NONE;
+}
+
+static PyObject *temper(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    /* temper(logits, scaled, temp, V): scaled = logits / temp, temp rounded to float32 first. */
+    void *p[2];
+    if (nargs != 4 || pointers(args, 2, p) < 0) {
+        PyErr_SetString(PyExc_TypeError, "temper(logits, scaled, temp, V)");
+        return NULL;
+    }
+    float temp = (float)PyFloat_AsDouble(args[2]);
+    Py_ssize_t V = PyLong_AsSsize_t(args[3]);
+    if (PyErr_Occurred())
+        return NULL;
+    const float *logits = p[0];
+    float *scaled = p[1];
+    for (Py_ssize_t j = 0; j < V; j++)
+        scaled[j] = logits[j] / temp;
+    Py_RETURN_NONE;
+}
+
+static PyObject *race(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    /* race(probs, draws, V) -> the first index of the largest probs[j] / draws[j] (the first
+       NaN if there is one, as numpy's argmax), the quotients written into probs. */
+    void *p[2];
+    if (nargs != 3 || pointers(args, 2, p) < 0) {
+        PyErr_SetString(PyExc_TypeError, "race(probs, draws, V)");
+        return NULL;
+    }
+    Py_ssize_t V = PyLong_AsSsize_t(args[2]);
+    if (V == -1 && PyErr_Occurred())
+        return NULL;
+    float *probs = p[0];
+    const float *draws = p[1];
+    Py_ssize_t best = -1;
+    for (Py_ssize_t j = 0; j < V; j++)
+        probs[j] = probs[j] / draws[j];
+    for (Py_ssize_t j = 0; j < V; j++) {
+        if (isnan(probs[j]))
+            return PyLong_FromSsize_t(j);
+        if (best < 0 || probs[j] > probs[best])
+            best = j;
+    }
+    return PyLong_FromSsize_t(best < 0 ? 0 : best);
+}
+
+static PyMethodDef methods[] = {
+    {"bind", (PyCFunction)(void (*)(void))bind, METH_FASTCALL, "Take torch's expf8 and vmsTanh; False where this CPU cannot run the kernels."},
+    {"lstm_cell", (PyCFunction)(void (*)(void))lstm_cell, METH_FASTCALL, "One LSTM layer's gates and cell update, in place."},
+    {"add", (PyCFunction)(void (*)(void))add, METH_FASTCALL, "a += b."},
+    {"temper", (PyCFunction)(void (*)(void))temper, METH_FASTCALL, "Logits over the temperature."},
+    {"race", (PyCFunction)(void (*)(void))race, METH_FASTCALL, "The exponential race's winner."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_lstm_row", NULL, -1, methods};
+
+PyMODINIT_FUNC PyInit__lstm_row(void)
+{
+    return PyModule_Create(&module);
+}
