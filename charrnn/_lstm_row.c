@@ -17,7 +17,6 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <math.h>
-#include <stdint.h>
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
@@ -67,25 +66,29 @@ __attribute__((target("avx2,fma"))) static void cell_update(float *c, const floa
 }
 #endif
 
-static int pointers(PyObject *const *args, Py_ssize_t count, void **out)
+/* A call's `count` addresses followed by one size: 0, or -1 with the exception set (a TypeError
+   showing `usage` for a wrong number of arguments). */
+static int unpack(PyObject *const *args, Py_ssize_t nargs, Py_ssize_t count, void **out, Py_ssize_t *size,
+                  const char *usage)
 {
+    if (nargs != count + 1) {
+        PyErr_SetString(PyExc_TypeError, usage);
+        return -1;
+    }
     for (Py_ssize_t k = 0; k < count; k++) {
         out[k] = PyLong_AsVoidPtr(args[k]);
         if (out[k] == NULL && PyErr_Occurred())
             return -1;
     }
-    return 0;
+    *size = PyLong_AsSsize_t(args[count]);
+    return *size == -1 && PyErr_Occurred() ? -1 : 0;
 }
 
 static PyObject *bind(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     void *p[2];
-    if (nargs != 3 || pointers(args, 2, p) < 0) {
-        PyErr_SetString(PyExc_TypeError, "bind(expf8, vms_tanh, vector_block)");
-        return NULL;
-    }
-    Py_ssize_t block = PyLong_AsSsize_t(args[2]);
-    if (block == -1 && PyErr_Occurred())
+    Py_ssize_t block;
+    if (unpack(args, nargs, 2, p, &block, "bind(expf8, vms_tanh, vector_block)") < 0)
         return NULL;
 #ifdef LSTM_ROW_X86
     __builtin_cpu_init();
@@ -106,12 +109,8 @@ static PyObject *lstm_cell(PyObject *self, PyObject *const *args, Py_ssize_t nar
        then i, f, o = sigmoid, g = tanh, the cell update into c and h, and h copied to up
        unless up is 0. */
     void *p[5];
-    if (nargs != 6 || pointers(args, 5, p) < 0) {
-        PyErr_SetString(PyExc_TypeError, "lstm_cell(gates, bias, c, h, up, H)");
-        return NULL;
-    }
-    Py_ssize_t H = PyLong_AsSsize_t(args[5]);
-    if (H == -1 && PyErr_Occurred())
+    Py_ssize_t H;
+    if (unpack(args, nargs, 5, p, &H, "lstm_cell(gates, bias, c, h, up, H)") < 0)
         return NULL;
     if (vms_tanh == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "lstm_cell before a successful bind()");
@@ -137,36 +136,33 @@ static PyObject *add(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     /* add(a, b, n): a += b (the output layer's bias). */
     void *p[2];
-    if (nargs != 3 || pointers(args, 2, p) < 0) {
-        PyErr_SetString(PyExc_TypeError, "add(a, b, n)");
+    Py_ssize_t n;
+    if (unpack(args, nargs, 2, p, &n, "add(a, b, n)") < 0)
         return NULL;
-    }
-    Py_ssize_t n = PyLong_AsSsize_t(args[2]);
-    if (n == -1 && PyErr_Occurred())
-        return NULL;
-    float *x = p[0];
+    float *a = p[0];
     const float *b = p[1];
     for (Py_ssize_t j = 0; j < n; j++)
-        x[j] = x[j] + b[j];
+        a[j] = a[j] + b[j];
     Py_RETURN_NONE;
 }
 
 static PyObject *temper(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    /* temper(logits, scaled, temp, V): scaled = logits / temp, temp rounded to float32 first. */
+    /* temper(temp, logits, scaled, V): scaled = logits / temp, temp rounded to float32 first. */
     void *p[2];
-    if (nargs != 4 || pointers(args, 2, p) < 0) {
-        PyErr_SetString(PyExc_TypeError, "temper(logits, scaled, temp, V)");
+    Py_ssize_t V;
+    if (nargs < 1 || unpack(args + 1, nargs - 1, 2, p, &V, "temper(temp, logits, scaled, V)") < 0) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "temper(temp, logits, scaled, V)");
         return NULL;
     }
-    float temp = (float)PyFloat_AsDouble(args[2]);
-    Py_ssize_t V = PyLong_AsSsize_t(args[3]);
-    if (PyErr_Occurred())
+    const double temp = PyFloat_AsDouble(args[0]);
+    if (temp == -1.0 && PyErr_Occurred())
         return NULL;
-    const float *logits = p[0];
+    const float t = (float)temp, *logits = p[0];
     float *scaled = p[1];
     for (Py_ssize_t j = 0; j < V; j++)
-        scaled[j] = logits[j] / temp;
+        scaled[j] = logits[j] / t;
     Py_RETURN_NONE;
 }
 
@@ -175,25 +171,20 @@ static PyObject *race(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     /* race(probs, draws, V) -> the first index of the largest probs[j] / draws[j] (the first
        NaN if there is one, as numpy's argmax), the quotients written into probs. */
     void *p[2];
-    if (nargs != 3 || pointers(args, 2, p) < 0) {
-        PyErr_SetString(PyExc_TypeError, "race(probs, draws, V)");
-        return NULL;
-    }
-    Py_ssize_t V = PyLong_AsSsize_t(args[2]);
-    if (V == -1 && PyErr_Occurred())
+    Py_ssize_t V, best = 0;
+    if (unpack(args, nargs, 2, p, &V, "race(probs, draws, V)") < 0)
         return NULL;
     float *probs = p[0];
     const float *draws = p[1];
-    Py_ssize_t best = -1;
     for (Py_ssize_t j = 0; j < V; j++)
         probs[j] = probs[j] / draws[j];
     for (Py_ssize_t j = 0; j < V; j++) {
         if (isnan(probs[j]))
             return PyLong_FromSsize_t(j);
-        if (best < 0 || probs[j] > probs[best])
+        if (probs[j] > probs[best])
             best = j;
     }
-    return PyLong_FromSsize_t(best < 0 ? 0 : best);
+    return PyLong_FromSsize_t(best);
 }
 
 static PyMethodDef methods[] = {

@@ -28,8 +28,13 @@ try:
 except ImportError:  # installed without a C compiler: the sampler keeps torch's calls
     _lstm_row = None
 
-# torch's vectorised loops take two vectors per iteration and the rest element by element.
-_VECTOR_BLOCK = {"AVX2": 16, "AVX512": 32}
+# torch's AVX2 loops take two vectors (16 floats) per iteration and the rest element by element.
+# Its AVX-512 kernels call SLEEF's 16-wide expf, which the extension does not: kept out until
+# measured equal there.
+_VECTOR_BLOCK = {"AVX2": 16}
+# Up to this hidden size torch computes a layer's sigmoid and tanh in one piece; above it, with
+# several threads, it splits them into chunks with remainders of their own.
+_MAX_HIDDEN = 2048
 
 
 def kernels(hidden: int) -> ModuleType | None:
@@ -41,6 +46,8 @@ def why_not(hidden: int) -> str | None:
     """Why the sampler keeps torch's calls for this hidden size (None: it need not)."""
     if os.environ.get("CHARRNN_FUSED", "1") == "0":
         return "CHARRNN_FUSED=0"
+    if hidden > _MAX_HIDDEN:
+        return f"hidden size {hidden} is over {_MAX_HIDDEN}, where torch splits the gate functions"
     return _unbound() or (None if _agrees(hidden) else f"its results differ from torch's at hidden size {hidden}")
 
 
@@ -52,14 +59,14 @@ def _unbound() -> str | None:
     if _lstm_row is None:
         return "charrnn was installed without its C extension (no C compiler?)"
     if capability not in _VECTOR_BLOCK:
-        return f"torch runs its {capability} kernels here, not AVX2 or AVX512"
+        return f"torch runs its {capability} kernels here, not AVX2"
     try:
         lib = ctypes.CDLL(str(library))
         expf8, tanh = (ctypes.cast(getattr(lib, name), ctypes.c_void_p).value for name in ("Sleef_expf8_u10", "vmsTanh"))
     except (OSError, AttributeError) as e:
         return f"torch's expf/tanh are not found in {library.name} ({e})"
     if not _lstm_row.bind(expf8, tanh, _VECTOR_BLOCK[capability]):
-        return "this CPU lacks AVX2 and FMA"
+        return "no AVX2 and FMA here (the CPU, or an extension built for another architecture)"
     return None
 
 
@@ -116,7 +123,7 @@ def _sampling_agrees(gen: torch.Generator) -> bool:
             want_sum = np.add(z.numpy(), b.numpy())
             want_scaled = np.divide(z.numpy(), np.float32(0.7))
             want = int(np.divide(p.numpy(), d.numpy()).argmax())
-        _lstm_row.temper(z.data_ptr(), scaled.data_ptr(), 0.7, z.numel())
+        _lstm_row.temper(0.7, z.data_ptr(), scaled.data_ptr(), z.numel())
         _lstm_row.add(z.data_ptr(), b.data_ptr(), z.numel())
         quotients = p.clone()
         winner = _lstm_row.race(quotients.data_ptr(), d.data_ptr(), p.numel())

@@ -153,11 +153,11 @@ class RowNoise:
         float32 draws (for ``charrnn.fused``'s race), valid until the next step's."""
         if len(self.gens) != 1:
             raise ValueError("addresses() is for a single row")
-        stride = self.buf.shape[-1] * self.buf.element_size()
+        buf, gen = self.buf, self.gens[0]
+        stride = buf.shape[-1] * buf.element_size()
         while True:
-            self.buf[0].exponential_(generator=self.gens[0])
-            start = self.buf.data_ptr()
-            yield from range(start, start + self.block * stride, stride)
+            buf[0].exponential_(generator=gen)
+            yield from range(buf.data_ptr(), buf.data_ptr() + self.block * stride, stride)
 
     def keep(self, rows: list[int]) -> None:
         """Only these rows go on (the others' requests ended)."""

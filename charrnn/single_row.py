@@ -8,7 +8,7 @@ write into a fixed gates buffer, the gate functions and the cell update run in p
 it and of the cell state (an in-place call skips the output checks of an ``out=`` one), the
 lower layer's new h is written straight into the upper layer's [x, h] input, and the first
 layer's token row is a view picked from a Python list. A step is then the products and seven
-element-wise calls per layer.
+element-wise calls per layer (one, below, with charrnn's C extension).
 
 The temperature sampling after it runs cold: the products stream megabytes of weights through
 the 2 MB caches, and a torch call (argument parsing, dispatch, a tensor iterator) touches far
@@ -24,7 +24,7 @@ calls the gate arithmetic is all torch. The float32 products are numpy's (``step
 Even so each torch call costs 2.5-4.5 us of parsing and dispatch on a 2-core Zen 3 EPYC, so
 where ``charrnn.fused`` finds its C kernels equal to torch's arithmetic, a layer's bias and gate
 calls are one kernel call, and the sampling's divisions and argmax two (its softmax stays
-torch's): 1.2-1.6x the characters per second there.
+torch's): 1.35-1.44x the characters per second there (2x512).
 
 Every call is the very operation ``Stepper.step`` and ``sample.pick`` make, on the same values in
 the same layout (in place or into ``out=`` buffers instead of fresh tensors; a product of two
@@ -35,7 +35,7 @@ same seed. Measured in ``bench/sampler.py`` (see docs/export.md).
 from __future__ import annotations
 
 from types import ModuleType
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, NamedTuple
 
 import numpy as np
 import torch
@@ -46,6 +46,21 @@ from charrnn.stepper import Stepper, row_product
 
 if TYPE_CHECKING:
     from charrnn.sample import RowNoise
+
+
+class _Layer(NamedTuple):
+    """A layer's buffers: its product's input, weights and gates (torch and numpy views), the
+    views torch's gate calls take, and the kernel's addresses."""
+
+    inp: torch.Tensor
+    low: torch.Tensor | None  # the input in bfloat16, for a bfloat16 product
+    w: torch.Tensor
+    g: torch.Tensor
+    views: tuple
+    pointers: tuple[int, int, int, int]  # gates, cell, h, the upper layer's copy of h (or 0)
+    inp_: np.ndarray
+    w_: np.ndarray | None
+    g_: np.ndarray
 
 
 class SingleRow:
@@ -68,58 +83,60 @@ class SingleRow:
         self.rows = list(stepper.table.unsqueeze(1).unbind(0))
         # The gate arithmetic in one call per layer where it is torch's to the bit (charrnn.fused).
         self.kernels = fused.kernels(H)
-        self.layers = []
+        self.layers: list[_Layer] = []
+        self.tops = []  # each layer's h
         for i in range(L):
             own = self.xh[i, :, H:] if i > 0 or L == 1 else self.xh[1, :, :H]
             own.copy_(h[i])
             up = self.xh[i + 1, :, :H] if 0 < i < L - 1 else None
             inp = own if i == 0 else self.xh[i]
             w = stepper.w_hh[0] if i == 0 else stepper.w_cat[i]
-            low = torch.empty(inp.shape, dtype=torch.bfloat16) if bf16 else None
             g = self.g[i]
             # The gates in place: i, f, o through one sigmoid, g through one tanh.
             views = (g[:, : 3 * H], g[:, 3 * H :], g[:, :H], g[:, H : 2 * H], g[:, 2 * H : 3 * H], self.c[i], own, up)
             pointers = (g.data_ptr(), self.c[i].data_ptr(), own.data_ptr(), 0 if up is None else up.data_ptr())
-            self.layers.append((inp, low, w, g, views, pointers, inp.numpy(), None if bf16 else w.numpy(), g.numpy()))
+            low = torch.empty(inp.shape, dtype=torch.bfloat16) if bf16 else None
+            self.layers.append(_Layer(inp, low, w, g, views, pointers, inp.numpy(), None if bf16 else w.numpy(), g.numpy()))
+            self.tops.append(own)
         # numpy views for the float32 products (see stepper.row_product): the token rows, the
-        # biases, and the output layer, float32 in either precision; and their addresses.
+        # biases (None for layer 0, whose bias is its token's row), and the output layer,
+        # float32 in either precision; and their addresses, for the kernels.
         self.rows_ = [row.numpy() for row in self.rows]
         self.biases_ = [None] + [b.numpy() for b in stepper.b_ih[1:]]
         self.row_pointers = [row.data_ptr() for row in self.rows]
         self.bias_pointers = [None] + [b.data_ptr() for b in stepper.b_ih[1:]]
-        self.out_ = (self.layers[-1][4][6].numpy(), stepper.w_out.numpy(), stepper.b_out.numpy(), self.logits.numpy())
+        self.out_ = (self.tops[-1].numpy(), stepper.w_out.numpy(), stepper.b_out.numpy(), self.logits.numpy())
         self.out_pointers = (self.logits.data_ptr(), stepper.b_out.data_ptr(), self.logits.shape[-1])
 
     def state(self) -> State:
         """The state as ``Stepper.step`` returns it: (h, c), each (layers, 1, hidden), copied."""
-        return torch.stack([layer[4][6] for layer in self.layers]), self.c.clone()
+        return torch.stack(self.tops), self.c.clone()
 
     def step(self, token: int) -> torch.Tensor:
         """The logits after ``token`` (a view of the one buffer every step overwrites)."""
-        st, cell = self.stepper, self.kernels
+        st, kernels = self.stepper, self.kernels
         for i, (inp, low, w, g, views, pointers, inp_, w_, g_) in enumerate(self.layers):
+            # The layer's product, and its bias unless the kernel adds it (a float32 product).
             bias = 0
-            if low is None:
-                row_product(inp_, w_, g_)
-                if cell is not None:
-                    bias = self.row_pointers[token] if i == 0 else self.bias_pointers[i]
-                else:
-                    np.add(g_, self.rows_[token] if i == 0 else self.biases_[i], out=g_)
-            else:
+            if low is not None:
                 low.copy_(inp)
-                bias_ = self.rows[token] if i == 0 else st.b_ih[i]
-                torch.add(bias_, torch.ops.mkldnn._linear_pointwise(low, w, None, "none", [], ""), out=g)
-            if cell is not None:
-                gates, c, own, up = pointers
-                cell.lstm_cell(gates, bias, c, own, up, st.hidden)
+                row = self.rows[token] if i == 0 else st.b_ih[i]
+                torch.add(row, torch.ops.mkldnn._linear_pointwise(low, w, None, "none", [], ""), out=g)
+            elif kernels is None:
+                np.add(row_product(inp_, w_, g_), self.rows_[token] if i == 0 else self.biases_[i], out=g_)
             else:
+                row_product(inp_, w_, g_)
+                bias = self.row_pointers[token] if i == 0 else self.bias_pointers[i]
+            if kernels is None:
                 fused.torch_gates(*views)
+            else:
+                kernels.lstm_cell(pointers[0], bias, *pointers[1:], st.hidden)
         top_, w_out_, b_out_, logits_ = self.out_
         row_product(top_, w_out_, logits_)
-        if cell is not None:
-            cell.add(*self.out_pointers)
-        else:
+        if kernels is None:
             np.add(logits_, b_out_, out=logits_)
+        else:
+            kernels.add(*self.out_pointers)
         return self.logits
 
 
@@ -139,7 +156,7 @@ def temperature_pick(
         draws = noise.addresses() if noise is not None else None
 
         def choose_fused() -> int:
-            temper(at[0], at[1], temp, V)
+            temper(temp, at[0], at[1], V)
             softmax(scaled, -1, out=probs)
             if draws is None:
                 own.exponential_()

@@ -69,6 +69,10 @@ def test_without_the_extension_the_sampler_keeps_torchs_calls(monkeypatch, fresh
     assert row.step(3) is row.logits
 
 
+def test_over_2048_hidden_units_torch_splits_the_gates_so_its_calls_stay():
+    assert fused.why_not(4096) == "hidden size 4096 is over 2048, where torch splits the gate functions"
+
+
 def test_charrnn_fused_0_switches_them_off(monkeypatch):
     monkeypatch.setenv("CHARRNN_FUSED", "0")
     assert fused.why_not(40) == "CHARRNN_FUSED=0" and _row(40).kernels is None
