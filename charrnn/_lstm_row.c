@@ -188,8 +188,10 @@ static PyObject *race(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 }
 
 static PyMethodDef methods[] = {
-    {"bind", (PyCFunction)(void (*)(void))bind, METH_FASTCALL, "Take torch's expf8 and vmsTanh; False where this CPU cannot run the kernels."},
-    {"lstm_cell", (PyCFunction)(void (*)(void))lstm_cell, METH_FASTCALL, "One LSTM layer's gates and cell update, in place."},
+    {"bind", (PyCFunction)(void (*)(void))bind, METH_FASTCALL,
+     "Take torch's expf8 and vmsTanh; False where this CPU cannot run the kernels."},
+    {"lstm_cell", (PyCFunction)(void (*)(void))lstm_cell, METH_FASTCALL,
+     "One LSTM layer's gates and cell update, in place."},
     {"add", (PyCFunction)(void (*)(void))add, METH_FASTCALL, "a += b."},
     {"temper", (PyCFunction)(void (*)(void))temper, METH_FASTCALL, "Logits over the temperature."},
     {"race", (PyCFunction)(void (*)(void))race, METH_FASTCALL, "The exponential race's winner."},

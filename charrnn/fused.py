@@ -86,6 +86,13 @@ def torch_gates(
         up.copy_(h)
 
 
+def gate_views(g: torch.Tensor, c: torch.Tensor, h: torch.Tensor, up: torch.Tensor | None) -> tuple:
+    """``torch_gates``'s arguments for a layer's gates buffer ``g`` (1, 4H: i, f, o, g), its cell
+    ``c``, its output ``h`` and the upper layer's copy of h ``up`` (or None)."""
+    H = c.shape[-1]
+    return g[:, : 3 * H], g[:, 3 * H :], g[:, :H], g[:, H : 2 * H], g[:, 2 * H : 3 * H], c, h, up
+
+
 @functools.cache
 def _agrees(hidden: int) -> bool:
     """Gates from a narrow to a saturating spread, with infinities, signed zeros, a subnormal and
@@ -103,7 +110,7 @@ def _agrees(hidden: int) -> bool:
         _lstm_row.lstm_cell(ours[0].data_ptr(), bias.data_ptr(), *(t.data_ptr() for t in ours[1:]), H)
         gates.add_(bias)
         h = torch.empty(1, H)
-        torch_gates(gates[:, : 3 * H], gates[:, 3 * H :], gates[:, :H], gates[:, H : 2 * H], gates[:, 2 * H : 3 * H], cell, h, None)
+        torch_gates(*gate_views(gates, cell, h, None))
         if not all(_same(a, b) for a, b in zip(ours, (gates, cell, h, h))):
             return False
     return _sampling_agrees(gen)
@@ -127,7 +134,8 @@ def _sampling_agrees(gen: torch.Generator) -> bool:
         _lstm_row.add(z.data_ptr(), b.data_ptr(), z.numel())
         quotients = p.clone()
         winner = _lstm_row.race(quotients.data_ptr(), d.data_ptr(), p.numel())
-        if not (_same(scaled, torch.from_numpy(want_scaled)) and _same(z, torch.from_numpy(want_sum)) and winner == want):
+        same = _same(scaled, torch.from_numpy(want_scaled)) and _same(z, torch.from_numpy(want_sum))
+        if not same or winner != want:
             return False
     return True
 

@@ -18,8 +18,8 @@ views of the same buffers; only the softmax stays torch's (in float32 on a 2-cor
 AMX, 337-339 us per character against 358-365 before, the same text). The same split in the
 cell update (its products of two gate vectors) saved nothing measurable, nor did taking the
 first layer's bfloat16 product for the next character beside the second layer's, so in torch's
-calls the gate arithmetic is all torch. The float32 products are numpy's (``stepper.row_product``), as in
-``Stepper.step`` at batch 1.
+calls the gate arithmetic is all torch. The float32 products are numpy's
+(``stepper.row_product``), as in ``Stepper.step`` at batch 1.
 
 Even so each torch call costs 2.5-4.5 us of parsing and dispatch on a 2-core Zen 3 EPYC, so
 where ``charrnn.fused`` finds its C kernels equal to torch's arithmetic, a layer's bias and gate
@@ -93,10 +93,11 @@ class SingleRow:
             w = stepper.w_hh[0] if i == 0 else stepper.w_cat[i]
             g = self.g[i]
             # The gates in place: i, f, o through one sigmoid, g through one tanh.
-            views = (g[:, : 3 * H], g[:, 3 * H :], g[:, :H], g[:, H : 2 * H], g[:, 2 * H : 3 * H], self.c[i], own, up)
+            views = fused.gate_views(g, self.c[i], own, up)
             pointers = (g.data_ptr(), self.c[i].data_ptr(), own.data_ptr(), 0 if up is None else up.data_ptr())
             low = torch.empty(inp.shape, dtype=torch.bfloat16) if bf16 else None
-            self.layers.append(_Layer(inp, low, w, g, views, pointers, inp.numpy(), None if bf16 else w.numpy(), g.numpy()))
+            w_ = None if bf16 else w.numpy()
+            self.layers.append(_Layer(inp, low, w, g, views, pointers, inp.numpy(), w_, g.numpy()))
             self.tops.append(own)
         # numpy views for the float32 products (see stepper.row_product): the token rows, the
         # biases (None for layer 0, whose bias is its token's row), and the output layer,
