@@ -44,9 +44,8 @@ class Stepper:
             # copy and a concatenation per matrix (2-core Zen 3 EPYC).
             H = cfg.hidden
             blocks = [slice(0, 2 * H), slice(3 * H, 4 * H), slice(2 * H, 3 * H)] if self.kind == "lstm" else [slice(None)]
-            rows = torch.cat([torch.arange(4 * H)[b] for b in blocks]) if self.kind == "lstm" else slice(None)
             p = lambda name: getattr(rnn, name).detach().float()
-            w = lambda name: p(name)[rows]
+            w = lambda name: _gate_order(p(name), blocks)
             t = lambda name: _transposed(p(name), blocks)
             # Above the first layer an LSTM or RNN step reads only its [x, h] matrix.
             stacked = self.kind not in CUSTOM_CELLS and self.kind != "gru"
@@ -156,12 +155,18 @@ def row_product(x: np.ndarray, w: np.ndarray, out: np.ndarray | None = None) -> 
     return np.matmul(x, w, out=out)
 
 
+def _gate_order(x: torch.Tensor, blocks: list[slice]) -> torch.Tensor:
+    """``x``'s gate blocks (its leading dimension) in the order of ``blocks``: joined into a copy,
+    or ``x`` itself where one block is all of it."""
+    return torch.cat([x[rows] for rows in blocks]) if len(blocks) > 1 else x[blocks[0]]
+
+
 def _transposed(w: torch.Tensor, blocks: list[slice], out: torch.Tensor | None = None) -> torch.Tensor:
     """``w`` (gates x in) as (in x gates), its gate blocks in the order of ``blocks``, written
     into ``out`` (contiguous, so torch copies the transpose tile by tile) or a new matrix."""
     if out is None:
         out = torch.empty(w.shape[1], w.shape[0])
-    return out.copy_((torch.cat([w[rows] for rows in blocks]) if len(blocks) > 1 else w).t())
+    return out.copy_(_gate_order(w, blocks).t())
 
 
 def _stacked(ih: torch.Tensor, hh: torch.Tensor, blocks: list[slice]) -> torch.Tensor:
