@@ -24,10 +24,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import emit  # noqa: E402
 from common import cpu_name  # noqa: E402
 
-from charrnn import checkpoint, corpus  # noqa: E402
-from charrnn.adapt import MAX_STEPS, PASSES, adapt_ids  # noqa: E402
-from charrnn.data import encode_text  # noqa: E402
-from charrnn.dynamic import Rule  # noqa: E402
+from charrnn.model import checkpoint
+from charrnn.data import corpus  # noqa: E402
+from charrnn.evaluation.adapt import MAX_STEPS, PASSES, adapt_ids  # noqa: E402
+from charrnn.data.prepare import encode_text  # noqa: E402
+from charrnn.evaluation.dynamic import Rule  # noqa: E402
 
 
 @torch.no_grad()

@@ -34,11 +34,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import catalogue, cpu_name, emit, train_plain  # noqa: E402
 
-from charrnn import checkpoint  # noqa: E402
+from charrnn.model import checkpoint  # noqa: E402
 from charrnn.api import load  # noqa: E402
-from charrnn.corpus import open_sources, read_text, release  # noqa: E402
-from charrnn.data import split_point  # noqa: E402
-from charrnn.evaluate import evaluate, score_text  # noqa: E402
+from charrnn.data.corpus import open_sources, read_text, release  # noqa: E402
+from charrnn.data.prepare import split_point  # noqa: E402
+from charrnn.evaluation.bpc import evaluate, score_text  # noqa: E402
 
 # Enough held-out text for a score steady to ~0.001 bpc, and quick to score for every cell.
 EVAL_CHARS = 262_144

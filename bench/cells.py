@@ -18,9 +18,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import corpus, emit, train_cli  # noqa: E402
 
-from charrnn.config import DEFAULT_PRESET, PRESETS  # noqa: E402
-from charrnn.model import CharRNN, ModelConfig, count_parameters  # noqa: E402
-from charrnn.vocab import CharVocab  # noqa: E402
+from charrnn.training.config import DEFAULT_PRESET, PRESETS  # noqa: E402
+from charrnn.model.network import CharRNN, ModelConfig, count_parameters  # noqa: E402
+from charrnn.data.vocab import CharVocab  # noqa: E402
 
 CELLS = ("rnn", "gru", "lstm", "peephole", "cifg")
 LAYERS = 2

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from charrnn.precision import cpu_has_amx
-from charrnn.speed import cpu_model
+from charrnn.runtime.precision import cpu_has_amx
+from charrnn.runtime.device import cpu_model
 
 # corpora/catalogue.py is the one place that says where the corpora are; the benches take it from here.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "corpora"))

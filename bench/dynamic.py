@@ -22,10 +22,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import cpu_name, emit  # noqa: E402
 
-from charrnn import checkpoint, corpus  # noqa: E402
-from charrnn.data import encode_text, split_point  # noqa: E402
-from charrnn.dynamic import SEGMENT, Adapter, Rule, compare, gradient_stats, stats_ids  # noqa: E402
-from charrnn.evaluate import evaluate  # noqa: E402
+from charrnn.model import checkpoint
+from charrnn.data import corpus  # noqa: E402
+from charrnn.data.prepare import encode_text, split_point  # noqa: E402
+from charrnn.evaluation.dynamic import SEGMENT, Adapter, Rule, compare, gradient_stats, stats_ids  # noqa: E402
+from charrnn.evaluation.bpc import evaluate  # noqa: E402
 
 GRID = [("rms", lr, decay) for lr in (3e-5, 1e-4, 3e-4, 1e-3) for decay in (0.003, 0.03)] + [
     ("sgd", lr, decay) for lr in (0.1, 0.3, 1.0) for decay in (0.001, 0.01)

@@ -34,7 +34,7 @@ ids = lookup[np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)]
 PREPARE = """
 import sys
 from pathlib import Path
-from charrnn.data import VocabSpec, prepare
+from charrnn.data.prepare import VocabSpec, prepare
 data = prepare([sys.argv[1]], Path(sys.argv[2]), float(sys.argv[3]), VocabSpec(sys.argv[4]))
 print(len(data.train) + len(data.val))
 """

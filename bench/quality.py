@@ -20,7 +20,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import corpus, emit, train_cli, train_plain  # noqa: E402
 
-from charrnn.evaluate import evaluate  # noqa: E402
+from charrnn.evaluation.bpc import evaluate  # noqa: E402
 
 
 def plain_loop(path: Path, seconds: float, device: torch.device) -> dict:

@@ -22,13 +22,13 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import corpus, emit  # noqa: E402
 
-from charrnn import checkpoint  # noqa: E402
-from charrnn.corpus import decode  # noqa: E402
-from charrnn.batches import val_streams  # noqa: E402
-from charrnn.data import split_point  # noqa: E402
-from charrnn.evaluate import BURN_IN, MAX_STREAMS, TOKENS_PER_STREAM, evaluate  # noqa: E402
-from charrnn.model import select_state  # noqa: E402
-from charrnn.stepper import Stepper  # noqa: E402
+from charrnn.model import checkpoint  # noqa: E402
+from charrnn.data.corpus import decode  # noqa: E402
+from charrnn.data.batches import val_streams  # noqa: E402
+from charrnn.data.prepare import split_point  # noqa: E402
+from charrnn.evaluation.bpc import BURN_IN, MAX_STREAMS, TOKENS_PER_STREAM, evaluate  # noqa: E402
+from charrnn.model.network import select_state  # noqa: E402
+from charrnn.model.stepper import Stepper  # noqa: E402
 
 
 @torch.no_grad()

@@ -29,11 +29,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import emit  # noqa: E402
 
-from charrnn import fused  # noqa: E402
-from charrnn.model import CharRNN, ModelConfig  # noqa: E402
-from charrnn.precision import cpu_computes  # noqa: E402
-from charrnn.sample import SampleOptions, generate  # noqa: E402
-from charrnn.vocab import CharVocab  # noqa: E402
+from charrnn.model import gate_kernel  # noqa: E402
+from charrnn.model.network import CharRNN, ModelConfig  # noqa: E402
+from charrnn.runtime.precision import cpu_computes  # noqa: E402
+from charrnn.sampling.generate import generate  # noqa: E402
+from charrnn.sampling.options import SampleOptions
+from charrnn.data.vocab import CharVocab  # noqa: E402
 
 
 def plain_loop(model: CharRNN, n: int) -> float:
@@ -51,7 +52,7 @@ def plain_loop(model: CharRNN, n: int) -> float:
 
 def ours(model: CharRNN, vocab, n: int, batch: int, precision: str = "float32", extension: bool = True) -> float:
     """charrnn's generate; ``extension=False`` keeps the batch-1 gate arithmetic in torch's
-    calls (``CHARRNN_FUSED=0``, see charrnn.fused), to compare in the same run."""
+    calls (``CHARRNN_FUSED=0``, see charrnn.model.gate_kernel), to compare in the same run."""
     opts = SampleOptions(length=n, temp=0.8, seed=0, precision=precision)
     with mock.patch.dict(os.environ, {"CHARRNN_FUSED": "1" if extension else "0"}):
         start = time.perf_counter()
@@ -63,7 +64,7 @@ def onnx_session(model: CharRNN, vocab, folder: str):
     """The model through ``charrnn export``'s graph in an onnxruntime session (None without onnxruntime)."""
     try:
         import onnxruntime
-        from charrnn.export import build_onnx
+        from charrnn.export.onnx import build_onnx
     except ImportError:
         return None
     path = Path(folder) / "model.onnx"
@@ -198,7 +199,7 @@ def main() -> None:
             emit(bench="sampler", who=f"{who}, gates in torch's calls (CHARRNN_FUSED=0)", batch=1,
                  chars_per_s=round(calls, 1), fused_vs_this=round(one / calls, 3), fraction_of_float32_bound=round(calls / bound, 3),
                  fraction_by_round=by_round(runs[f"{key} torch calls 1"]),
-                 fused=fused.why_not(args.hidden) or "used", runs=[round(v) for v in runs[f"{key} torch calls 1"]])
+                 fused=gate_kernel.why_not(args.hidden) or "used", runs=[round(v) for v in runs[f"{key} torch calls 1"]])
     emit(bench="sampler", who="bandwidth bound, batch 1", weight_mb_per_char=round(weight_bytes / 1e6, 2),
          matvec_gb_s=round(bandwidth / 1e9, 2), torch_matvec_gb_s=round(med["bw torch"] / 1e9, 2),
          numpy_matvec_gb_s=round(med["bw numpy"] / 1e9, 2), bound_chars_per_s=round(bound, 1),

@@ -1,7 +1,7 @@
 """Structure score: how much of a screenplay's shape a model's samples keep, beside its corpus.
 
 For the training corpus (the baseline) and then for each run directory, one JSON line with
-charrnn.fountain.structure's figures: the share of character cues followed by dialogue, of
+charrnn.screenplay.fountain.structure's figures: the share of character cues followed by dialogue, of
 parentheticals closed on their line and of scene headings that parse as headings, and the mean
 scene length in characters. A run's line also gives its best val bpc and each figure as a ratio
 to the corpus's. The samples are --chars characters (default 20,000) drawn at --temp with
@@ -18,9 +18,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import emit  # noqa: E402
 
-from charrnn import checkpoint, corpus  # noqa: E402
-from charrnn.fountain import structure  # noqa: E402
-from charrnn.sample import SampleOptions, encode_prime, generate  # noqa: E402
+from charrnn.model import checkpoint
+from charrnn.data import corpus  # noqa: E402
+from charrnn.screenplay.fountain import structure  # noqa: E402
+from charrnn.data.vocab import encode_prime
+from charrnn.sampling.generate import generate  # noqa: E402
+from charrnn.sampling.options import SampleOptions
 
 SHARES = ("cues_with_dialogue", "parentheticals_closed", "headings_parsed", "mean_scene_chars")
 

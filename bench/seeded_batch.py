@@ -23,9 +23,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import emit  # noqa: E402
 
-from charrnn.engine import Engine, Job  # noqa: E402
-from charrnn.model import CharRNN, ModelConfig  # noqa: E402
-from charrnn.vocab import CharVocab  # noqa: E402
+from charrnn.serving.engine import Engine, Job  # noqa: E402
+from charrnn.model.network import CharRNN, ModelConfig  # noqa: E402
+from charrnn.data.vocab import CharVocab  # noqa: E402
 
 
 class Collector:

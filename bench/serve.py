@@ -31,10 +31,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import emit  # noqa: E402
 
-from charrnn import checkpoint  # noqa: E402
-from charrnn.model import CharRNN, ModelConfig  # noqa: E402
-from charrnn.sample import SampleOptions, generate  # noqa: E402
-from charrnn.vocab import CharVocab  # noqa: E402
+from charrnn.model import checkpoint  # noqa: E402
+from charrnn.model.network import CharRNN, ModelConfig  # noqa: E402
+from charrnn.sampling.generate import generate  # noqa: E402
+from charrnn.sampling.options import SampleOptions
+from charrnn.data.vocab import CharVocab  # noqa: E402
 
 PROMPT = ("INT. LIGHTHOUSE - NIGHT\n\nThe lamp turns. ANNA climbs the stairs, a letter in her hand.\n\n"
           "ANNA\n(quietly)\nYou kept the light burning all these years.\n\nBORIS\nSomeone had to.\n\nShe")[:200]

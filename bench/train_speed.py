@@ -29,10 +29,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import PlainLSTM, corpus, emit, plain_step, sync  # noqa: E402
 
-from charrnn.config import make_config  # noqa: E402
-from charrnn.data import prepare  # noqa: E402
-from charrnn.precision import cpu_computes, cpu_has_amx  # noqa: E402
-from charrnn.train import Trainer  # noqa: E402
+from charrnn.training.config import make_config  # noqa: E402
+from charrnn.data.prepare import prepare  # noqa: E402
+from charrnn.runtime.precision import cpu_computes, cpu_has_amx  # noqa: E402
+from charrnn.training.trainer import Trainer  # noqa: E402
 
 
 def matmul_peak(device: torch.device, dtype: torch.dtype = torch.float32) -> float:

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from charrnn._version import __version__
 from charrnn.errors import CharrnnError
 
-__version__ = "1.2.0"
 __all__ = ["CharrnnError", "Model", "Run", "Score", "__version__", "load", "train"]
 
 if TYPE_CHECKING:
@@ -25,13 +25,7 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str) -> Any:
-    if name == "train":
-        # The module charrnn/train.py holds the training loop and, called, is ``api.train``: a
-        # submodule's name is its package's attribute, so the two must be one object.
-        import importlib
-
-        return importlib.import_module("charrnn.train")
-    if name in ("Model", "Run", "Score", "load"):
+    if name in ("Model", "Run", "Score", "load", "train"):
         from charrnn import api
 
         return getattr(api, name)

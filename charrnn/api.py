@@ -12,11 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from charrnn import checkpoint
+from charrnn.model import checkpoint
 from charrnn.errors import CharrnnError
-from charrnn.evaluate import Score, score_text
-from charrnn.model import ModelConfig
-from charrnn.sample import SampleOptions, encode_prime, generate
+from charrnn.evaluation.bpc import Score, score_text
+from charrnn.model.network import ModelConfig
+from charrnn.data.vocab import encode_prime
+from charrnn.sampling.generate import generate
+from charrnn.sampling.options import SampleOptions
 
 __all__ = ["Model", "Run", "Score", "load", "train"]
 
@@ -54,9 +56,9 @@ def train(corpus: PathLike | Sequence[PathLike] | None = None, out: PathLike | N
     warnings go to stderr; ``progress=True`` also shows the progress bar and the summary.
     Ctrl-C saves last.pt and raises ``KeyboardInterrupt``; ``resume=True`` continues the run.
     """
-    from charrnn.progress import summary
-    from charrnn.run import train_run
-    from charrnn.train import Interrupted
+    from charrnn.runtime.progress import summary
+    from charrnn.training.run import train_run
+    from charrnn.errors import Interrupted
 
     paths = [corpus] if isinstance(corpus, (str, os.PathLike)) else list(corpus or [])
     try:
@@ -75,7 +77,7 @@ def _checked(options: dict[str, Any]) -> dict[str, Any]:
     messages for a bad one) are the command's."""
     from typer.main import get_command
 
-    from charrnn.cli import UsageError, app
+    from charrnn.cli.app import UsageError, app
 
     command = get_command(app).commands["train"]
     params = {p.name: p for p in command.params if p.name not in _NOT_OPTIONS}

@@ -1,9 +1,23 @@
-"""One exception type for every problem caused by the user's input.
+"""The exceptions the CLI and the API turn into messages: bad input, and a run stopped by a signal.
 
-The CLI turns it into a one-line ``error: ...`` and exit code 2; anything else is a bug and
-keeps its traceback.
+The CLI turns a ``CharrnnError`` into a one-line ``error: ...`` and exit code 2, and an
+``Interrupted`` into its signal's exit code; anything else is a bug and keeps its traceback.
 """
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
 
 
 class CharrnnError(Exception):
     """Bad input (corpus, checkpoint, option) explained in one line for the user."""
+
+
+class Interrupted(Exception):
+    """Training stopped by a signal after saving ``last.pt``; carries the exit code."""
+
+    def __init__(self, signum: int, path: Path) -> None:
+        super().__init__(f"interrupted by {signal.Signals(signum).name}; saved {path}")
+        self.exit_code = 128 + signum
+        self.path = path

@@ -20,8 +20,8 @@ import sys
 def serve(path: str) -> None:
     import charrnn.api  # noqa: F401 - everything a command may import, imported once
     import charrnn.cli
-    import charrnn.plot  # noqa: F401
-    import charrnn.viz  # noqa: F401
+    import charrnn.viz.curves  # noqa: F401
+    import charrnn.viz.page  # noqa: F401
 
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

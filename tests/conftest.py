@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from charrnn.cli import app
+from charrnn.cli.app import app
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "corpora"))
 from catalogue import SHARED  # noqa: E402  (where the shared corpora are: corpora/catalogue.py)

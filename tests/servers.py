@@ -67,9 +67,9 @@ def ascii_run(run_dir: Path) -> Path:
     training."""
     import torch
 
-    from charrnn import checkpoint
-    from charrnn.model import CharRNN, ModelConfig
-    from charrnn.vocab import CharVocab
+    from charrnn.model import checkpoint
+    from charrnn.model.network import CharRNN, ModelConfig
+    from charrnn.data.vocab import CharVocab
 
     torch.manual_seed(0)
     vocab = CharVocab("\n" + "".join(chr(c) for c in range(32, 127)))

@@ -79,7 +79,12 @@ def test_model_errors_are_charrnn_errors(trained_run, tmp_path):
         model.generate_many(0)
 
 
-def test_charrnn_train_is_also_the_training_module():
-    import charrnn.train as module
+def test_charrnn_train_is_the_api_function_not_a_module():
+    import pydoc
 
-    assert module is charrnn.train and callable(charrnn.train) and module.Trainer
+    import charrnn.api
+    import charrnn.training.trainer
+
+    assert charrnn.train is charrnn.api.train and not isinstance(charrnn.train, type(charrnn))
+    assert "Train as ``charrnn train CORPUS" in pydoc.render_doc(charrnn.train)
+    assert charrnn.training.trainer.Trainer.__module__ == "charrnn.training.trainer"

@@ -31,7 +31,7 @@ Adding a page
   blocks (say ``{"CHARRNN_URL": url}``) and cleans up when the page is done. ``needs`` lists
   modules whose absence skips the page with the reason; ``timeout`` is per block, in seconds.
   ``run_by`` names the test that runs a page's examples its own way instead (docs/serve.md's
-  start a server: tests/test_serve_docs.py).
+  start a server: tests/serving/test_serve_docs.py).
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ class Page:
 
 PAGES: dict[str, Page] = {
     # Its `charrnn serve` blocks start a server and the other blocks talk to it (port substituted).
-    "docs/serve.md": Page(run_by="tests/test_serve_docs.py"),
+    "docs/serve.md": Page(run_by="tests/serving/test_serve_docs.py"),
 }
 
 SHELL_PRELUDE = """set -euo pipefail

@@ -15,7 +15,7 @@ import torch
 from conftest import TINY, run_cli, run_proc
 
 import charrnn
-from charrnn import checkpoint
+from charrnn.model import checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,7 +24,7 @@ def test_version_has_one_source_and_checkpoints_record_it(trained_run):
     r = run_proc("--version")
     assert r.returncode == 0 and r.stdout.decode() == f"charrnn {charrnn.__version__}\n"
     pyproject = (ROOT / "pyproject.toml").read_text()
-    assert 'dynamic = ["version"]' in pyproject and "charrnn.__version__" in pyproject
+    assert 'dynamic = ["version"]' in pyproject and "charrnn._version.__version__" in pyproject
     assert checkpoint.load(trained_run / "best.pt")["charrnn_version"] == charrnn.__version__
     r = run_cli("info", trained_run)
     assert re.search(rf"^written by\s+charrnn {re.escape(charrnn.__version__)}$", r.stdout, re.M), r.stdout

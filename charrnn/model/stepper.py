@@ -1,0 +1,185 @@
+"""The model's recurrence one token at a time, with its weights laid out once, for generation.
+
+``nn.LSTM`` called once per character re-packs its weights on every call; the ``Stepper``
+instead keeps pre-transposed, gate-fused matrices with pre-summed biases, and folds the first
+layer's input product into a lookup table (embedding x input weights), so each character costs
+one matrix-vector product per weight matrix and a handful of element-wise operations.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from charrnn.model.cells import CUSTOM_CELLS, cifg_step, peephole_step
+from charrnn.model.network import LSTM_FAMILY, CharRNN, State
+from charrnn.runtime.precision import step_dtype
+
+
+class Stepper:
+    """The model's own recurrence, one token at a time, for generation (no dropout).
+
+    The custom cells (peephole, cifg) run the very step functions their layers loop over in
+    training, fed from the same token table, so sampling cannot drift from the trained model.
+
+    ``precision`` (see ``charrnn.runtime.precision.step_dtype``) is the dtype of the recurrent matrices:
+    with bfloat16 each of their products reads half the bytes, accumulates in float32 and joins
+    its float32 bias, so the state, the gate arithmetic and the logits stay float32. The first
+    layer's token table (a step reads one row) and the small output layer stay float32.
+    """
+
+    def __init__(self, model: CharRNN, precision: str = "float32") -> None:
+        cfg = model.cfg
+        self.kind = cfg.model
+        self.layers = cfg.layers
+        self.hidden = cfg.hidden
+        self.dtype = step_dtype(precision, cfg.model, cfg.hidden)
+        rnn = model.rnn
+        with torch.no_grad():
+            # LSTM gate rows reordered i, f, g, o -> i, f, o, g: one sigmoid over the first
+            # three gates and one tanh per step instead of four calls. Each matrix's gate blocks
+            # are joined in that order, then transposed straight where they go (for layers above
+            # the first, into the [x, h] matrix): a 2x512 model's Stepper, which every sample
+            # pays before its first character, took 10-25 ms with an index copy, a transposing
+            # copy and a concatenation per matrix (2-core Zen 3 EPYC).
+            H = cfg.hidden
+            blocks = [slice(0, 2 * H), slice(3 * H, 4 * H), slice(2 * H, 3 * H)] if self.kind == "lstm" else [slice(None)]
+            p = lambda name: getattr(rnn, name).detach().float()
+            w = lambda name: _gate_order(p(name), blocks)
+            t = lambda name: _transposed(p(name), blocks)
+            # Above the first layer an LSTM or RNN step reads only its [x, h] matrix.
+            stacked = self.kind not in CUSTOM_CELLS and self.kind != "gru"
+            self.w_hh = [t(f"weight_hh_l{i}") if i == 0 or not stacked else None for i in range(cfg.layers)]
+            self.w_ih = [t(f"weight_ih_l{i}") if i == 0 or not stacked else None for i in range(cfg.layers)]
+            if self.kind in CUSTOM_CELLS:
+                # One bias per layer already; the recurrent product stays inside the step function.
+                self.b_ih = [w(f"bias_l{i}") for i in range(cfg.layers)]
+                if self.kind == "peephole":
+                    self.peep = [w(f"peephole_l{i}") for i in range(cfg.layers)]
+            else:
+                b_ih = [w(f"bias_ih_l{i}") for i in range(cfg.layers)]
+                b_hh = [w(f"bias_hh_l{i}") for i in range(cfg.layers)]
+                if self.kind == "gru":
+                    # The reset gate multiplies (W_hn h + b_hn), so b_hn cannot join the input bias.
+                    self.b_ih, self.b_hh = b_ih, b_hh
+                else:
+                    self.b_ih = [a + b for a, b in zip(b_ih, b_hh)]
+                    # Layers above the first: one product of [x, h] with the stacked matrices.
+                    self.w_cat = [None] + [_stacked(p(f"weight_ih_l{i}"), p(f"weight_hh_l{i}"), blocks) for i in range(1, cfg.layers)]
+            # Layer 0's input product depends only on the token: precompute it for every token.
+            self.table = torch.addmm(self.b_ih[0], model.embed.weight.detach().float(), self.w_ih[0])
+            self.w_out = model.head.weight.detach().float().t().contiguous()
+            self.b_out = model.head.bias.detach().float().clone()
+            if self.dtype == torch.bfloat16:
+                self.w_hh = [m if m is None else _pack_bfloat16(m) for m in self.w_hh]
+                if self.kind == "gru":
+                    self.w_ih = [_pack_bfloat16(m) for m in self.w_ih]
+                else:
+                    self.w_cat = [None] + [_pack_bfloat16(m) for m in self.w_cat[1:]]
+
+    @staticmethod
+    def _mm(bias: torch.Tensor, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """``bias + x @ w`` in float32, ``w`` a float32 matrix or one packed by ``_pack_bfloat16``.
+
+        One row on the CPU in float32 is a matrix-vector product, which numpy's BLAS
+        (OpenBLAS in its wheels) streams at up to 3x the speed of torch's (see ``row_product``);
+        ``SingleRow`` makes the same two calls, so both give the same values."""
+        if w.dtype == torch.float32:
+            if x.shape[0] == 1 and x.device.type == "cpu":
+                return torch.add(torch.from_numpy(row_product(x.numpy(), w.numpy())), bias)
+            return torch.addmm(bias, x, w)
+        # The product's bfloat16 result joins the float32 bias as float32 (type promotion).
+        return torch.add(bias, torch.ops.mkldnn._linear_pointwise(x.to(torch.bfloat16), w, None, "none", [], ""))
+
+    def step(self, tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        """Logits for the next token after ``tokens`` (batch,), and the new state.
+
+        The new state is written layer by layer into fresh tensors (no stacking at the end)."""
+        H, L, kind = self.hidden, self.layers, self.kind
+        paired = kind in LSTM_FAMILY
+        h_all, c_all = state if paired else (state, None)
+        if kind in CUSTOM_CELLS:
+            return self._custom_step(tokens, h_all, c_all)
+        h_next = torch.empty_like(h_all)
+        c_next = torch.empty_like(c_all) if paired else None
+        x = None
+        for i in range(L):
+            h = h_all[i]
+            if kind == "gru":
+                gi = torch.embedding(self.table, tokens) if i == 0 else self._mm(self.b_ih[i], x, self.w_ih[i])
+                gh = self._mm(self.b_hh[i], h, self.w_hh[i])
+                r = torch.sigmoid(gi[:, :H] + gh[:, :H])
+                z = torch.sigmoid(gi[:, H : 2 * H] + gh[:, H : 2 * H])
+                n = torch.tanh(gi[:, 2 * H :] + r * gh[:, 2 * H :])
+                x = torch.add(n, z * (h - n), out=h_next[i])
+                continue
+            if i == 0:
+                g = self._mm(torch.embedding(self.table, tokens), h, self.w_hh[0])
+            else:
+                g = self._mm(self.b_ih[i], torch.cat([x, h], 1), self.w_cat[i])
+            if kind == "lstm":
+                gates = torch.sigmoid(g[:, : 3 * H])
+                c = torch.addcmul(gates[:, H : 2 * H] * c_all[i], gates[:, :H], torch.tanh(g[:, 3 * H :]), out=c_next[i])
+                x = torch.mul(gates[:, 2 * H :], torch.tanh(c), out=h_next[i])
+            else:
+                x = torch.tanh(g, out=h_next[i])
+        logits = self._mm(self.b_out, x, self.w_out)
+        return logits, ((h_next, c_next) if paired else h_next)
+
+    def _custom_step(self, tokens: torch.Tensor, h_all: torch.Tensor, c_all: torch.Tensor) -> tuple[torch.Tensor, State]:
+        """Peephole and CIFG: the layers' own step functions (float32 only)."""
+        hs, cs = [], []
+        x = None
+        for i in range(self.layers):
+            gx = torch.embedding(self.table, tokens) if i == 0 else self._mm(self.b_ih[i], x, self.w_ih[i])
+            # The step functions take W_hh as the layer stores it, (G*H, H): the transpose
+            # of our pre-transposed copy, a view.
+            if self.kind == "peephole":
+                x, c = peephole_step(gx, h_all[i], c_all[i], self.w_hh[i].t(), self.peep[i])
+            else:
+                x, c = cifg_step(gx, h_all[i], c_all[i], self.w_hh[i].t())
+            hs.append(x)
+            cs.append(c)
+        logits = self._mm(self.b_out, x, self.w_out)
+        return logits, (torch.stack(hs), torch.stack(cs))
+
+
+def row_product(x: np.ndarray, w: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """``x @ w`` for one row ``x`` (1, in) and a float32 matrix ``w`` (in, out), by numpy.
+
+    At batch 1 a step's time is its matrix-vector products, bounded by how fast the weights
+    stream from memory. On a 2-core AMD EPYC (Zen 4) torch's float32 product (MKL) read the
+    step's matrices at 26-52 GB/s on two threads (up to 58 on one), where numpy's OpenBLAS
+    read them at 65-125 GB/s from the 32 MB L3 cache they fit in (bench/sampler.py measures
+    both)."""
+    return np.matmul(x, w, out=out)
+
+
+def _gate_order(x: torch.Tensor, blocks: list[slice]) -> torch.Tensor:
+    """``x``'s gate blocks (its leading dimension) in the order of ``blocks``: joined into a copy,
+    or ``x`` itself where one block is all of it."""
+    return torch.cat([x[rows] for rows in blocks]) if len(blocks) > 1 else x[blocks[0]]
+
+
+def _transposed(w: torch.Tensor, blocks: list[slice], out: torch.Tensor | None = None) -> torch.Tensor:
+    """``w`` (gates x in) as (in x gates), its gate blocks in the order of ``blocks``, written
+    into ``out`` (contiguous, so torch copies the transpose tile by tile) or a new matrix."""
+    if out is None:
+        out = torch.empty(w.shape[1], w.shape[0])
+    return out.copy_(_gate_order(w, blocks).t())
+
+
+def _stacked(ih: torch.Tensor, hh: torch.Tensor, blocks: list[slice]) -> torch.Tensor:
+    """A layer's [x, h] matrix: the input matrix's transpose over the recurrent one's."""
+    out = torch.empty(ih.shape[1] + hh.shape[1], ih.shape[0])
+    _transposed(ih, blocks, out[: ih.shape[1]])
+    _transposed(hh, blocks, out[ih.shape[1] :])
+    return out
+
+
+def _pack_bfloat16(w: torch.Tensor) -> torch.Tensor:
+    """A (in, out) float32 matrix as bfloat16 in oneDNN's own blocked layout for one-row products,
+    laid out once. A bfloat16 ``torch.mm`` on a plain matrix re-lays it out on every call: on a
+    2-core Xeon with AMX the step's three products took 404 us that way against 265 us in
+    float32, and 200 us packed (one process, same minute)."""
+    return torch.ops.mkldnn._reorder_linear_weight(w.t().contiguous().to(torch.bfloat16), 1)

@@ -1,0 +1,1 @@
+"""Screenplays: Fountain cleaning and structure scores, and typesetting (PDF, HTML, FDX)."""

@@ -1,0 +1,390 @@
+"""``charrnn serve``: the OpenAI-compatible HTTP side, one function per endpoint.
+
+The event loop only parses, routes and writes: every model runs in its ``Engine``'s worker
+thread, which posts each tick's text to the requests' mailboxes (``charrnn.serving.mailbox``) and wakes
+the loop, with one ``call_soon_threadsafe``, only for readers that are waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import os
+import secrets
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+
+import torch
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
+
+from charrnn.model import checkpoint
+from charrnn.serving.openai import ApiError, CompletionRequest, choice, completion, parse_completion, sse, usage
+from charrnn.serving.engine import Engine, Job
+from charrnn.errors import CharrnnError
+from charrnn.serving.mailbox import Mailbox, deliver
+from charrnn.serving.playground import PAGE
+from charrnn.data.vocab import encode_prime
+
+MAX_BODY = 1 << 20
+EVENT_INTERVAL = 0.02  # seconds: 50 events a second per stream, smoother than a reader sees
+
+
+@dataclass
+class Served:
+    """One model as the API names it."""
+
+    name: str
+    model: object
+    vocab: object
+    created: int
+    engine: Engine | None = None
+
+
+@dataclass
+class ServerState:
+    models: dict[str, Served]
+    api_key: str | None = None
+    max_tokens: int = 4096
+    max_concurrent: int = 64
+    quiet: bool = False
+    device: str = "cpu"
+    threads: int = field(default_factory=lambda: model_threads())
+    active: int = 0
+    engines: list[Engine] = field(default_factory=list)
+
+
+def model_threads() -> int:
+    """Torch threads for each model's worker: OMP_NUM_THREADS if set, else every core, since the
+    event loop mostly waits (2-core Xeon, `bench/serve.py`, one client: 1,297 chars/s with two
+    threads against 1,004 with one)."""
+    value = os.environ.get("OMP_NUM_THREADS", "")
+    return int(value) if value.isdigit() and int(value) > 0 else len(os.sched_getaffinity(0))
+
+
+def load_models(paths: list[str]) -> dict[str, Served]:
+    """Each checkpoint or run directory, named by its run directory (or its file's stem).
+
+    This (the event loop's) thread then computes on one torch thread, before it runs any torch
+    operation: once it has run one on an OpenMP team of its own, every step of a worker's team
+    took 1.7-2.3x as long (2-core Xeon, one process, same minute)."""
+    torch.set_num_threads(1)
+    files = [checkpoint.resolve(p) for p in paths] if paths else [checkpoint.latest_run()]
+    served: dict[str, Served] = {}
+    for f in files:
+        name = f.parent.resolve().name if f.name in checkpoint.RUN_FILES else f.stem
+        if name in served:
+            raise CharrnnError(f"two models would both be named {name!r}: give run directories with different names")
+        model, vocab = checkpoint.build_model(checkpoint.load(f))
+        served[name] = Served(name, model, vocab, int(f.stat().st_mtime))
+    return served
+
+
+def create_app(state: ServerState) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        loop = asyncio.get_running_loop()
+        for served in state.models.values():
+            served.engine = Engine(served.model, served.vocab, _sink(loop), state.device, state.threads)
+            state.engines.append(served.engine)
+        yield
+        for engine in state.engines:
+            engine.close()
+
+    app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.charrnn = state
+    app.add_middleware(_RequestLog, quiet=state.quiet)
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.get("/", response_class=HTMLResponse)(page)
+    app.get("/health")(health)
+    app.get("/v1/models")(models)
+    app.post("/v1/completions")(completions)
+    app.post("/v1/chat/completions")(chat)
+    return app
+
+
+def _sink(loop: asyncio.AbstractEventLoop):
+    def sink(events) -> None:
+        deliver(loop, ((job.listener, (job.index, text, finish)) for job, text, finish in events))
+
+    return sink
+
+
+async def page() -> HTMLResponse:
+    return HTMLResponse(PAGE)
+
+
+async def health(request: Request) -> dict:
+    state: ServerState = request.app.state.charrnn
+    rows = sum(s.engine.active for s in state.models.values() if s.engine is not None)
+    return {"status": "ok", "models": list(state.models), "active_requests": state.active, "active_rows": rows}
+
+
+async def models(request: Request) -> dict:
+    state = _authorized(request)
+    data = [{"id": s.name, "object": "model", "created": s.created, "owned_by": "charrnn"} for s in state.models.values()]
+    return {"object": "list", "data": data}
+
+
+async def chat(request: Request) -> JSONResponse:
+    _authorized(request)
+    raise ApiError(400, "charrnn models continue text; they do not chat. Use POST /v1/completions with a prompt "
+                   "(the openai client's completions.create).", code="unsupported_endpoint")
+
+
+async def completions(request: Request):
+    state = _authorized(request)
+    req = parse_completion(await _body(request), state.max_tokens)
+    served = _model(state, req.model)
+    groups, prompt_tokens = _jobs(req, served)
+    if state.active >= state.max_concurrent:
+        raise ApiError(429, f"the server is at its limit of {state.max_concurrent} concurrent requests; retry shortly",
+                       code="rate_limit_exceeded", kind="rate_limit_error", headers={"Retry-After": "1"})
+    state.active += 1
+    box = Mailbox(asyncio.get_running_loop())
+    jobs = [job for group in groups for job in group]
+    for job in jobs:
+        job.listener = box
+    for group in groups:
+        served.engine.submit(group)
+    log = request.scope["charrnn.log"]
+
+    def release() -> None:
+        served.engine.cancel(jobs)
+        state.active -= 1
+
+    head = (f"cmpl-{secrets.token_hex(12)}", int(time.time()), served.name)
+    if req.stream:
+        return _Stream(_stream(req, head, jobs, box, prompt_tokens, log), release)
+    try:
+        result = await _until_disconnect(request, _collect(jobs, box))
+    finally:
+        release()
+    if result is None:
+        return Response(status_code=499)  # nginx's "client closed request": nobody reads it
+    texts, finishes = result
+    choices = [choice(job.index, (req.prompts[job.index // req.n] if req.echo else "") + texts[job.index], finishes[job.index])
+               for job in jobs]
+    log["chars"] = sum(len(t) for t in texts.values())
+    return completion(*head, choices, usage(prompt_tokens, sum(job.tokens for job in jobs)))
+
+
+def _authorized(request: Request) -> ServerState:
+    state: ServerState = request.app.state.charrnn
+    if state.api_key is not None:
+        given = request.headers.get("authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {state.api_key}".encode()):
+            raise ApiError(401, "missing or wrong API key: send Authorization: Bearer KEY", code="invalid_api_key")
+    return state
+
+
+async def _body(request: Request) -> bytes:
+    """The body, refused with 413 past 1 MB whether or not it says its length up front."""
+    too_big = ApiError(413, f"the request body is over {MAX_BODY} bytes", code="request_too_large")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY:
+        raise too_big
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY:
+            raise too_big
+    return bytes(body)
+
+
+def _model(state: ServerState, name: str | None) -> Served:
+    if name is None:
+        return next(iter(state.models.values()))
+    if name not in state.models:
+        raise ApiError(404, f"the model {name!r} does not exist; served here: {', '.join(state.models)}", "model",
+                       code="model_not_found")
+    return state.models[name]
+
+
+def _jobs(req: CompletionRequest, served: Served) -> tuple[list[list[Job]], int]:
+    """A job per choice, grouped by prompt (a group reads its prompt once), and the prompt tokens."""
+    groups, prompt_tokens = [], 0
+    for p, prompt in enumerate(req.prompts):
+        try:
+            ids = encode_prime(served.vocab, prompt, "skip" if req.skip_unknown else "error", "the prompt")
+        except CharrnnError as e:
+            raise ApiError(400, str(e).replace("use --unknown skip", 'send "unknown": "skip"'), "prompt",
+                           code="unknown_characters") from None
+        prompt_tokens += len(ids)
+        group = []
+        for j in range(req.n):
+            index = p * req.n + j
+            seed = req.seed + index if req.seed is not None else secrets.randbits(62)
+            group.append(Job(ids, req.max_tokens, seed, req.temperature, req.top_k, req.top_p, req.stops, index=index))
+        groups.append(group)
+    return groups, prompt_tokens
+
+
+async def _collect(jobs: list[Job], box: Mailbox) -> tuple[dict[int, str], dict[int, str]]:
+    texts = {job.index: "" for job in jobs}
+    finishes: dict[int, str] = {}
+    while len(finishes) < len(jobs):
+        await box.wait()
+        for index, text, finish in box.take():
+            texts[index] += text
+            if finish is not None:
+                finishes[index] = finish
+    return texts, finishes
+
+
+async def _until_disconnect(request: Request, work):
+    """Await ``work``, or None at once if the client hangs up (its rows are then cancelled)."""
+    task = asyncio.ensure_future(work)
+    watch = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait([task, watch], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watch.cancel()
+    if not task.done():
+        task.cancel()
+        return None
+    return task.result()
+
+
+async def _disconnected(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _stream(req: CompletionRequest, head: tuple, jobs: list[Job], box: Mailbox, prompt_tokens: int, log: dict):
+    """The chunks as the worker sends text: the first at once, then at most one event per
+    EVENT_INTERVAL carrying one chunk per choice with all the text since the last. An event
+    costs the event loop far more than a step costs the model, and on a shared CPU every
+    event per character halved the characters per second."""
+    if req.echo:
+        yield "".join(sse(completion(*head, [choice(j.index, req.prompts[j.index // req.n], None)])) for j in jobs)
+    left, sent = len(jobs), 0.0
+    while left:
+        await box.wait()
+        items = box.take()
+        wait = sent + EVENT_INTERVAL - time.perf_counter()
+        if wait > 0 and all(finish is None for _, _, finish in items):
+            await asyncio.sleep(wait)  # text that comes meanwhile joins this event
+            items += box.take()
+        sent = time.perf_counter()
+        merged: dict[int, list] = {}
+        for index, text, finish in items:
+            entry = merged.setdefault(index, ["", None])
+            entry[0] += text
+            entry[1] = finish or entry[1]
+            log["chars"] += len(text)
+        left -= sum(finish is not None for _, finish in merged.values())
+        yield "".join(sse(completion(*head, [choice(i, t, f)])) for i, (t, f) in merged.items())
+    if req.include_usage:
+        yield sse(completion(*head, [], usage(prompt_tokens, sum(job.tokens for job in jobs))))
+    yield sse("[DONE]")
+
+
+class _Stream(StreamingResponse):
+    """Server-sent events whose ``release`` runs however the response ends, even when the
+    client left before the first chunk."""
+
+    def __init__(self, chunks, release) -> None:
+        super().__init__(chunks, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        self.release = release
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except ClientDisconnect:
+            pass  # the client hung up: its rows go at the next tick
+        finally:
+            self.release()
+
+
+async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+    return JSONResponse(exc.body(), exc.status, headers=exc.headers)
+
+
+async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    what = {404: f"no such endpoint: {request.method} {request.url.path}", 405: f"{request.method} is not allowed on {request.url.path}"}
+    return await _api_error(request, ApiError(exc.status_code, what.get(exc.status_code, str(exc.detail))))
+
+
+class _RequestLog:
+    """One line per request on stderr (method, path, status, characters generated,
+    milliseconds), and a bare 500 for a bug: never a traceback in a response."""
+
+    def __init__(self, app, quiet: bool) -> None:
+        self.app, self.quiet = app, quiet
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start, status, log = time.perf_counter(), [0], {"chars": 0}
+        scope["charrnn.log"] = log
+
+        async def logged_send(message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, logged_send)
+        except Exception as e:  # noqa: BLE001 - a bug must still answer in the API's own format
+            print(f"error: {scope['method']} {scope['path']}: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+            if not status[0]:
+                await JSONResponse(ApiError(500, "internal server error", kind="server_error").body(), 500)(scope, receive, logged_send)
+        finally:
+            if not self.quiet:
+                ms = (time.perf_counter() - start) * 1000
+                print(f"{scope['method']} {scope['path']} {status[0]} {log['chars']} chars {ms:.0f} ms", file=sys.stderr, flush=True)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, but a signal first ends every open stream with a last chunk, and the process
+    then exits 0 (uvicorn re-raises the signal after a graceful stop)."""
+
+    def __init__(self, config: uvicorn.Config, state: ServerState, url: str) -> None:
+        super().__init__(config)
+        self.charrnn, self.url = state, url
+
+    def handle_exit(self, sig: int, frame) -> None:
+        for engine in self.charrnn.engines:
+            engine.finish_all()
+        super().handle_exit(sig, frame)
+
+    @contextlib.contextmanager
+    def capture_signals(self):
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
+
+    async def startup(self, sockets=None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            print(f"charrnn serve: {self.url} (models: {', '.join(self.charrnn.models)})", file=sys.stderr, flush=True)
+
+
+def run(state: ServerState, host: str, port: int) -> None:
+    """Serve until SIGINT or SIGTERM. The socket is bound here, so a port in use is one error
+    line and ``--port 0`` reports the port it got."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise CharrnnError(f"cannot listen on {host}:{port} ({e.strerror or e})") from None
+    shown = f"[{host}]" if family == socket.AF_INET6 else host
+    url = f"http://{shown}:{sock.getsockname()[1]}"
+    config = uvicorn.Config(create_app(state), log_level="warning", access_log=False, timeout_graceful_shutdown=1,
+                            lifespan="on")
+    _Server(config, state, url).run(sockets=[sock])
