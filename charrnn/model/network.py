@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -114,19 +115,35 @@ class CharRNN(nn.Module):
         return (z, z.clone()) if self.cfg.model in LSTM_FAMILY else z
 
 
+def state_tensors(state: State) -> list[torch.Tensor]:
+    """A state's tensors, (h, c) or (h,): the one place that knows a state is a pair or one tensor."""
+    return list(state) if isinstance(state, tuple) else [state]
+
+
+def as_state(tensors: Sequence[torch.Tensor]) -> State:
+    """``state_tensors`` undone."""
+    return (tensors[0], tensors[1]) if len(tensors) == 2 else tensors[0]
+
+
+def map_state(fn: Callable[[torch.Tensor], torch.Tensor], state: State) -> State:
+    """``fn`` applied to each of a state's tensors."""
+    return as_state([fn(s) for s in state_tensors(state)])
+
+
+def join_states(states: Sequence[State]) -> State:
+    """Several batches' states as one, rows (dimension 1) in order."""
+    return as_state([torch.cat(parts, 1) for parts in zip(*map(state_tensors, states))])
+
+
 def detach_state(state: State) -> State:
     """Cut the graph at a window boundary (truncated BPTT) while keeping the values, in float32
     whatever precision the window ran in, so checkpoints and the next window see one dtype."""
-    if isinstance(state, tuple):
-        return tuple(s.detach().float() for s in state)
-    return state.detach().float()
+    return map_state(lambda s: s.detach().float(), state)
 
 
 def select_state(state: State, index: torch.Tensor | slice) -> State:
     """The state of some rows of the batch (dimension 1), contiguous: cuDNN refuses a strided hx."""
-    if isinstance(state, tuple):
-        return tuple(s[:, index].contiguous() for s in state)
-    return state[:, index].contiguous()
+    return map_state(lambda s: s[:, index].contiguous(), state)
 
 
 def size_in_parameters(vocab: int, layers: int, hidden: int, embed: int, cell: str = "lstm") -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from charrnn.errors import CharrnnError
-from charrnn.model.network import CharRNN
+from charrnn.model.network import CharRNN, join_states, map_state
 from charrnn.model.stepper import Stepper
 from charrnn.sampling.generate import start_ids, warm_up
 
@@ -41,20 +41,13 @@ def beam_search(model: CharRNN, vocab, prime_ids: list[int], width: int, length:
         rows, toks = top.indices // V, top.indices % V
         scores = top.values
         seqs = torch.cat([seqs[rows], toks[:, None]], 1)
-        state = tuple(s[:, rows] for s in state) if isinstance(state, tuple) else state[:, rows]
+        state = map_state(lambda s: s[:, rows], state)
         # One step for the beams and the greedy row together.
         both = torch.cat([toks, torch.tensor([g])])
-        if isinstance(state, tuple):
-            joint = tuple(torch.cat([s, gs], 1) for s, gs in zip(state, greedy_state))
-        else:
-            joint = torch.cat([state, greedy_state], 1)
-        out, joint = stepper.step(both, joint)
+        out, joint = stepper.step(both, join_states([state, greedy_state]))
         out = out.log_softmax(-1)
         logp, greedy_logp = out[:-1], out[-1]
-        if isinstance(joint, tuple):
-            state, greedy_state = tuple(s[:, :-1] for s in joint), tuple(s[:, -1:] for s in joint)
-        else:
-            state, greedy_state = joint[:, :-1], joint[:, -1:]
+        state, greedy_state = map_state(lambda s: s[:, :-1], joint), map_state(lambda s: s[:, -1:], joint)
     best = int(scores.argmax())
     if float(greedy_score) > float(scores[best]):
         return vocab.decode(greedy_seq)[:length], float(greedy_score)

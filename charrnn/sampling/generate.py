@@ -8,7 +8,7 @@ from typing import Iterator
 
 import torch
 
-from charrnn.model.network import CharRNN, State
+from charrnn.model.network import CharRNN, State, map_state
 from charrnn.model.single_row import SingleRow
 from charrnn.model.stepper import Stepper
 from charrnn.sampling.options import SampleOptions
@@ -31,9 +31,7 @@ def warm_up(model: CharRNN, ids: list[int], batch: int) -> tuple[torch.Tensor, S
     (a batched pass may round differently)."""
     logits, state = model(torch.tensor(ids, dtype=torch.long, device=model.embed.weight.device)[None])
     logits = logits[:, -1].float().expand(batch, -1).contiguous()
-    if isinstance(state, tuple):
-        return logits, tuple(s.expand(-1, batch, -1).contiguous() for s in state)
-    return logits, state.expand(-1, batch, -1).contiguous()
+    return logits, map_state(lambda s: s.expand(-1, batch, -1).contiguous(), state)
 
 
 class StopCutter:

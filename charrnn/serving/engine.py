@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import torch
 
-from charrnn.model.network import CharRNN, select_state
+from charrnn.model.network import CharRNN, join_states, select_state
 from charrnn.sampling.generate import StopCutter, start_ids, warm_up
 from charrnn.sampling.pick import RowNoise, pick_rows
 from charrnn.model.stepper import Stepper
@@ -183,7 +183,7 @@ class Engine:
         noise = RowNoise([job.seed for job in now], logits.shape[-1])
         if self.rows:
             self.logits = torch.cat([self.logits, logits])
-            self.state = _cat_state(self.state, state)
+            self.state = join_states([self.state, state])
             self.noise.extend(noise)
         else:
             self.logits, self.state, self.noise = logits, state, noise
@@ -230,9 +230,3 @@ def _row_settings(jobs: list[Job], vocab_size: int, device: torch.device) -> tup
         inf = float("inf")
         top_p = torch.tensor([[job.top_p if job.top_p is not None and job.top_p < 1 else inf] for job in jobs], device=device)
     return temp, top_k, top_p
-
-
-def _cat_state(a, b):
-    if isinstance(a, tuple):
-        return tuple(torch.cat([x, y], 1) for x, y in zip(a, b))
-    return torch.cat([a, b], 1)

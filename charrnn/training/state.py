@@ -15,7 +15,7 @@ import torch
 from charrnn.runtime import distributed
 from charrnn.errors import CharrnnError
 from charrnn.training.finetune import extend_checkpoint
-from charrnn.model.network import ModelConfig
+from charrnn.model.network import ModelConfig, as_state, state_tensors
 
 if TYPE_CHECKING:
     from charrnn.training.trainer import Trainer
@@ -67,8 +67,7 @@ def payload(t: Trainer, with_resume: bool) -> dict[str, Any]:
 def _resume_state(t: Trainer) -> dict[str, Any]:
     state = t.state
     if state is not None:
-        state = list(state) if isinstance(state, tuple) else [state]
-        state = [s.detach().cpu() for s in distributed.gather_rows(t.world, state)]
+        state = [s.detach().cpu() for s in distributed.gather_rows(t.world, state_tensors(state))]
     rng = distributed.gather_rng(t.world)
     return {
         "optimizer": t.opt.state_dict(),
@@ -125,8 +124,7 @@ def load_resume(t: Trainer, ckpt: dict[str, Any]) -> None:
     hidden = res["hidden"]
     if hidden is not None:
         # Saved for the whole global batch: this rank takes its own streams.
-        hidden = [h[:, t.rows].to(t.device) for h in hidden]
-        t.state = tuple(hidden) if len(hidden) == 2 else hidden[0]
+        t.state = as_state([h[:, t.rows].to(t.device) for h in hidden])
 
 
 def load_init(t: Trainer, ckpt: dict[str, Any]) -> None:
