@@ -46,7 +46,9 @@ class Batches:
         return self.inputs[:, a:b], self.targets[:, a:b]
 
 
-def val_streams(ids: np.ndarray, streams: int, burn_in: int = 0) -> tuple[np.ndarray, np.ndarray, int, np.ndarray, np.ndarray]:
+def val_streams(
+    ids: np.ndarray, streams: int, burn_in: int = 0
+) -> tuple[np.ndarray, np.ndarray, int, np.ndarray, np.ndarray]:
     """Split every prediction of a text over ``streams`` rows plus a tail, each row read from
     ``burn_in`` tokens before the part it scores.
 

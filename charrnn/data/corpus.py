@@ -15,9 +15,10 @@ import re
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator
+from typing import BinaryIO
 
 from charrnn.errors import CharrnnError
 
@@ -102,8 +103,10 @@ def skipped_note(skipped: list[str]) -> str:
     from collections import Counter
 
     where = Counter(str(Path(f).parent) for f in skipped)
-    return (f"note: left out {len(skipped)} file(s) that are not UTF-8 text: "
-            f"{describe([f'{n} in {d}' for d, n in where.most_common()])}")
+    return (
+        f"note: left out {len(skipped)} file(s) that are not UTF-8 text: "
+        f"{describe([f'{n} in {d}' for d, n in where.most_common()])}"
+    )
 
 
 def looks_binary(path: Path) -> bool:
@@ -180,7 +183,9 @@ def iter_text(f: BinaryIO, name: str, chunk_bytes: int | None = None) -> Iterato
         try:
             text = decoder.decode(data, final=final)
         except UnicodeDecodeError as e:
-            raise CharrnnError(f"{name}: not valid UTF-8 (invalid byte at offset {offset - pending + e.start})") from None
+            raise CharrnnError(
+                f"{name}: not valid UTF-8 (invalid byte at offset {offset - pending + e.start})"
+            ) from None
         offset += len(data)
         if at_start and (text or final):
             at_start = False

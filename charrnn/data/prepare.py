@@ -13,16 +13,25 @@ import hashlib
 import itertools
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 import numpy as np
 
-from charrnn.data import corpus
+from charrnn.data import cache, corpus
+from charrnn.data.vocab import (
+    SPACE_MARK,
+    SUBWORD_KINDS,
+    CharVocab,
+    SubwordVocab,
+    Vocab,
+    describe_chars,
+    extended_vocab,
+    id_dtype,
+)
 from charrnn.errors import CharrnnError
-from charrnn.data.vocab import extended_vocab
-from charrnn.data.vocab import SPACE_MARK, SUBWORD_KINDS, CharVocab, SubwordVocab, Vocab, describe_chars, from_state, id_dtype
 
 CACHE_VERSION = 2
 VOCAB_KINDS = ("char", *SUBWORD_KINDS)
@@ -114,11 +123,17 @@ def prepare(
             # Reading the whole file is what versions before the Gutenberg rule did: the same key,
             # so their runs resume and their caches are found.
             settings = json.dumps(
-                [spec.kind, spec.size, val_frac, vocab.to_state() if vocab else None, *([] if keep_gutenberg else ["pg"])],
+                [
+                    spec.kind,
+                    spec.size,
+                    val_frac,
+                    vocab.to_state() if vocab else None,
+                    *([] if keep_gutenberg else ["pg"]),
+                ],
                 default=_bytes_hash,
             )
             key = f"{digest[:24]}-{spec.kind}-{hashlib.sha256(settings.encode()).hexdigest()[:12]}-v{CACHE_VERSION}"
-            data = _load_cache(cache_dir, key, names) if cache_dir is not None else None
+            data = _cached(cache_dir, key, names) if cache_dir is not None else None
             if data is None:
                 read = _Reader(sources, bar, keep_gutenberg)
                 data = _build(read, names, total, key, cache_dir, val_frac, spec, vocab)
@@ -229,6 +244,7 @@ def encode_text(vocab: Vocab, text: str) -> np.ndarray:
 
 def _train_lines(read: _Reader, cut: int) -> Iterator[str]:
     """Lines of the training split only, the sentences SentencePiece learns from."""
+
     def train_texts() -> Iterator[str]:
         for part, text in _split_stream(read.chunks(), cut):
             if part:
@@ -262,8 +278,10 @@ def _build(read: _Reader, names, total, key, cache_dir, val_frac, spec, vocab) -
     else:
         missing = vocab.missing(chars)
         if missing:  # only a subword vocabulary can get here (extended_vocab grew a character one)
-            raise CharrnnError(f"--init-from: the corpus has characters the checkpoint's vocabulary lacks: {describe_chars(missing)} "
-                               "(a subword vocabulary is never extended: byte fallback spells every other character)")
+            raise CharrnnError(
+                f"--init-from: the corpus has characters the checkpoint's vocabulary lacks: {describe_chars(missing)} "
+                "(a subword vocabulary is never extended: byte fallback spells every other character)"
+            )
     bar.phase("encoding", total)
     if cache_dir is None:
         train, val = _encode(read, vocab, cut, None)
@@ -274,10 +292,10 @@ def _build(read: _Reader, names, total, key, cache_dir, val_frac, spec, vocab) -
         with open(target, "wb") as f:
             parts = _encode(read, vocab, cut, f)
     except OSError as e:
-        _discard(target)
+        cache.discard(target)
         raise CharrnnError(f"cannot write the corpus cache in {cache_dir} ({e.strerror or e})") from None
     except BaseException:
-        _discard(target)
+        cache.discard(target)
         raise
     meta = {
         "vocab": vocab.to_state(),
@@ -288,18 +306,11 @@ def _build(read: _Reader, names, total, key, cache_dir, val_frac, spec, vocab) -
         # By position in the file list, so a renamed file (or stdin) is noted under today's name.
         "left_out_at": {str(i): read.left_out[n] for i, n in enumerate(names) if n in read.left_out},
     }
-    _commit_cache(cache_dir, key, target, meta)
-    cached = _load_cache(cache_dir, key, names)
+    cache.commit(cache_dir, key, target, meta)
+    cached = _cached(cache_dir, key, names)
     if cached is None:
         raise CharrnnError(f"the corpus cache just written in {cache_dir} does not read back (disk full?)")
     return cached
-
-
-def _discard(path: Path) -> None:
-    try:
-        path.unlink(missing_ok=True)
-    except OSError:
-        pass
 
 
 def _encode(read: _Reader, vocab: Vocab, cut: int, f: BinaryIO | None):
@@ -332,51 +343,22 @@ def _encode(read: _Reader, vocab: Vocab, cut: int, f: BinaryIO | None):
     return counts[0], counts[1]
 
 
-def _cache_paths(cache_dir: Path, key: str) -> tuple[Path, Path, Path]:
-    return cache_dir / f"{key}.ids", cache_dir / f"{key}.json", cache_dir / f"{key}.vocab"
-
-
-def _commit_cache(cache_dir: Path, key: str, ids_tmp: Path, meta: dict) -> None:
-    """Rename the ids into place, then write the metadata; the metadata marks the set complete."""
-    ids_path, meta_path, vocab_path = _cache_paths(cache_dir, key)
-    try:
-        os.replace(ids_tmp, ids_path)
-        state = dict(meta["vocab"])
-        if "model" in state:
-            tmp = vocab_path.with_name(f".{vocab_path.name}.tmp{os.getpid()}")
-            tmp.write_bytes(state.pop("model"))
-            os.replace(tmp, vocab_path)
-            state["model_file"] = vocab_path.name
-        tmp = meta_path.with_name(f".{meta_path.name}.tmp{os.getpid()}")
-        tmp.write_text(json.dumps({**meta, "vocab": state}))
-        os.replace(tmp, meta_path)
-    except OSError as e:
-        raise CharrnnError(f"cannot write the corpus cache in {cache_dir} ({e.strerror})") from None
-
-
-def _load_cache(cache_dir: Path, key: str, names: list[str]) -> Prepared | None:
-    ids_path, meta_path, vocab_path = _cache_paths(cache_dir, key)
-    try:
-        meta = json.loads(meta_path.read_text())
-        state = dict(meta["vocab"])
-        if "model_file" in state:
-            state.pop("model_file")
-            state["model"] = vocab_path.read_bytes()
-        vocab = from_state(state)
-        n_train, n_val = int(meta["train_tokens"]), int(meta["val_tokens"])
-        dtype = id_dtype(vocab.size)
-        if ids_path.stat().st_size != (n_train + n_val) * dtype.itemsize:
-            return None
-        if n_train + n_val == 0:
-            ids = np.zeros(0, dtype)
-        else:
-            ids = np.memmap(ids_path, dtype=dtype, mode="r", shape=(n_train + n_val,))
-        return Prepared(
-            vocab, ids[:n_train], ids[n_train:], key, names, int(meta["train_chars"]), int(meta["val_chars"]),
-            left_out=_left_out(meta, names),
-        )
-    except (OSError, ValueError, KeyError, TypeError, CharrnnError):
+def _cached(cache_dir: Path, key: str, names: list[str]) -> Prepared | None:
+    """The prepared corpus a cache holds under ``key``, named as the files are named today."""
+    found = cache.load(cache_dir, key)
+    if found is None:
         return None
+    vocab, ids, n_train, meta = found
+    return Prepared(
+        vocab,
+        ids[:n_train],
+        ids[n_train:],
+        key,
+        names,
+        int(meta["train_chars"]),
+        int(meta["val_chars"]),
+        left_out=_left_out(meta, names),
+    )
 
 
 def _left_out(meta: dict, names: list[str]) -> dict[str, int]:

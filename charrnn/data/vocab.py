@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import io
 import os
-from typing import Iterable, Iterator, Protocol, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Protocol
 
 import numpy as np
 
@@ -64,7 +65,7 @@ class CharVocab:
         self._table: np.ndarray | None = None
 
     @classmethod
-    def build(cls, text: str) -> "CharVocab":
+    def build(cls, text: str) -> CharVocab:
         points = np.unique(_codepoints(text))
         return cls(points.astype("<u4").tobytes().decode("utf-32-le", "surrogatepass"))
 
@@ -157,7 +158,7 @@ class SubwordVocab:
         return sp.id_to_piece(i).replace(SPACE_MARK, " ").encode("utf-8")
 
     @classmethod
-    def train(cls, kind: str, size: int, lines: Iterator[str], distinct_chars: int) -> "SubwordVocab":
+    def train(cls, kind: str, size: int, lines: Iterator[str], distinct_chars: int) -> SubwordVocab:
         """Train on ``lines`` (the training split only); SentencePiece samples at most 1M of them.
 
         Full character coverage when the vocabulary has room for every character beside the 256
@@ -166,7 +167,10 @@ class SubwordVocab:
         import sentencepiece as spm
 
         if size <= 260:
-            raise CharrnnError(f"--vocab-size {size} is too small for a subword vocabulary (256 byte pieces come first); use at least 300")
+            raise CharrnnError(
+                f"--vocab-size {size} is too small for a subword vocabulary (256 byte pieces come first); "
+                "use at least 300"
+            )
         buffer = io.BytesIO()
         coverage = 1.0 if distinct_chars + 260 < size else 0.9995
         try:

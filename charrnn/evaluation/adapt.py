@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from charrnn.model import checkpoint
 from charrnn.data import corpus
-from charrnn.evaluation.dynamic import Adapter, Rule, gradient_stats, training_sample
 from charrnn.errors import CharrnnError
+from charrnn.evaluation.dynamic import Adapter, Rule, gradient_stats, training_sample
+from charrnn.model import checkpoint
 from charrnn.model.network import CharRNN
 
 # Passes over the passage and the most update steps in all: measured on passages of earnest and
@@ -63,8 +63,15 @@ def split_last_line(text: str) -> tuple[str, str]:
 
 
 def adapt(
-    ckpt: dict, model: CharRNN, vocab, files: list[str], max_steps: int | None = None, unknown: str = "error",
-    rule: Rule = Rule(), show_progress: bool = True, save_to: Path | None = None,
+    ckpt: dict,
+    model: CharRNN,
+    vocab,
+    files: list[str],
+    max_steps: int | None = None,
+    unknown: str = "error",
+    rule: Rule = Rule(),
+    show_progress: bool = True,
+    save_to: Path | None = None,
 ) -> Adapted:
     """A copy of ``model`` adapted to the passages in ``files``; ``model`` is left as it was, and
     with ``save_to`` the copy is also written there as a checkpoint.
@@ -94,8 +101,16 @@ def adapt(
     return adapted
 
 
-def adapt_ids(ckpt: dict, model: CharRNN, vocab, ids: np.ndarray, max_steps: int = MAX_STEPS, rule: Rule = Rule(),
-              show_progress: bool = False, passes: int = PASSES) -> Adapter:
+def adapt_ids(
+    ckpt: dict,
+    model: CharRNN,
+    vocab,
+    ids: np.ndarray,
+    max_steps: int = MAX_STEPS,
+    rule: Rule = Rule(),
+    show_progress: bool = False,
+    passes: int = PASSES,
+) -> Adapter:
     """An Adapter whose copy of ``model`` has read ``ids`` up to ``passes`` times, stepping after
     each segment, ``max_steps`` steps in all."""
     from charrnn.runtime.progress import LateBar
@@ -132,7 +147,9 @@ def save_adapted(ckpt: dict, adapted: Adapted, path: Path) -> None:
     payload = {k: v for k, v in ckpt.items() if k not in ("path", "format", "version", "resume")}
     payload["state_dict"] = {k: v.detach().clone() for k, v in adapted.model.state_dict().items()}
     # The validation scores were the unadapted model's.
-    payload.update(val_bpc=None, best_val_bpc=None,
-                   adapted={"from": str(source), "texts": adapted.names[:100], "steps": adapted.steps})
+    payload.update(
+        val_bpc=None,
+        best_val_bpc=None,
+        adapted={"from": str(source), "texts": adapted.names[:100], "steps": adapted.steps},
+    )
     checkpoint.save(payload, path)
-

@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from charrnn.data.batches import val_streams
-from charrnn.runtime.distributed import World, sum_values
 from charrnn.model.network import CharRNN, select_state
+from charrnn.runtime.distributed import World, sum_values
 
 # A stream started from a zero state pays ~11 extra bits before its context builds up (measured
 # on tinyshakespeare: 32 streams over the 111k-char val split read 0.003 bpc worse than 2, 128
@@ -118,14 +118,16 @@ def text_ids(vocab, text: str, skip_unknown: bool = False) -> tuple[np.ndarray, 
     """``text`` as ids to score, and how many characters outside the vocabulary were dropped
     (``skip_unknown``; otherwise they are an error)."""
     from charrnn.data.prepare import encode_text
-    from charrnn.errors import CharrnnError
     from charrnn.data.vocab import describe_chars
+    from charrnn.errors import CharrnnError
 
     missing = vocab.missing(text)
     skipped = 0
     if missing:
         if not skip_unknown:
-            raise CharrnnError(f"text has characters the vocabulary lacks: {describe_chars(missing)} (use --skip-unknown)")
+            raise CharrnnError(
+                f"text has characters the vocabulary lacks: {describe_chars(missing)} (use --skip-unknown)"
+            )
         gone = set(missing)
         kept = "".join(c for c in text if c not in gone)
         skipped, text = len(text) - len(kept), kept

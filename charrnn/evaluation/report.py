@@ -3,13 +3,14 @@ dynamic-evaluation rule, dynamic too. The CLI prints it; the API's ``Model.score
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from charrnn.model import checkpoint
 from charrnn.data import corpus
-from charrnn.evaluation.dynamic import Rule, compare, stats_ids
 from charrnn.evaluation.bpc import score_text, text_ids
+from charrnn.evaluation.dynamic import Rule, compare, stats_ids
+from charrnn.model import checkpoint
 
 
 def score_files(

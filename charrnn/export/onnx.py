@@ -32,8 +32,8 @@ import torch
 
 from charrnn._version import __version__
 from charrnn.errors import CharrnnError
-from charrnn.runtime.files import write_atomic
 from charrnn.model.network import LSTM_FAMILY, CharRNN
+from charrnn.runtime.files import write_atomic
 
 FORMATS = ("onnx",)
 # Opset 17 (2022): LSTM/GRU/RNN-14, Scan-16; read by onnxruntime >= 1.12 and onnxruntime-web.
@@ -127,16 +127,25 @@ def _layer_params(model: CharRNN, layer: int) -> dict[str, torch.Tensor]:
     if kind == "peephole":
         b = _blocks(p("bias"), _LSTM_ORDER, H)
         p_i, p_f, p_o = p("peephole").chunk(3)
-        out = {"W": _blocks(p("weight_ih"), _LSTM_ORDER, H), "R": _blocks(p("weight_hh"), _LSTM_ORDER, H),
-               "B": torch.cat([b, torch.zeros_like(b)]), "P": torch.cat([p_i, p_o, p_f])}
+        out = {
+            "W": _blocks(p("weight_ih"), _LSTM_ORDER, H),
+            "R": _blocks(p("weight_hh"), _LSTM_ORDER, H),
+            "B": torch.cat([b, torch.zeros_like(b)]),
+            "P": torch.cat([p_i, p_o, p_f]),
+        }
     else:
         order = {"lstm": _LSTM_ORDER, "gru": _GRU_ORDER, "rnn": (0,)}[kind]
-        out = {"W": _blocks(p("weight_ih"), order, H), "R": _blocks(p("weight_hh"), order, H),
-               "B": torch.cat([_blocks(p("bias_ih"), order, H), _blocks(p("bias_hh"), order, H)])}
+        out = {
+            "W": _blocks(p("weight_ih"), order, H),
+            "R": _blocks(p("weight_hh"), order, H),
+            "B": torch.cat([_blocks(p("bias_ih"), order, H), _blocks(p("bias_hh"), order, H)]),
+        }
     return {k: v[None] for k, v in out.items()}
 
 
-def _recurrent_layer(g: _Graph, model: CharRNN, layer: int, x: str, h0: str, c0: str | None) -> tuple[str, str, str | None]:
+def _recurrent_layer(
+    g: _Graph, model: CharRNN, layer: int, x: str, h0: str, c0: str | None
+) -> tuple[str, str, str | None]:
     """One layer with ONNX's own operator: outputs (seq, batch, H) and the final h (and c)."""
     kind, H = model.cfg.model, model.cfg.hidden
     w = {k: g.const(f"l{layer}_{k}", v) for k, v in _layer_params(model, layer).items()}
@@ -172,7 +181,9 @@ def _cifg_layer(g: _Graph, model: CharRNN, layer: int, x: str, h0: str, c0: str)
     f32 = onnx.TensorProto.FLOAT
     info = lambda name, width: onnx.helper.make_tensor_value_info(n(name), f32, ["batch", width])
     graph = onnx.helper.make_graph(
-        body.nodes, n("step"), [info("h_prev", H), info("c_prev", H), info("gx_t", 3 * H)],
+        body.nodes,
+        n("step"),
+        [info("h_prev", H), info("c_prev", H), info("gx_t", 3 * H)],
         [info("h_new", H), info("c_new", H), info("y_t", H)],
     )
     h0, c0 = (g.op("Squeeze", [s, "axis_0"])[0] for s in (h0, c0))
@@ -193,7 +204,9 @@ def build_onnx(model: CharRNN, vocab):
     (x,) = g.op("Transpose", g.op("Gather", [embed, "ids"]), perm=[1, 0, 2])  # time-major, as the operators read
     hs, cs = [], []
     for layer in range(cfg.layers):
-        at = [g.const(f"l{layer}_{e}", np.array([v], dtype=np.int64)) for e, v in (("start", layer), ("end", layer + 1))]
+        at = [
+            g.const(f"l{layer}_{e}", np.array([v], dtype=np.int64)) for e, v in (("start", layer), ("end", layer + 1))
+        ]
         h0 = g.op("Slice", ["h", *at, "axis_0"])[0]
         c0 = g.op("Slice", ["c", *at, "axis_0"])[0] if paired else None
         layer_fn = _cifg_layer if cfg.model == "cifg" else _recurrent_layer
@@ -212,8 +225,13 @@ def build_onnx(model: CharRNN, vocab):
         inputs.append(state("c"))
         outputs.append(state("c_next"))
     graph = helper.make_graph(g.nodes, "charrnn", inputs, outputs, g.initializers)
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="charrnn",
-                              producer_version=__version__, doc_string=f"charrnn {cfg.model} {cfg.layers}x{cfg.hidden}")
+    proto = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", OPSET)],
+        producer_name="charrnn",
+        producer_version=__version__,
+        doc_string=f"charrnn {cfg.model} {cfg.layers}x{cfg.hidden}",
+    )
     proto.ir_version = min(proto.ir_version, 8)  # IR 8 pairs with opset 17: older runtimes refuse newer IRs
     helper.set_model_props(proto, metadata(model, vocab))
     return proto

@@ -200,7 +200,9 @@ class PeepholeLSTM(_StackedCell):
 
     def _add_extra_parameters(self) -> None:
         for layer in range(self.num_layers):
-            self.register_parameter(f"peephole_l{layer}", nn.Parameter(torch.empty(self.extra_vectors * self.hidden_size)))
+            self.register_parameter(
+                f"peephole_l{layer}", nn.Parameter(torch.empty(self.extra_vectors * self.hidden_size))
+            )
 
     def reset_parameters(self) -> None:
         """The common initialisation, and peepholes 0."""
@@ -276,15 +278,22 @@ def gru_weights_from_torch(rnn: nn.GRU, layer: int) -> dict[str, Tensor]:
     return out
 
 
-def reference_lstm_step(x: Tensor, h: Tensor, c: Tensor, w: dict[str, Tensor]) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+def reference_lstm_step(
+    x: Tensor, h: Tensor, c: Tensor, w: dict[str, Tensor]
+) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
     """The textbook LSTM step, one gate at a time; returns ``h, c`` and the gates ``i, f, g, o``.
 
-        i = σ(W_i·[h, x] + b_i)   f = σ(W_f·[h, x] + b_f)   g = tanh(W_g·[h, x] + b_g)
-        o = σ(W_o·[h, x] + b_o)   C = f ⊙ C_{t-1} + i ⊙ g   h = o ⊙ tanh(C)
+    i = σ(W_i·[h, x] + b_i)   f = σ(W_f·[h, x] + b_f)   g = tanh(W_g·[h, x] + b_g)
+    o = σ(W_o·[h, x] + b_o)   C = f ⊙ C_{t-1} + i ⊙ g   h = o ⊙ tanh(C)
     """
     hx = torch.cat([h, x], -1)
     pre = lambda k: hx @ w[f"W_{k}"].T + w[f"b_{k}"]
-    gates = {"i": torch.sigmoid(pre("i")), "f": torch.sigmoid(pre("f")), "g": torch.tanh(pre("g")), "o": torch.sigmoid(pre("o"))}
+    gates = {
+        "i": torch.sigmoid(pre("i")),
+        "f": torch.sigmoid(pre("f")),
+        "g": torch.tanh(pre("g")),
+        "o": torch.sigmoid(pre("o")),
+    }
     c = gates["f"] * c + gates["i"] * gates["g"]
     return gates["o"] * torch.tanh(c), c, gates
 

@@ -58,9 +58,7 @@ def latest_run(root: Path = Path("checkpoints")) -> Path:
     """The most recently written checkpoint under ``root`` (its run's best.pt)."""
     found = [f for name in RUN_FILES for f in root.glob(f"*/{name}")] if root.is_dir() else []
     if not found:
-        raise CharrnnError(
-            f"no trained model found under ./{root}; train one first with: charrnn train CORPUS.txt"
-        )
+        raise CharrnnError(f"no trained model found under ./{root}; train one first with: charrnn train CORPUS.txt")
     newest_dir = max(found, key=lambda f: f.stat().st_mtime).parent
     return resolve(newest_dir)
 
@@ -103,8 +101,8 @@ def _short(e: BaseException) -> str:
 
 def build_model(ckpt: dict[str, Any]):
     """The model and vocabulary stored in a loaded checkpoint, weights in place."""
-    from charrnn.model.network import CharRNN, ModelConfig
     from charrnn.data.vocab import from_state
+    from charrnn.model.network import CharRNN, ModelConfig
 
     vocab = from_state(ckpt["vocab"])
     cfg = ModelConfig.from_dict(ckpt["model_config"])
@@ -119,15 +117,19 @@ def build_model(ckpt: dict[str, Any]):
 
 def describe(ckpt: dict[str, Any]) -> list[tuple[str, str]]:
     """``charrnn info``'s rows: what a checkpoint holds, how long it trained and how well."""
-    from charrnn.model.network import count_parameters
     from charrnn.data.vocab import describe_chars
+    from charrnn.model.network import count_parameters
 
     model, vocab = build_model(ckpt)
     cfg = model.cfg
     fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
     rows = [
         ("checkpoint", ckpt["path"]),
-        ("model", f"{cfg.model} {cfg.layers}x{cfg.hidden}, embed {cfg.embed}, dropout {cfg.dropout}, weight drop {cfg.weight_drop}, tied {cfg.tie}"),
+        (
+            "model",
+            f"{cfg.model} {cfg.layers}x{cfg.hidden}, embed {cfg.embed}, dropout {cfg.dropout}, "
+            f"weight drop {cfg.weight_drop}, tied {cfg.tie}",
+        ),
         ("parameters", f"{count_parameters(model):,}"),
         ("vocabulary", f"{vocab.kind}, {vocab.size} tokens"),
         ("steps", f"{ckpt.get('step', 0):,}"),

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
-from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from charrnn.model.cells import CUSTOM_CELLS
 from charrnn.errors import CharrnnError
+from charrnn.model.cells import CUSTOM_CELLS
 
 CELLS = ("lstm", "gru", "rnn", "peephole", "cifg")
 # Cells whose state is the pair (h, c) rather than h alone.
@@ -43,7 +43,7 @@ class ModelConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
+    def from_dict(cls, d: dict) -> ModelConfig:
         names = {f.name for f in fields(cls)}
         unknown = set(d) - names
         if unknown:

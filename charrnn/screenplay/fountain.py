@@ -145,8 +145,14 @@ def _split_paragraph(lines: list[str]) -> list[list[str]]:
     for i, line in enumerate(lines):
         if _stands_alone(line):
             out += [[line], []]
-        elif (out[-1] and i + 1 < len(lines) and _is_cue(line) and not _is_cue(lines[i + 1])
-              and not _stands_alone(lines[i + 1]) and not (len(out[-1]) == 1 and _is_cue(out[-1][0]))):
+        elif (
+            out[-1]
+            and i + 1 < len(lines)
+            and _is_cue(line)
+            and not _is_cue(lines[i + 1])
+            and not _stands_alone(lines[i + 1])
+            and not (len(out[-1]) == 1 and _is_cue(out[-1][0]))
+        ):
             out.append([line])
         else:
             out[-1].append(line)
@@ -259,8 +265,9 @@ def structure(text: str) -> Structure:
                 parsed += 1
                 starts.append(offsets[i])
     scene = (starts[-1] - starts[0]) / (len(starts) - 1) if len(starts) > 1 else None
-    return Structure(len(text), cues, _share(spoken, cues), parens, _share(closed, parens), heads,
-                     _share(parsed, heads), scene)
+    return Structure(
+        len(text), cues, _share(spoken, cues), parens, _share(closed, parens), heads, _share(parsed, heads), scene
+    )
 
 
 def _first_paren_closes(line: str) -> bool:

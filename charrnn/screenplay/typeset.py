@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import sys
 from pathlib import Path
-from typing import Optional
 
 from charrnn.errors import CharrnnError
 from charrnn.runtime.files import write_atomic
@@ -31,7 +30,7 @@ _CUE_INDENT, _DIALOGUE, _PAREN = 22, (10, 45), (16, 41)
 _TITLE_CSS = ".title-page{text-align:center;margin-bottom:48pt}.title-page .title{font-size:24pt;margin-bottom:12pt}"
 
 
-def format_for(fmt: Optional[str], output: Optional[Path]) -> str:
+def format_for(fmt: str | None, output: Path | None) -> str:
     """The format asked for, or the one the output file's suffix names, or text."""
     if fmt is None:
         return SUFFIXES.get(output.suffix.lower(), "text") if output is not None else "text"
@@ -51,7 +50,7 @@ def require(fmt: str) -> None:
         raise CharrnnError(f"--format {fmt} needs screenplain and reportlab: {INSTALL}") from None
 
 
-def title_page(title: Optional[str], author: Optional[str]) -> str:
+def title_page(title: str | None, author: str | None) -> str:
     """A Fountain title page (empty without a title or author), values kept to one line each."""
     lines = []
     for key, value in (("Title", title), ("Author", author)):
@@ -65,13 +64,13 @@ def title_page(title: Optional[str], author: Optional[str]) -> str:
     return "\n".join(lines) + "\n\n" if lines else ""
 
 
-def to_fountain(text: str, title: Optional[str] = None, author: Optional[str] = None) -> str:
+def to_fountain(text: str, title: str | None = None, author: str | None = None) -> str:
     """The sample as a valid Fountain document, with a title page when one is given."""
     body = clean(text)
     return title_page(title, author) + body if title is not None or author is not None else body
 
 
-def render(text: str, fmt: str, title: Optional[str] = None, author: Optional[str] = None) -> bytes:
+def render(text: str, fmt: str, title: str | None = None, author: str | None = None) -> bytes:
     """Any text as a document in ``fmt``; whatever the model wrote, this does not fail."""
     source = to_fountain(text, title, author) if fmt != "text" else text
     if fmt in ("text", "fountain"):
@@ -84,8 +83,11 @@ def render(text: str, fmt: str, title: Optional[str] = None, author: Optional[st
 
 
 def _title_lines(play) -> list[tuple[str, object]]:
-    return [(key, line) for key in ("Title", "Credit", "Author", "Authors", "Source")
-            for line in play.get_rich_attribute(key)]
+    return [
+        (key, line)
+        for key in ("Title", "Credit", "Author", "Authors", "Source")
+        for line in play.get_rich_attribute(key)
+    ]
 
 
 def _html(play) -> bytes:
@@ -126,7 +128,9 @@ def _fdx(play) -> bytes:
     if lines:
         paragraphs = "".join(
             f'      <Paragraph Alignment="Center" Type="Action">\n        <Text>{escape(str(line))}</Text>\n'
-            "      </Paragraph>\n" for _, line in lines)
+            "      </Paragraph>\n"
+            for _, line in lines
+        )
         cover = f"  <TitlePage>\n    <Content>\n{paragraphs}    </Content>\n  </TitlePage>\n"
         doc = doc.replace("</FinalDraft>", cover + "</FinalDraft>")
     return doc.encode("utf-8")
@@ -140,7 +144,7 @@ def _pdf(play) -> bytes:
     settings = pdf.Settings()  # Courier Prime 12 pt, US Letter, 1.5" left and 1" top margins
     width = settings.frame_width
 
-    def columns(style: ParagraphStyle, left: int, right: Optional[int] = None) -> ParagraphStyle:
+    def columns(style: ParagraphStyle, left: int, right: int | None = None) -> ParagraphStyle:
         extra = {"rightIndent": width - right * _CHAR} if right is not None else {}
         return ParagraphStyle(style.name, style, leftIndent=left * _CHAR, **extra)
 
@@ -175,7 +179,7 @@ class Writer:
     missing extra is reported at once, not after minutes of generation.
     """
 
-    def __init__(self, fmt: str, output: Optional[Path], title: Optional[str], author: Optional[str]) -> None:
+    def __init__(self, fmt: str, output: Path | None, title: str | None, author: str | None) -> None:
         if fmt == "text" and (title is not None or author is not None):
             raise CharrnnError("--title and --author fill a title page: give --format fountain, html, pdf or fdx")
         if fmt in BINARY and output is None and sys.stdout.isatty():
@@ -200,7 +204,7 @@ class Writer:
             sys.stdout.flush()
 
 
-def writer(fmt: Optional[str], output: Optional[Path], title: Optional[str], author: Optional[str]) -> Optional[Writer]:
+def writer(fmt: str | None, output: Path | None, title: str | None, author: str | None) -> Writer | None:
     """The writer for ``charrnn sample``'s --format/-o, or None for text streamed to stdout."""
     fmt = format_for(fmt, output)
     if fmt == "text" and output is None and title is None and author is None:

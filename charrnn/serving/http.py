@@ -25,13 +25,13 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingRes
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
-from charrnn.model import checkpoint
-from charrnn.serving.openai import ApiError, CompletionRequest, choice, completion, parse_completion, sse, usage
-from charrnn.serving.engine import Engine, Job
-from charrnn.errors import CharrnnError
-from charrnn.serving.mailbox import Mailbox, deliver
-from charrnn.serving.playground import PAGE
 from charrnn.data.vocab import encode_prime
+from charrnn.errors import CharrnnError
+from charrnn.model import checkpoint
+from charrnn.serving.engine import Engine, Job
+from charrnn.serving.mailbox import Mailbox, deliver
+from charrnn.serving.openai import ApiError, CompletionRequest, choice, completion, parse_completion, sse, usage
+from charrnn.serving.playground import PAGE
 
 MAX_BODY = 1 << 20
 EVENT_INTERVAL = 0.02  # seconds: 50 events a second per stream, smoother than a reader sees
@@ -130,14 +130,20 @@ async def health(request: Request) -> dict:
 
 async def models(request: Request) -> dict:
     state = _authorized(request)
-    data = [{"id": s.name, "object": "model", "created": s.created, "owned_by": "charrnn"} for s in state.models.values()]
+    data = [
+        {"id": s.name, "object": "model", "created": s.created, "owned_by": "charrnn"} for s in state.models.values()
+    ]
     return {"object": "list", "data": data}
 
 
 async def chat(request: Request) -> JSONResponse:
     _authorized(request)
-    raise ApiError(400, "charrnn models continue text; they do not chat. Use POST /v1/completions with a prompt "
-                   "(the openai client's completions.create).", code="unsupported_endpoint")
+    raise ApiError(
+        400,
+        "charrnn models continue text; they do not chat. Use POST /v1/completions with a prompt "
+        "(the openai client's completions.create).",
+        code="unsupported_endpoint",
+    )
 
 
 async def completions(request: Request):
@@ -146,8 +152,13 @@ async def completions(request: Request):
     served = _model(state, req.model)
     groups, prompt_tokens = _jobs(req, served)
     if state.active >= state.max_concurrent:
-        raise ApiError(429, f"the server is at its limit of {state.max_concurrent} concurrent requests; retry shortly",
-                       code="rate_limit_exceeded", kind="rate_limit_error", headers={"Retry-After": "1"})
+        raise ApiError(
+            429,
+            f"the server is at its limit of {state.max_concurrent} concurrent requests; retry shortly",
+            code="rate_limit_exceeded",
+            kind="rate_limit_error",
+            headers={"Retry-After": "1"},
+        )
     state.active += 1
     box = Mailbox(asyncio.get_running_loop())
     jobs = [job for group in groups for job in group]
@@ -171,8 +182,10 @@ async def completions(request: Request):
     if result is None:
         return Response(status_code=499)  # nginx's "client closed request": nobody reads it
     texts, finishes = result
-    choices = [choice(job.index, (req.prompts[job.index // req.n] if req.echo else "") + texts[job.index], finishes[job.index])
-               for job in jobs]
+    choices = [
+        choice(job.index, (req.prompts[job.index // req.n] if req.echo else "") + texts[job.index], finishes[job.index])
+        for job in jobs
+    ]
     log["chars"] = sum(len(t) for t in texts.values())
     return completion(*head, choices, usage(prompt_tokens, sum(job.tokens for job in jobs)))
 
@@ -204,8 +217,12 @@ def _model(state: ServerState, name: str | None) -> Served:
     if name is None:
         return next(iter(state.models.values()))
     if name not in state.models:
-        raise ApiError(404, f"the model {name!r} does not exist; served here: {', '.join(state.models)}", "model",
-                       code="model_not_found")
+        raise ApiError(
+            404,
+            f"the model {name!r} does not exist; served here: {', '.join(state.models)}",
+            "model",
+            code="model_not_found",
+        )
     return state.models[name]
 
 
@@ -216,8 +233,9 @@ def _jobs(req: CompletionRequest, served: Served) -> tuple[list[list[Job]], int]
         try:
             ids = encode_prime(served.vocab, prompt, "skip" if req.skip_unknown else "error", "the prompt")
         except CharrnnError as e:
-            raise ApiError(400, str(e).replace("use --unknown skip", 'send "unknown": "skip"'), "prompt",
-                           code="unknown_characters") from None
+            raise ApiError(
+                400, str(e).replace("use --unknown skip", 'send "unknown": "skip"'), "prompt", code="unknown_characters"
+            ) from None
         prompt_tokens += len(ids)
         group = []
         for j in range(req.n):
@@ -310,7 +328,10 @@ async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
 
 
 async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
-    what = {404: f"no such endpoint: {request.method} {request.url.path}", 405: f"{request.method} is not allowed on {request.url.path}"}
+    what = {
+        404: f"no such endpoint: {request.method} {request.url.path}",
+        405: f"{request.method} is not allowed on {request.url.path}",
+    }
     return await _api_error(request, ApiError(exc.status_code, what.get(exc.status_code, str(exc.detail))))
 
 
@@ -337,11 +358,17 @@ class _RequestLog:
         except Exception as e:  # noqa: BLE001 - a bug must still answer in the API's own format
             print(f"error: {scope['method']} {scope['path']}: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
             if not status[0]:
-                await JSONResponse(ApiError(500, "internal server error", kind="server_error").body(), 500)(scope, receive, logged_send)
+                await JSONResponse(ApiError(500, "internal server error", kind="server_error").body(), 500)(
+                    scope, receive, logged_send
+                )
         finally:
             if not self.quiet:
                 ms = (time.perf_counter() - start) * 1000
-                print(f"{scope['method']} {scope['path']} {status[0]} {log['chars']} chars {ms:.0f} ms", file=sys.stderr, flush=True)
+                print(
+                    f"{scope['method']} {scope['path']} {status[0]} {log['chars']} chars {ms:.0f} ms",
+                    file=sys.stderr,
+                    flush=True,
+                )
 
 
 class _Server(uvicorn.Server):
@@ -385,6 +412,7 @@ def run(state: ServerState, host: str, port: int) -> None:
         raise CharrnnError(f"cannot listen on {host}:{port} ({e.strerror or e})") from None
     shown = f"[{host}]" if family == socket.AF_INET6 else host
     url = f"http://{shown}:{sock.getsockname()[1]}"
-    config = uvicorn.Config(create_app(state), log_level="warning", access_log=False, timeout_graceful_shutdown=1,
-                            lifespan="on")
+    config = uvicorn.Config(
+        create_app(state), log_level="warning", access_log=False, timeout_graceful_shutdown=1, lifespan="on"
+    )
     _Server(config, state, url).run(sockets=[sock])

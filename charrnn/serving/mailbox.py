@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from typing import Iterable
+from collections.abc import Iterable
 
 # What the worker posts: (choice index, text, finish reason or None).
 Item = tuple[int, str, "str | None"]

@@ -16,8 +16,15 @@ SEED_MAX = 2**63 - 1
 class ApiError(Exception):
     """An error response: the HTTP status and OpenAI's error body."""
 
-    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
-                 kind: str = "invalid_request_error", headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        param: str | None = None,
+        code: str | None = None,
+        kind: str = "invalid_request_error",
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status, self.message, self.param, self.code, self.kind = status, message, param, code, kind
         self.headers = headers or {}
@@ -50,7 +57,9 @@ def parse_completion(raw: bytes, max_tokens_cap: int) -> CompletionRequest:
     prompt = body.get("prompt", "")
     prompts = [prompt] if isinstance(prompt, str) else prompt
     if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
-        raise ApiError(400, "prompt must be a string or a non-empty list of strings (token ids are not accepted)", "prompt")
+        raise ApiError(
+            400, "prompt must be a string or a non-empty list of strings (token ids are not accepted)", "prompt"
+        )
     model = body.get("model")
     if model is not None and not isinstance(model, str):
         raise _type("model", "a string")
@@ -60,7 +69,9 @@ def parse_completion(raw: bytes, max_tokens_cap: int) -> CompletionRequest:
     top_k = _integer(body, "top_k", None, 1, None)
     n = _integer(body, "n", 1, 1, MAX_CHOICES)
     if n * len(prompts) > MAX_CHOICES:
-        raise ApiError(400, f"n times the number of prompts must be at most {MAX_CHOICES} (got {n * len(prompts)})", "n")
+        raise ApiError(
+            400, f"n times the number of prompts must be at most {MAX_CHOICES} (got {n * len(prompts)})", "n"
+        )
     seed = _integer(body, "seed", None, 0, SEED_MAX - n * len(prompts))
     stops = _stops(body.get("stop"))
     unknown = body.get("unknown", "error")
@@ -70,9 +81,19 @@ def parse_completion(raw: bytes, max_tokens_cap: int) -> CompletionRequest:
     if not isinstance(options, dict):
         raise _type("stream_options", "an object")
     return CompletionRequest(
-        model=model, prompts=prompts, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
-        top_k=top_k, stops=stops, seed=seed, n=n, stream=_bool(body, "stream"), echo=_bool(body, "echo"),
-        skip_unknown=unknown == "skip", include_usage=bool(options.get("include_usage")),
+        model=model,
+        prompts=prompts,
+        max_tokens=max_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        top_k=top_k,
+        stops=stops,
+        seed=seed,
+        n=n,
+        stream=_bool(body, "stream"),
+        echo=_bool(body, "echo"),
+        skip_unknown=unknown == "skip",
+        include_usage=bool(options.get("include_usage")),
     )
 
 
@@ -149,8 +170,11 @@ def choice(index: int, text: str, finish: str | None) -> dict:
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> dict:
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens}
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
 
 
 def sse(obj: dict | str) -> str:

@@ -24,8 +24,8 @@ import torch
 
 from charrnn.errors import CharrnnError
 from charrnn.model.network import LSTM_FAMILY, CharRNN
-from charrnn.sampling.generate import start_ids
 from charrnn.model.stepper import Stepper
+from charrnn.sampling.generate import start_ids
 
 TOP_PREDICTIONS = 5
 OPEN_QUOTES, CLOSE_QUOTES = "\u201c", "\u201d"
@@ -164,7 +164,12 @@ def cue_span(line: str) -> int:
 def _char_features(text: str) -> dict[str, list[float]]:
     """Each feature's value after reading each character."""
     quote = paren = column = 0
-    out: dict[str, list[float]] = {"inside quotes": [], "inside parentheses": [], "position in line": [], "inside a speaker cue": []}
+    out: dict[str, list[float]] = {
+        "inside quotes": [],
+        "inside parentheses": [],
+        "position in line": [],
+        "inside a speaker cue": [],
+    }
     lines = text.split("\n")
     line_no, span = 0, cue_span(lines[0])
     for ch in text:
