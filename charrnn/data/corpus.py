@@ -132,7 +132,7 @@ def open_sources(paths: list[str], spool_dir: Path | None = None, skipped: list[
     Spooling lets stdin be read more than once (hash, scan, encode) like any other file.
     ``skipped`` gathers the files in directories that are not text (see ``resolve``).
     """
-    sources = []
+    sources: list[Source] = []
     for name in resolve(paths, skipped):
         if name == STDIN:
             if any(s.name == "<stdin>" for s in sources):
@@ -235,10 +235,11 @@ def without_gutenberg(chunks: Iterator[tuple[str, int]], left_out: list[int]) ->
         keep = buf.rfind("\n") + 1 or (len(buf) if len(buf) > GUTENBERG_HEADER_CHARS else 0)
         yield buf[:keep], used
         buf = buf[keep:]
-        text, used = next(chunks, (None, 0))
-        if text is None:
+        following = next(chunks, None)
+        if following is None:
             yield buf, 0
             break
+        text, used = following
         buf += text
     left_out.append(dropped)
 

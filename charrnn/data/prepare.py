@@ -16,7 +16,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 
@@ -32,6 +32,9 @@ from charrnn.data.vocab import (
     id_dtype,
 )
 from charrnn.errors import CharrnnError
+
+if TYPE_CHECKING:
+    from charrnn.runtime.progress import PrepareProgress
 
 CACHE_VERSION = 2
 VOCAB_KINDS = ("char", *SUBWORD_KINDS)
@@ -156,7 +159,7 @@ class _Reader:
     advanced by the bytes read; the passes agree on what was left out."""
 
     sources: list[corpus.Source]
-    bar: object
+    bar: PrepareProgress
     keep_gutenberg: bool
     left_out: dict[str, int] = field(default_factory=dict)
 

@@ -150,7 +150,7 @@ def _recurrent_layer(
     kind, H = model.cfg.model, model.cfg.hidden
     w = {k: g.const(f"l{layer}_{k}", v) for k, v in _layer_params(model, layer).items()}
     if kind in ("lstm", "peephole"):
-        inputs = [x, w["W"], w["R"], w["B"], "", h0, c0] + ([w["P"]] if "P" in w else [])
+        inputs = [x, w["W"], w["R"], w["B"], "", h0, c0 or ""] + ([w["P"]] if "P" in w else [])
         y, h, c = g.op("LSTM", inputs, 3, hidden_size=H)
     elif kind == "gru":
         (y, h), c = g.op("GRU", [x, w["W"], w["R"], w["B"], "", h0], 2, hidden_size=H, linear_before_reset=1), None
@@ -160,9 +160,11 @@ def _recurrent_layer(
     return y, h, c
 
 
-def _cifg_layer(g: _Graph, model: CharRNN, layer: int, x: str, h0: str, c0: str) -> tuple[str, str, str]:
+def _cifg_layer(g: _Graph, model: CharRNN, layer: int, x: str, h0: str, c0: str | None) -> tuple[str, str, str]:
     """One CIFG layer as a Scan over time of ``cifg_step``'s operations, in its order:
     ``g = x W_ih^T + b + h W_hh^T``, then ``c = cand + f (c - cand)``, ``h = σ(o) tanh(c)``."""
+    if c0 is None:
+        raise ValueError("a CIFG layer carries a cell state: c0 is needed")
     onnx, H = g.onnx, model.cfg.hidden
     p = lambda name: getattr(model.rnn, f"{name}_l{layer}").detach().float()
     w_in, bias = g.const(f"l{layer}_W_ih_T", p("weight_ih").t()), g.const(f"l{layer}_bias", p("bias"))
@@ -188,7 +190,8 @@ def _cifg_layer(g: _Graph, model: CharRNN, layer: int, x: str, h0: str, c0: str)
     )
     h0, c0 = (g.op("Squeeze", [s, "axis_0"])[0] for s in (h0, c0))
     h, c, y = g.op("Scan", [h0, c0, gx], 3, body=graph, num_scan_inputs=1)
-    return y, *(g.op("Unsqueeze", [s, "axis_0"])[0] for s in (h, c))
+    (h,), (c,) = (g.op("Unsqueeze", [s, "axis_0"]) for s in (h, c))
+    return y, h, c
 
 
 def build_onnx(model: CharRNN, vocab):
@@ -202,7 +205,8 @@ def build_onnx(model: CharRNN, vocab):
         g.const(f"axis_{axis}", np.array([axis], dtype=np.int64))
     embed = g.const("embedding", model.embed.weight)
     (x,) = g.op("Transpose", g.op("Gather", [embed, "ids"]), perm=[1, 0, 2])  # time-major, as the operators read
-    hs, cs = [], []
+    hs: list[str] = []
+    cs: list[str] = []
     for layer in range(cfg.layers):
         at = [
             g.const(f"l{layer}_{e}", np.array([v], dtype=np.int64)) for e, v in (("start", layer), ("end", layer + 1))
@@ -212,7 +216,8 @@ def build_onnx(model: CharRNN, vocab):
         layer_fn = _cifg_layer if cfg.model == "cifg" else _recurrent_layer
         x, h, c = layer_fn(g, model, layer, x, h0, c0)
         hs.append(h)
-        cs.append(c)
+        if c is not None:
+            cs.append(c)
     head = g.const("head_weight_T", model.head.weight.t())
     (out,) = g.op("Add", g.op("MatMul", [x, head]) + [g.const("head_bias", model.head.bias)])
     g.op("Transpose", [out], ["logits"], perm=[1, 0, 2])

@@ -97,10 +97,12 @@ def _close_parenthetical(line: str) -> list[str]:
     closed group that more text follows on the same line."""
     if _depth(line):
         line = line.rstrip() + ")" * _depth(line)
-    out = []
+    out: list[str] = []
     while True:
         end = _group_end(line)
-        rest = line[end + 1 :].strip() if end is not None else ""
+        if end is None:
+            return out + [line]
+        rest = line[end + 1 :].strip()
         if not rest:
             return out + [line]
         out.append(line[: end + 1])

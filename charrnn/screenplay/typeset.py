@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import sys
 from pathlib import Path
+from typing import Any
 
 from charrnn.errors import CharrnnError
 from charrnn.runtime.files import write_atomic
@@ -82,7 +83,7 @@ def render(text: str, fmt: str, title: str | None = None, author: str | None = N
     return {"html": _html, "pdf": _pdf, "fdx": _fdx}[fmt](play)
 
 
-def _title_lines(play) -> list[tuple[str, object]]:
+def _title_lines(play: Any) -> list[tuple[str, Any]]:
     return [
         (key, line)
         for key in ("Title", "Credit", "Author", "Authors", "Source")

@@ -16,6 +16,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import torch
@@ -25,9 +26,10 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingRes
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
-from charrnn.data.vocab import encode_prime
+from charrnn.data.vocab import Vocab, encode_prime
 from charrnn.errors import CharrnnError
 from charrnn.model import checkpoint
+from charrnn.model.network import CharRNN
 from charrnn.serving.engine import Engine, Job
 from charrnn.serving.mailbox import Mailbox, deliver
 from charrnn.serving.openai import ApiError, CompletionRequest, choice, completion, parse_completion, sse, usage
@@ -42,8 +44,8 @@ class Served:
     """One model as the API names it."""
 
     name: str
-    model: object
-    vocab: object
+    model: CharRNN
+    vocab: Vocab
     created: int
     engine: Engine | None = None
 
@@ -164,12 +166,15 @@ async def completions(request: Request):
     jobs = [job for group in groups for job in group]
     for job in jobs:
         job.listener = box
+    engine = served.engine
+    if engine is None:  # only before the app's start has made the engines
+        raise ApiError(503, "the server is starting; retry shortly", code="starting", kind="server_error")
     for group in groups:
-        served.engine.submit(group)
+        engine.submit(group)
     log = request.scope["charrnn.log"]
 
     def release() -> None:
-        served.engine.cancel(jobs)
+        engine.cancel(jobs)
         state.active -= 1
 
     head = (f"cmpl-{secrets.token_hex(12)}", int(time.time()), served.name)
@@ -277,7 +282,9 @@ async def _disconnected(request: Request) -> None:
         pass
 
 
-async def _stream(req: CompletionRequest, head: tuple, jobs: list[Job], box: Mailbox, prompt_tokens: int, log: dict):
+async def _stream(
+    req: CompletionRequest, head: tuple[str, int, str], jobs: list[Job], box: Mailbox, prompt_tokens: int, log: dict
+) -> AsyncIterator[str]:
     """The chunks as the worker sends text: the first at once, then at most one event per
     EVENT_INTERVAL carrying one chunk per choice with all the text since the last. An event
     costs the event loop far more than a step costs the model, and on a shared CPU every
@@ -323,11 +330,13 @@ class _Stream(StreamingResponse):
             self.release()
 
 
-async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+async def _api_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)  # registered for ApiError only
     return JSONResponse(exc.body(), exc.status, headers=exc.headers)
 
 
-async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)  # registered for HTTPException only
     what = {
         404: f"no such endpoint: {request.method} {request.url.path}",
         405: f"{request.method} is not allowed on {request.url.path}",

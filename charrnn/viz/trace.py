@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from charrnn.errors import CharrnnError
-from charrnn.model.network import LSTM_FAMILY, CharRNN
+from charrnn.model.network import LSTM_FAMILY, CharRNN, state_tensors
 from charrnn.model.stepper import Stepper
 from charrnn.sampling.generate import start_ids
 
@@ -118,10 +118,10 @@ def trace(model: CharRNN, vocab, ids: list[int]) -> Trace:
         logp = logits[0].log_softmax(-1)  # the next token's distribution: scored above, top-5 here
         top = torch.topk(logp, min(TOP_PREDICTIONS, logp.numel()))
         tops.append(list(zip(top.indices.tolist(), top.values.exp().tolist())))
-        h, c = state if paired else (state, None)
-        hs.append(h[:, 0].numpy().copy())
+        layers = state_tensors(state)
+        hs.append(layers[0][:, 0].numpy().copy())
         if paired:
-            cs.append(c[:, 0].numpy().copy())
+            cs.append(layers[1][:, 0].numpy().copy())
     bits_per_token = -np.array(logps) / math.log(2)
     ends = _piece_texts(pieces, ids)
     segments, bits, predictions, at = [], [], [], []
