@@ -21,14 +21,16 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import emit  # noqa: E402
-from common import cpu_name  # noqa: E402
+from common import (
+    cpu_name,  # noqa: E402
+    emit,  # noqa: E402
+)
 
-from charrnn.model import checkpoint
 from charrnn.data import corpus  # noqa: E402
-from charrnn.evaluation.adapt import MAX_STEPS, PASSES, adapt_ids  # noqa: E402
 from charrnn.data.prepare import encode_text  # noqa: E402
+from charrnn.evaluation.adapt import MAX_STEPS, PASSES, adapt_ids  # noqa: E402
 from charrnn.evaluation.dynamic import Rule  # noqa: E402
+from charrnn.model import checkpoint
 
 
 @torch.no_grad()
@@ -69,9 +71,21 @@ def main() -> None:
         seconds = time.monotonic() - t0
         before = held_out_bpc(model, all_ids, len(head_ids), len(held))
         after = held_out_bpc(adapter.model, all_ids, len(head_ids), len(held))
-        emit(bench="adapt", passage=f"{Path(name).name}:{offset}", chars=len(text), held=len(held), cpu=cpu_name(),
-             steps=adapter.steps, passes=args.passes, lr=adapter.rule.lr, decay=adapter.rule.decay, before_bpc=round(before, 4),
-             after_bpc=round(after, 4), gain_bpc=round(before - after, 4), adapt_s=round(seconds, 2))
+        emit(
+            bench="adapt",
+            passage=f"{Path(name).name}:{offset}",
+            chars=len(text),
+            held=len(held),
+            cpu=cpu_name(),
+            steps=adapter.steps,
+            passes=args.passes,
+            lr=adapter.rule.lr,
+            decay=adapter.rule.decay,
+            before_bpc=round(before, 4),
+            after_bpc=round(after, 4),
+            gain_bpc=round(before - after, 4),
+            adapt_s=round(seconds, 2),
+        )
 
 
 if __name__ == "__main__":

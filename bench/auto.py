@@ -34,11 +34,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import catalogue, cpu_name, emit, train_plain  # noqa: E402
 
-from charrnn.model import checkpoint  # noqa: E402
 from charrnn.api import load  # noqa: E402
 from charrnn.data.corpus import open_sources, read_text, release  # noqa: E402
 from charrnn.data.prepare import split_point  # noqa: E402
 from charrnn.evaluation.bpc import evaluate, score_text  # noqa: E402
+from charrnn.model import checkpoint  # noqa: E402
 
 # Enough held-out text for a score steady to ~0.001 bpc, and quick to score for every cell.
 EVAL_CHARS = 262_144
@@ -76,7 +76,7 @@ def flags_of(who: str) -> list[str]:
 
 def _metrics(out: Path) -> list[list[dict]]:
     runs = [out / "first" / "metrics.jsonl", out / "metrics.jsonl"]
-    return [[json.loads(l) for l in p.read_text().splitlines()] for p in runs if p.is_file()]
+    return [[json.loads(line) for line in p.read_text().splitlines()] for p in runs if p.is_file()]
 
 
 def _val_share(runs: list[list[dict]], chars_per_step: int) -> float:
@@ -94,8 +94,20 @@ def _val_share(runs: list[list[dict]], chars_per_step: int) -> float:
 
 def run_charrnn(path: Path, seconds: float, who: str, seed: int, held_out: str) -> dict:
     with tempfile.TemporaryDirectory() as out:
-        cmd = [sys.executable, "-m", "charrnn", "train", str(path), "--time", f"{seconds:g}s", "--out", out,
-               "--seed", str(seed), *flags_of(who)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "charrnn",
+            "train",
+            str(path),
+            "--time",
+            f"{seconds:g}s",
+            "--out",
+            out,
+            "--seed",
+            str(seed),
+            *flags_of(who),
+        ]
         log = Path(out) / "stderr.txt"
         start = time.monotonic()
         with open(log, "w") as err:
@@ -109,15 +121,15 @@ def run_charrnn(path: Path, seconds: float, who: str, seed: int, held_out: str) 
         model = load(Path(out) / "best.pt")
         score, _ = score_text(model.net, model.vocab, held_out, skip_unknown=True)
         cfg = checkpoint.load(Path(out) / "last.pt")["train_config"]
-    speeds = [l["chars_per_s"] for run in runs for l in run[1:] or run]
+    speeds = [line["chars_per_s"] for run in runs for line in run[1:] or run]
     return {
-        "chose": next((l for l in lines if l.startswith("auto:")), None),
+        "chose": next((line for line in lines if line.startswith("auto:")), None),
         "flags": " ".join(flags_of(who)),
         "steps": sum(run[-1]["step"] for run in runs),
         "passes": round(sum(run[-1]["epoch"] for run in runs), 3),
         "second_run": len(runs) == 2,
         "val_bpc": round(score.bpc, 4),
-        "run_best_val_bpc": min(l["val_bpc"] for run in runs for l in run if l["val_bpc"] is not None),
+        "run_best_val_bpc": min(line["val_bpc"] for run in runs for line in run if line["val_bpc"] is not None),
         "chars_per_s": round(statistics.median(speeds)),
         "max_rss_mb": round(usage.ru_maxrss / 1024),
         "val_share": round(_val_share(runs, cfg["batch_size"] * cfg["seq_len"]), 4),
@@ -135,25 +147,40 @@ def run_plain(seconds: float, seed: int, train_text: str, held_out: str) -> dict
     start = time.monotonic()
     model, stats = train_plain(encode(train_text), len(chars), seconds, device, seed=seed)
     score = evaluate(model, encode(held_out), device)
-    return {"chose": None, "flags": "plain nn.LSTM 2x512 loop", "steps": stats["steps"],
-            "passes": round(stats["passes"], 3), "second_run": False, "val_bpc": round(score.bpc, 4),
-            "run_best_val_bpc": None, "chars_per_s": round(stats["chars_per_s"]), "max_rss_mb": None, "val_share": None,
-            "wall_s": round(time.monotonic() - start, 1), "params": sum(p.numel() for p in model.parameters()),
-            "tokens": None}
+    return {
+        "chose": None,
+        "flags": "plain nn.LSTM 2x512 loop",
+        "steps": stats["steps"],
+        "passes": round(stats["passes"], 3),
+        "second_run": False,
+        "val_bpc": round(score.bpc, 4),
+        "run_best_val_bpc": None,
+        "chars_per_s": round(stats["chars_per_s"]),
+        "max_rss_mb": None,
+        "val_share": None,
+        "wall_s": round(time.monotonic() - start, 1),
+        "params": sum(p.numel() for p in model.parameters()),
+        "tokens": None,
+    }
 
 
 def done_cells(results: Path) -> set[tuple]:
     if not results.is_file():
         return set()
-    rows = [json.loads(l) for l in results.read_text().splitlines() if l.strip()]
+    rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
     return {(r["corpus"], r["minutes"], r["who"], r["seed"]) for r in rows}
 
 
 def run_cells(args: argparse.Namespace) -> None:
     done = done_cells(args.results)
     for name in args.corpora.split(","):
-        todo = [(m, w, s) for m in args.minutes for w in args.who.split(";") for s in args.seeds
-                if (name, m, w, s) not in done]
+        todo = [
+            (m, w, s)
+            for m in args.minutes
+            for w in args.who.split(";")
+            for s in args.seeds
+            if (name, m, w, s) not in done
+        ]
         if not todo:
             continue
         path = corpus_path(name)
@@ -165,9 +192,18 @@ def run_cells(args: argparse.Namespace) -> None:
             else:
                 cell = run_charrnn(path, seconds, who, seed, held_out)
             cell["tokens"] = len(train_text)
-            row = {"bench": "auto", "corpus": name, "corpus_bytes": path.stat().st_size, "minutes": minutes,
-                   "who": who, "seed": seed, **cell, "held_out_chars": len(held_out),
-                   "cpu": cpu_name(), "date": time.strftime("%Y-%m-%d")}
+            row = {
+                "bench": "auto",
+                "corpus": name,
+                "corpus_bytes": path.stat().st_size,
+                "minutes": minutes,
+                "who": who,
+                "seed": seed,
+                **cell,
+                "held_out_chars": len(held_out),
+                "cpu": cpu_name(),
+                "date": time.strftime("%Y-%m-%d"),
+            }
             emit(**row)
             with open(args.results, "a") as f:
                 f.write(json.dumps(row) + "\n")
@@ -176,7 +212,7 @@ def run_cells(args: argparse.Namespace) -> None:
 def table(results: Path) -> None:
     """One row per corpus and budget: each who's val bpc (mean over seeds, with the spread), and
     what auto chose."""
-    rows = [json.loads(l) for l in results.read_text().splitlines() if l.strip()]
+    rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
     whos = list(dict.fromkeys(r["who"] for r in rows))
     cells: dict[tuple, dict[str, list[float]]] = {}
     chose: dict[tuple, str] = {}
@@ -190,7 +226,9 @@ def table(results: Path) -> None:
         values = []
         for w in whos:
             v = by_who.get(w)
-            values.append("" if not v else f"{statistics.mean(v):.3f}" + (f" ±{(max(v) - min(v)) / 2:.3f}" if len(v) > 1 else ""))
+            values.append(
+                "" if not v else f"{statistics.mean(v):.3f}" + (f" ±{(max(v) - min(v)) / 2:.3f}" if len(v) > 1 else "")
+            )
         print(f"| {key[0]} | {key[1]:g} | " + " | ".join(values) + f" | {chose.get(key, '')} |")
 
 

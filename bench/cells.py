@@ -18,9 +18,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import corpus, emit, train_cli  # noqa: E402
 
-from charrnn.training.config import DEFAULT_PRESET, PRESETS  # noqa: E402
-from charrnn.model.network import CharRNN, ModelConfig, count_parameters  # noqa: E402
 from charrnn.data.vocab import CharVocab  # noqa: E402
+from charrnn.model.network import CharRNN, ModelConfig, count_parameters  # noqa: E402
+from charrnn.training.config import DEFAULT_PRESET, PRESETS  # noqa: E402
 
 CELLS = ("rnn", "gru", "lstm", "peephole", "cifg")
 LAYERS = 2
@@ -30,7 +30,9 @@ TOLERANCE = 0.05
 
 def parameters(cell: str, hidden: int, vocab: int, embed: int) -> int:
     """Parameters of the model the CLI builds, counted from the model itself."""
-    return count_parameters(CharRNN(ModelConfig(vocab_size=vocab, model=cell, layers=LAYERS, hidden=hidden, embed=embed)))
+    return count_parameters(
+        CharRNN(ModelConfig(vocab_size=vocab, model=cell, layers=LAYERS, hidden=hidden, embed=embed))
+    )
 
 
 def matched_hidden(cell: str, target: int, vocab: int, embed: int) -> int:
@@ -67,8 +69,13 @@ def main() -> None:
         hidden = matched_hidden(cell, target, vocab, embed)
         result = run(path, cell, hidden, embed, args.minutes * 60)
         emit(
-            bench="cells", corpus=args.corpus, minutes=args.minutes, cell=cell, hidden=hidden,
-            parameters=parameters(cell, hidden, vocab, embed), **result,
+            bench="cells",
+            corpus=args.corpus,
+            minutes=args.minutes,
+            cell=cell,
+            hidden=hidden,
+            parameters=parameters(cell, hidden, vocab, embed),
+            **result,
         )
 
 

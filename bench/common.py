@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from charrnn.runtime.precision import cpu_has_amx
 from charrnn.runtime.device import cpu_model
+from charrnn.runtime.precision import cpu_has_amx
 
 # corpora/catalogue.py is the one place that says where the corpora are; the benches take it from here.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "corpora"))
@@ -40,8 +40,15 @@ class PlainLSTM(nn.Module):
         return self.head(self.drop(out)), state
 
 
-def plain_step(model: nn.Module, params: list, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
-               state: tuple | None, vocab: int) -> tuple[torch.Tensor, tuple]:
+def plain_step(
+    model: nn.Module,
+    params: list,
+    opt: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    state: tuple | None,
+    vocab: int,
+) -> tuple[torch.Tensor, tuple]:
     """One update of the classic recipe: cross-entropy, clip 5, the state carried but detached."""
     logits, state = model(x, state)
     state = tuple(s.detach() for s in state)
@@ -53,8 +60,9 @@ def plain_step(model: nn.Module, params: list, opt: torch.optim.Optimizer, x: to
     return loss, state
 
 
-def train_plain(train: np.ndarray, vocab: int, seconds: float, device: torch.device,
-                seed: int = 1337) -> tuple[PlainLSTM, dict]:
+def train_plain(
+    train: np.ndarray, vocab: int, seconds: float, device: torch.device, seed: int = 1337
+) -> tuple[PlainLSTM, dict]:
     """The classic char-rnn recipe (nn.LSTM 2x512, embedding 512, seq 100, batch 64, Adam 2e-3,
     dropout 0.2, clip 5, hidden state carried) for ``seconds`` of wall clock on token ids."""
     torch.manual_seed(seed)
@@ -76,8 +84,12 @@ def train_plain(train: np.ndarray, vocab: int, seconds: float, device: torch.dev
         steps += 1
     sync(device)
     elapsed = time.monotonic() - start
-    return model, {"steps": steps, "chars_per_s": steps * B * T / elapsed, "train_s": elapsed,
-                   "passes": steps * B * T / len(train)}
+    return model, {
+        "steps": steps,
+        "chars_per_s": steps * B * T / elapsed,
+        "train_s": elapsed,
+        "passes": steps * B * T / len(train),
+    }
 
 
 def sync(device: torch.device) -> None:
@@ -109,14 +121,26 @@ def train_cli(path: Path, seconds: float, flags: list[str]) -> dict:
     and the final whole-split value the trainer reported.
     """
     with tempfile.TemporaryDirectory() as out:
-        cmd = [sys.executable, "-m", "charrnn", "train", str(path), "--time", f"{seconds}s", "--out", out, "--quiet", *flags]
+        cmd = [
+            sys.executable,
+            "-m",
+            "charrnn",
+            "train",
+            str(path),
+            "--time",
+            f"{seconds}s",
+            "--out",
+            out,
+            "--quiet",
+            *flags,
+        ]
         subprocess.run(cmd, check=True)
-        lines = [json.loads(l) for l in (Path(out) / "metrics.jsonl").read_text().splitlines()]
-    vals = [l["val_bpc"] for l in lines if l["val_bpc"] is not None]
+        lines = [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
+    vals = [line["val_bpc"] for line in lines if line["val_bpc"] is not None]
     return {
         "best_val_bpc": min(vals),
         "final_val_bpc": vals[-1],
         "steps": lines[-1]["step"],
-        "chars_per_s": round(statistics.median(l["chars_per_s"] for l in lines[1:] or lines), 1),
+        "chars_per_s": round(statistics.median(line["chars_per_s"] for line in lines[1:] or lines), 1),
         "train_s": lines[-1]["elapsed"],
     }

@@ -24,15 +24,38 @@ from common import corpus, emit  # noqa: E402
 
 def run(nproc: int, path: Path, seconds: float, device: str, flags: list[str]) -> dict:
     with tempfile.TemporaryDirectory() as out:
-        train = ["-m", "charrnn", "train", str(path), "--time", f"{seconds}s", "--device", device,
-                 "--eval-every", "1000000", "--out", out, "--quiet", *flags]
+        train = [
+            "-m",
+            "charrnn",
+            "train",
+            str(path),
+            "--time",
+            f"{seconds}s",
+            "--device",
+            device,
+            "--eval-every",
+            "1000000",
+            "--out",
+            out,
+            "--quiet",
+            *flags,
+        ]
         if nproc == 1:
             cmd = [sys.executable, *train]
         else:
-            cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc), *train]
+            cmd = [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--standalone",
+                "--nproc-per-node",
+                str(nproc),
+                *train,
+            ]
         subprocess.run(cmd, check=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        lines = [json.loads(l) for l in (Path(out) / "metrics.jsonl").read_text().splitlines()]
-    return {"chars_per_s": statistics.median(l["chars_per_s"] for l in lines[1:] or lines), "steps": lines[-1]["step"]}
+        lines = [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
+    speed = statistics.median(line["chars_per_s"] for line in lines[1:] or lines)
+    return {"chars_per_s": speed, "steps": lines[-1]["step"]}
 
 
 def main() -> None:
@@ -49,8 +72,12 @@ def main() -> None:
     emit(bench="ddp", ranks=1, device=args.device, **one)
     many = run(args.nproc, path, args.seconds, args.device, flags)
     emit(bench="ddp", ranks=args.nproc, device=args.device, **many)
-    emit(bench="ddp", ratio=f"{args.nproc}_ranks/1_process chars/s", value=many["chars_per_s"] / one["chars_per_s"],
-         efficiency=many["chars_per_s"] / (args.nproc * one["chars_per_s"]))
+    emit(
+        bench="ddp",
+        ratio=f"{args.nproc}_ranks/1_process chars/s",
+        value=many["chars_per_s"] / one["chars_per_s"],
+        efficiency=many["chars_per_s"] / (args.nproc * one["chars_per_s"]),
+    )
 
 
 if __name__ == "__main__":

@@ -22,11 +22,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import cpu_name, emit  # noqa: E402
 
-from charrnn.model import checkpoint
 from charrnn.data import corpus  # noqa: E402
 from charrnn.data.prepare import encode_text, split_point  # noqa: E402
-from charrnn.evaluation.dynamic import SEGMENT, Adapter, Rule, compare, gradient_stats, stats_ids  # noqa: E402
 from charrnn.evaluation.bpc import evaluate  # noqa: E402
+from charrnn.evaluation.dynamic import SEGMENT, Adapter, Rule, compare, gradient_stats, stats_ids  # noqa: E402
+from charrnn.model import checkpoint
 
 GRID = [("rms", lr, decay) for lr in (3e-5, 1e-4, 3e-4, 1e-3) for decay in (0.003, 0.03)] + [
     ("sgd", lr, decay) for lr in (0.1, 0.3, 1.0) for decay in (0.001, 0.01)
@@ -46,7 +46,9 @@ def main() -> None:
     ap.add_argument("--chars", type=int, default=0, help="score only the first N characters of the split (0: all)")
     ap.add_argument("--segment", type=int, default=None)
     ap.add_argument("--grid", action="store_true")
-    ap.add_argument("--rule", action="append", default=[], help="METHOD:LR:DECAY to try instead of the grid (repeatable)")
+    ap.add_argument(
+        "--rule", action="append", default=[], help="METHOD:LR:DECAY to try instead of the grid (repeatable)"
+    )
     args = ap.parse_args()
     ckpt = checkpoint.load(args.checkpoint)
     model, vocab = checkpoint.build_model(ckpt)
@@ -60,7 +62,9 @@ def main() -> None:
     grid = [(m, float(lr), float(d)) for m, lr, d in (r.split(":") for r in args.rule)] or GRID
     if not args.grid and not args.rule:
         for method in ("rms", "sgd"):
-            r = compare(model, ids, Rule(method, segment=args.segment or SEGMENT), train_ids, chars, show_progress=False)
+            r = compare(
+                model, ids, Rule(method, segment=args.segment or SEGMENT), train_ids, chars, show_progress=False
+            )
             report(args, text, r.rule, r.static.bpc, r.dynamic.bpc, r.static_seconds, r.dynamic_seconds)
         return
     # The grid shares one static score and one set of gradient statistics per segment length.
@@ -76,10 +80,23 @@ def main() -> None:
 
 
 def report(args, text: str, rule: Rule, static: float, dynamic: float, static_s: float, dynamic_s: float) -> None:
-    emit(bench="dynamic", corpus=args.corpus.name, checkpoint=str(args.checkpoint), cpu=cpu_name(), chars=len(text),
-         method=rule.method, lr=rule.lr, decay=rule.decay, segment=rule.segment, static_bpc=round(static, 4),
-         dynamic_bpc=round(dynamic, 4), gain_bpc=round(static - dynamic, 4), static_s=round(static_s, 2),
-         dynamic_s=round(dynamic_s, 2), time_ratio=round(dynamic_s / max(1e-9, static_s), 1))
+    emit(
+        bench="dynamic",
+        corpus=args.corpus.name,
+        checkpoint=str(args.checkpoint),
+        cpu=cpu_name(),
+        chars=len(text),
+        method=rule.method,
+        lr=rule.lr,
+        decay=rule.decay,
+        segment=rule.segment,
+        static_bpc=round(static, 4),
+        dynamic_bpc=round(dynamic, 4),
+        gain_bpc=round(static - dynamic, 4),
+        static_s=round(static_s, 2),
+        dynamic_s=round(dynamic_s, 2),
+        time_ratio=round(dynamic_s / max(1e-9, static_s), 1),
+    )
 
 
 if __name__ == "__main__":

@@ -32,16 +32,50 @@ TEMPS = ("0.5", "0.8", "1.2")
 MODELS = {
     "lstm": ["--model", "lstm", "--layers", "2", "--hidden", "64", "--embed", "32"],
     "gru": ["--model", "gru", "--layers", "2", "--hidden", "64", "--embed", "32"],
-    "subword": ["--model", "lstm", "--layers", "1", "--hidden", "64", "--embed", "32", "--vocab", "bpe",
-                "--vocab-size", "500"],
+    "subword": [
+        "--model",
+        "lstm",
+        "--layers",
+        "1",
+        "--hidden",
+        "64",
+        "--embed",
+        "32",
+        "--vocab",
+        "bpe",
+        "--vocab-size",
+        "500",
+    ],
 }
-COMMON = ["--preset", "tiny", "--seq-len", "32", "--batch-size", "16", "--steps", "50", "--eval-every", "25",
-          "--seed", "5", "--precision", "float32", "--device", "cpu", "--quiet"]
+COMMON = [
+    "--preset",
+    "tiny",
+    "--seq-len",
+    "32",
+    "--batch-size",
+    "16",
+    "--steps",
+    "50",
+    "--eval-every",
+    "25",
+    "--seed",
+    "5",
+    "--precision",
+    "float32",
+    "--device",
+    "cpu",
+    "--quiet",
+]
 
 
 def cli(*args: str, cwd: Path | None = None) -> str:
-    done = subprocess.run([sys.executable, "-m", "charrnn", *args], capture_output=True, text=True, cwd=cwd,
-                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    done = subprocess.run(
+        [sys.executable, "-m", "charrnn", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     if done.returncode != 0:
         raise SystemExit(f"charrnn {' '.join(args)} failed ({done.returncode}): {done.stderr[-2000:]}")
     return done.stdout
@@ -53,8 +87,9 @@ def train_all(corpus: list[str], root: Path) -> dict[str, dict]:
         run = root / name
         cli("train", *corpus, *flags, *COMMON, "--out", str(run))
         lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-        out[name] = {"metrics": [{k: v for k, v in m.items() if k in ("step", "train_bpc", "val_bpc", "lr")}
-                                 for m in lines]}
+        out[name] = {
+            "metrics": [{k: v for k, v in m.items() if k in ("step", "train_bpc", "val_bpc", "lr")} for m in lines]
+        }
     return out
 
 
@@ -64,8 +99,9 @@ def samples(root: Path) -> dict[str, str]:
         run = str(root / name)
         for seed in SEEDS:
             for temp in TEMPS:
-                out[f"{name} seed {seed} temp {temp}"] = cli("sample", run, "--length", "200", "--seed", str(seed),
-                                                             "--temp", temp, "--prime", "INT. ")
+                out[f"{name} seed {seed} temp {temp}"] = cli(
+                    "sample", run, "--length", "200", "--seed", str(seed), "--temp", temp, "--prime", "INT. "
+                )
         out[f"{name} top-k"] = cli("sample", run, "--length", "150", "--seed", "3", "--top-k", "5")
         out[f"{name} top-p"] = cli("sample", run, "--length", "150", "--seed", "3", "--top-p", "0.9")
         out[f"{name} batch"] = cli("sample", run, "--length", "120", "--seed", "4", "--num-samples", "3", "--json")
@@ -106,8 +142,12 @@ def post(url: str, body: dict) -> str:
 
 
 def served(root: Path) -> dict:
-    proc = subprocess.Popen([sys.executable, "-m", "charrnn", "serve", *(str(root / n) for n in MODELS), "--port", "0"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "charrnn", "serve", *(str(root / n) for n in MODELS), "--port", "0"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         url = None
         deadline = time.monotonic() + 120
@@ -123,8 +163,12 @@ def served(root: Path) -> dict:
             body = json.loads(post(url + "/v1/completions", {**base, "n": 3, "temperature": 0.7}))
             out[f"{name} completions"] = [c["text"] for c in body["choices"]]
             stream = post(url + "/v1/completions", {**base, "stream": True, "top_p": 0.9})
-            out[f"{name} stream"] = "".join(json.loads(e)["choices"][0]["text"] for e in re.findall(r"^data: (\{.*)$", stream, re.M))
-            two = json.loads(post(url + "/v1/completions", {**base, "prompt": ["INT. ", "EXT. "], "echo": True, "top_k": 6}))
+            out[f"{name} stream"] = "".join(
+                json.loads(e)["choices"][0]["text"] for e in re.findall(r"^data: (\{.*)$", stream, re.M)
+            )
+            two = json.loads(
+                post(url + "/v1/completions", {**base, "prompt": ["INT. ", "EXT. "], "echo": True, "top_k": 6})
+            )
             out[f"{name} two prompts"] = [c["text"] for c in two["choices"]]
         return out
     finally:
@@ -141,8 +185,13 @@ def collect() -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         (root / "held.txt").write_text(held, encoding="utf-8")
-        result = {"train": train_all(corpus, root), "sample": samples(root), "api": api(root, held),
-                  "eval": evaluations(root, root / "held.txt"), "serve": served(root)}
+        result = {
+            "train": train_all(corpus, root),
+            "sample": samples(root),
+            "api": api(root, held),
+            "eval": evaluations(root, root / "held.txt"),
+            "serve": served(root),
+        }
     return result
 
 

@@ -76,15 +76,33 @@ def main() -> None:
         common = dict(bench="prepare", size_mb=round(mb), vocab=args.vocab)
         if args.vocab == "char":
             s, rss = measure([sys.executable, "-c", NAIVE, str(big)])
-            emit(**common, who="naive_in_memory", seconds=round(s, 2), mb_per_s=round(mb / s, 1), peak_rss_mb=round(rss))
+            emit(
+                **common, who="naive_in_memory", seconds=round(s, 2), mb_per_s=round(mb / s, 1), peak_rss_mb=round(rss)
+            )
         out = Path(tmp) / "run"
         prep = [sys.executable, "-c", PREPARE, str(big), str(out / ".cache"), str(args.val_frac), args.vocab]
         s, rss = measure(prep)
         emit(**common, who="charrnn_cold", seconds=round(s, 2), mb_per_s=round(mb / s, 1), peak_rss_mb=round(rss))
         s, rss = measure(prep)
         emit(**common, who="charrnn_warm_cache", seconds=round(s, 2), peak_rss_mb=round(rss))
-        train = [sys.executable, "-m", "charrnn", "train", str(big), "--preset", "tiny", "--steps", "50",
-                 "--val-frac", str(args.val_frac), "--vocab", args.vocab, "--out", str(out), "--quiet"]
+        train = [
+            sys.executable,
+            "-m",
+            "charrnn",
+            "train",
+            str(big),
+            "--preset",
+            "tiny",
+            "--steps",
+            "50",
+            "--val-frac",
+            str(args.val_frac),
+            "--vocab",
+            args.vocab,
+            "--out",
+            str(out),
+            "--quiet",
+        ]
         s, rss = measure(train)
         emit(**common, who="charrnn_train_50_steps", seconds=round(s, 2), peak_rss_mb=round(rss))
 

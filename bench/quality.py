@@ -47,15 +47,31 @@ def main() -> None:
     results = {}
     if args.only in (None, "plain"):
         results["plain"] = plain_loop(path, seconds, device)
-        emit(bench="quality", device=args.device, who="plain_lstm_2x512", corpus=args.corpus, minutes=args.minutes, **results["plain"])
+        emit(
+            bench="quality",
+            device=args.device,
+            who="plain_lstm_2x512",
+            corpus=args.corpus,
+            minutes=args.minutes,
+            **results["plain"],
+        )
     if args.only in (None, "charrnn"):
         results["charrnn"] = train_cli(path, seconds, ["--device", args.device, *args.extra.split()])
-        emit(bench="quality", device=args.device, who="charrnn " + (args.extra or "default preset"), corpus=args.corpus,
-             minutes=args.minutes, **results["charrnn"])
+        emit(
+            bench="quality",
+            device=args.device,
+            who="charrnn " + (args.extra or "default preset"),
+            corpus=args.corpus,
+            minutes=args.minutes,
+            **results["charrnn"],
+        )
     if len(results) == 2:
-        emit(bench="quality", ratio="plain_val_bpc/charrnn_val_bpc",
-             value=results["plain"]["val_bpc"] / results["charrnn"]["best_val_bpc"],
-             delta_bpc=results["plain"]["val_bpc"] - results["charrnn"]["best_val_bpc"])
+        emit(
+            bench="quality",
+            ratio="plain_val_bpc/charrnn_val_bpc",
+            value=results["plain"]["val_bpc"] / results["charrnn"]["best_val_bpc"],
+            delta_bpc=results["plain"]["val_bpc"] - results["charrnn"]["best_val_bpc"],
+        )
 
 
 if __name__ == "__main__":

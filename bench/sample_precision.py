@@ -22,11 +22,11 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import corpus, emit  # noqa: E402
 
-from charrnn.model import checkpoint  # noqa: E402
-from charrnn.data.corpus import decode  # noqa: E402
 from charrnn.data.batches import val_streams  # noqa: E402
+from charrnn.data.corpus import decode  # noqa: E402
 from charrnn.data.prepare import split_point  # noqa: E402
 from charrnn.evaluation.bpc import BURN_IN, MAX_STREAMS, TOKENS_PER_STREAM, evaluate  # noqa: E402
+from charrnn.model import checkpoint  # noqa: E402
 from charrnn.model.network import select_state  # noqa: E402
 from charrnn.model.stepper import Stepper  # noqa: E402
 
@@ -65,14 +65,24 @@ def main() -> None:
     chars = vocab.count_chars(ids[1:])
     start = time.perf_counter()
     reference = evaluate(model, ids, torch.device("cpu"), chars=chars).bpc
-    emit(bench="sample_precision", who="charrnn eval (full-sequence forward, float32)", bpc=round(reference, 5),
-         seconds=round(time.perf_counter() - start, 1), tokens=len(ids))
+    emit(
+        bench="sample_precision",
+        who="charrnn eval (full-sequence forward, float32)",
+        bpc=round(reference, 5),
+        seconds=round(time.perf_counter() - start, 1),
+        tokens=len(ids),
+    )
     bpcs = {}
     for precision in ("float32", "bfloat16"):
         start = time.perf_counter()
         bpcs[precision] = stepped_nats(Stepper(model, precision), model, ids) / math.log(2) / chars
-        emit(bench="sample_precision", who=f"sampler step, {precision}", bpc=round(bpcs[precision], 5),
-             vs_eval=round(bpcs[precision] - reference, 5), seconds=round(time.perf_counter() - start, 1))
+        emit(
+            bench="sample_precision",
+            who=f"sampler step, {precision}",
+            bpc=round(bpcs[precision], 5),
+            vs_eval=round(bpcs[precision] - reference, 5),
+            seconds=round(time.perf_counter() - start, 1),
+        )
     emit(bench="sample_precision", who="bfloat16 - float32", bpc_change=round(bpcs["bfloat16"] - bpcs["float32"], 5))
 
 

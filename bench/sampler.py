@@ -29,12 +29,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import emit  # noqa: E402
 
+from charrnn.data.vocab import CharVocab  # noqa: E402
 from charrnn.model import gate_kernel  # noqa: E402
 from charrnn.model.network import CharRNN, ModelConfig  # noqa: E402
 from charrnn.runtime.precision import cpu_computes  # noqa: E402
 from charrnn.sampling.generate import generate  # noqa: E402
 from charrnn.sampling.options import SampleOptions
-from charrnn.data.vocab import CharVocab  # noqa: E402
 
 
 def plain_loop(model: CharRNN, n: int) -> float:
@@ -64,6 +64,7 @@ def onnx_session(model: CharRNN, vocab, folder: str):
     """The model through ``charrnn export``'s graph in an onnxruntime session (None without onnxruntime)."""
     try:
         import onnxruntime
+
         from charrnn.export.onnx import build_onnx
     except ImportError:
         return None
@@ -138,7 +139,9 @@ def main() -> None:
     ap.add_argument("--hidden", type=int, default=512)
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--chars", type=int, default=2000)
-    ap.add_argument("--rounds", type=int, default=5, help="interleaved repeats; medians are reported (shared machines vary)")
+    ap.add_argument(
+        "--rounds", type=int, default=5, help="interleaved repeats; medians are reported (shared machines vary)"
+    )
     args = ap.parse_args()
     torch.manual_seed(0)
     vocab = CharVocab("".join(chr(c) for c in range(32, 32 + 64)) + "\u00e9")
@@ -184,30 +187,70 @@ def main() -> None:
     bounds = [max(t, n) / weight_bytes for t, n in zip(runs["bw torch"], runs["bw numpy"])]
     by_round = lambda speeds: [round(v / b, 3) for v, b in zip(speeds, bounds)]
     emit(bench="sampler", who="plain nn.LSTM loop, fresh process", batch=1, chars_per_s=round(fresh, 1))
-    emit(bench="sampler", who="plain nn.LSTM loop, warm allocator", batch=1, chars_per_s=round(plain, 1),
-         runs=[round(v) for v in runs["plain"]])
+    emit(
+        bench="sampler",
+        who="plain nn.LSTM loop, warm allocator",
+        batch=1,
+        chars_per_s=round(plain, 1),
+        runs=[round(v) for v in runs["plain"]],
+    )
     for who in [f"charrnn {p}" for p in precisions] + (["onnxruntime"] if session is not None else []):
         key = who.removeprefix("charrnn ")
         one, many = med[f"{key} 1"], med[f"{key} 64"]
-        emit(bench="sampler", who=who, batch=1, chars_per_s=round(one, 1), vs_plain_warm=round(one / plain, 2),
-             vs_charrnn_float32=round(one / b1, 2), fraction_of_float32_bound=round(one / bound, 3),
-             fraction_by_round=by_round(runs[f"{key} 1"]), runs=[round(v) for v in runs[f"{key} 1"]])
-        emit(bench="sampler", who=who, batch=64, chars_per_s=round(many, 1), vs_batch1=round(many / one, 2),
-             fraction_of_compute_bound=round(many / compute_bound, 3), runs=[round(v) for v in runs[f"{key} 64"]])
+        emit(
+            bench="sampler",
+            who=who,
+            batch=1,
+            chars_per_s=round(one, 1),
+            vs_plain_warm=round(one / plain, 2),
+            vs_charrnn_float32=round(one / b1, 2),
+            fraction_of_float32_bound=round(one / bound, 3),
+            fraction_by_round=by_round(runs[f"{key} 1"]),
+            runs=[round(v) for v in runs[f"{key} 1"]],
+        )
+        emit(
+            bench="sampler",
+            who=who,
+            batch=64,
+            chars_per_s=round(many, 1),
+            vs_batch1=round(many / one, 2),
+            fraction_of_compute_bound=round(many / compute_bound, 3),
+            runs=[round(v) for v in runs[f"{key} 64"]],
+        )
         if f"{key} torch calls 1" in med:
             calls = med[f"{key} torch calls 1"]
-            emit(bench="sampler", who=f"{who}, gates in torch's calls (CHARRNN_FUSED=0)", batch=1,
-                 chars_per_s=round(calls, 1), fused_vs_this=round(one / calls, 3), fraction_of_float32_bound=round(calls / bound, 3),
-                 fraction_by_round=by_round(runs[f"{key} torch calls 1"]),
-                 fused=gate_kernel.why_not(args.hidden) or "used", runs=[round(v) for v in runs[f"{key} torch calls 1"]])
-    emit(bench="sampler", who="bandwidth bound, batch 1", weight_mb_per_char=round(weight_bytes / 1e6, 2),
-         matvec_gb_s=round(bandwidth / 1e9, 2), torch_matvec_gb_s=round(med["bw torch"] / 1e9, 2),
-         numpy_matvec_gb_s=round(med["bw numpy"] / 1e9, 2), bound_chars_per_s=round(bound, 1),
-         bfloat16_weights_bound_chars_per_s=round(2 * bound, 1), charrnn_float32_fraction_of_bound=round(b1 / bound, 3))
-    emit(bench="sampler", who="compute bound, batch 64 (float32)", matmul_gflop_s=round(flops / 1e9, 1),
-         torch_matmul_gflop_s=round(med["flops torch"] / 1e9, 1), numpy_matmul_gflop_s=round(med["flops numpy"] / 1e9, 1),
-         bound_chars_per_s=round(compute_bound, 1), charrnn_float32_fraction_of_bound=round(med["float32 64"] / compute_bound, 3),
-         best_possible_vs_batch1=round(compute_bound / bound, 2))
+            emit(
+                bench="sampler",
+                who=f"{who}, gates in torch's calls (CHARRNN_FUSED=0)",
+                batch=1,
+                chars_per_s=round(calls, 1),
+                fused_vs_this=round(one / calls, 3),
+                fraction_of_float32_bound=round(calls / bound, 3),
+                fraction_by_round=by_round(runs[f"{key} torch calls 1"]),
+                fused=gate_kernel.why_not(args.hidden) or "used",
+                runs=[round(v) for v in runs[f"{key} torch calls 1"]],
+            )
+    emit(
+        bench="sampler",
+        who="bandwidth bound, batch 1",
+        weight_mb_per_char=round(weight_bytes / 1e6, 2),
+        matvec_gb_s=round(bandwidth / 1e9, 2),
+        torch_matvec_gb_s=round(med["bw torch"] / 1e9, 2),
+        numpy_matvec_gb_s=round(med["bw numpy"] / 1e9, 2),
+        bound_chars_per_s=round(bound, 1),
+        bfloat16_weights_bound_chars_per_s=round(2 * bound, 1),
+        charrnn_float32_fraction_of_bound=round(b1 / bound, 3),
+    )
+    emit(
+        bench="sampler",
+        who="compute bound, batch 64 (float32)",
+        matmul_gflop_s=round(flops / 1e9, 1),
+        torch_matmul_gflop_s=round(med["flops torch"] / 1e9, 1),
+        numpy_matmul_gflop_s=round(med["flops numpy"] / 1e9, 1),
+        bound_chars_per_s=round(compute_bound, 1),
+        charrnn_float32_fraction_of_bound=round(med["float32 64"] / compute_bound, 3),
+        best_possible_vs_batch1=round(compute_bound / bound, 2),
+    )
 
 
 if __name__ == "__main__":

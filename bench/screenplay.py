@@ -18,12 +18,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import emit  # noqa: E402
 
-from charrnn.model import checkpoint
 from charrnn.data import corpus  # noqa: E402
-from charrnn.screenplay.fountain import structure  # noqa: E402
 from charrnn.data.vocab import encode_prime
+from charrnn.model import checkpoint
 from charrnn.sampling.generate import generate  # noqa: E402
 from charrnn.sampling.options import SampleOptions
+from charrnn.screenplay.fountain import structure  # noqa: E402
 
 SHARES = ("cues_with_dialogue", "parentheticals_closed", "headings_parsed", "mean_scene_chars")
 
@@ -35,8 +35,12 @@ def sample_text(run: Path, chars: int, temp: float, seed: int, prime: str) -> tu
     opts = SampleOptions(length=chars, temp=temp, seed=seed)
     text = vocab.decode(ids) + "".join(piece for _, piece in generate(model, vocab, opts, ids, 1))
     cfg = model.cfg
-    about = {"model": f"{cfg.model} {cfg.layers}x{cfg.hidden}", "steps": ckpt.get("step"),
-             "best_val_bpc": ckpt.get("best_val_bpc"), "trained_s": round(ckpt.get("elapsed", 0.0), 1)}
+    about = {
+        "model": f"{cfg.model} {cfg.layers}x{cfg.hidden}",
+        "steps": ckpt.get("step"),
+        "best_val_bpc": ckpt.get("best_val_bpc"),
+        "trained_s": round(ckpt.get("elapsed", 0.0), 1),
+    }
     return text, about
 
 
@@ -60,8 +64,16 @@ def main() -> None:
         text, about = sample_text(run, args.chars, args.temp, args.seed, args.prime)
         score = structure(text).as_dict()
         ratios = {k: round(score[k] / baseline[k], 3) if score[k] is not None and baseline[k] else None for k in SHARES}
-        emit(bench="screenplay", what="model", run=str(run), temp=args.temp, seed=args.seed, **about, **score,
-             ratio_to_corpus=ratios)
+        emit(
+            bench="screenplay",
+            what="model",
+            run=str(run),
+            temp=args.temp,
+            seed=args.seed,
+            **about,
+            **score,
+            ratio_to_corpus=ratios,
+        )
 
 
 if __name__ == "__main__":

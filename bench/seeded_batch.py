@@ -23,9 +23,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import emit  # noqa: E402
 
-from charrnn.serving.engine import Engine, Job  # noqa: E402
-from charrnn.model.network import CharRNN, ModelConfig  # noqa: E402
 from charrnn.data.vocab import CharVocab  # noqa: E402
+from charrnn.model.network import CharRNN, ModelConfig  # noqa: E402
+from charrnn.serving.engine import Engine, Job  # noqa: E402
 
 
 class Collector:
@@ -50,9 +50,17 @@ class Collector:
 def requests(n: int, length: int, vocab: CharVocab) -> list[dict]:
     rnd = random.Random(0)
     words = ["the", "lamp", "INT.", "ANNA", "sea", "door", "\n", "open", "dark"]
-    return [{"prompt_ids": vocab.encode(" ".join(rnd.choices(words, k=rnd.randint(0, 12)))).tolist(),
-             "max_tokens": length, "seed": 1000 + i, "temp": rnd.choice([0.5, 0.8, 1.0, 1.2]),
-             "top_p": rnd.choice([None, 0.9]), "index": i} for i in range(n)]
+    return [
+        {
+            "prompt_ids": vocab.encode(" ".join(rnd.choices(words, k=rnd.randint(0, 12)))).tolist(),
+            "max_tokens": length,
+            "seed": 1000 + i,
+            "temp": rnd.choice([0.5, 0.8, 1.0, 1.2]),
+            "top_p": rnd.choice([None, 0.9]),
+            "index": i,
+        }
+        for i in range(n)
+    ]
 
 
 def main() -> None:
@@ -82,7 +90,9 @@ def main() -> None:
     for k, spec in enumerate(specs):
         engine.submit([Job(**spec)])
         if k % 8 == 7:  # unseeded neighbours of other lengths, so rows join and leave at every tick
-            engine.submit([Job(spec["prompt_ids"], rnd.randint(10, 3 * args.length), rnd.randrange(2**62), 1.5, index=-1 - k)])
+            engine.submit(
+                [Job(spec["prompt_ids"], rnd.randint(10, 3 * args.length), rnd.randrange(2**62), 1.5, index=-1 - k)]
+            )
         while engine.active >= 64:
             time.sleep(0.001)
     busy.wait([s["index"] for s in specs])
@@ -91,9 +101,17 @@ def main() -> None:
 
     differ = [i for i in range(args.requests) if alone.texts[i] != busy.texts[i]]
     first = [next(j for j, (a, b) in enumerate(zip(alone.texts[i], busy.texts[i])) if a != b) for i in differ]
-    emit(bench="seeded_batch", model=f"lstm 2x{args.hidden}, random weights", requests=args.requests, length=args.length,
-         texts_differing=len(differ), fraction=round(len(differ) / args.requests, 4),
-         first_difference_at=first[:20], alone_s=round(alone_s, 1), busy_s=round(busy_s, 1))
+    emit(
+        bench="seeded_batch",
+        model=f"lstm 2x{args.hidden}, random weights",
+        requests=args.requests,
+        length=args.length,
+        texts_differing=len(differ),
+        fraction=round(len(differ) / args.requests, 4),
+        first_difference_at=first[:20],
+        alone_s=round(alone_s, 1),
+        busy_s=round(busy_s, 1),
+    )
 
 
 if __name__ == "__main__":

@@ -29,9 +29,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import PlainLSTM, corpus, emit, plain_step, sync  # noqa: E402
 
-from charrnn.training.config import make_config  # noqa: E402
 from charrnn.data.prepare import prepare  # noqa: E402
 from charrnn.runtime.precision import cpu_computes, cpu_has_amx  # noqa: E402
+from charrnn.training.config import make_config  # noqa: E402
 from charrnn.training.trainer import Trainer  # noqa: E402
 
 
@@ -56,8 +56,18 @@ def flops_per_char(layers: int, hidden: int, embed: int, vocab: int) -> float:
     return 3 * 2 * macs
 
 
-def plain_loop(ids: np.ndarray, vocab: int, layers: int, hidden: int, embed: int, batch: int, seq: int, steps: int,
-               device: torch.device = torch.device("cpu"), compile: bool = False) -> float:
+def plain_loop(
+    ids: np.ndarray,
+    vocab: int,
+    layers: int,
+    hidden: int,
+    embed: int,
+    batch: int,
+    seq: int,
+    steps: int,
+    device: torch.device = torch.device("cpu"),
+    compile: bool = False,
+) -> float:
     torch.manual_seed(0)
     model = PlainLSTM(vocab, layers, hidden, embed).to(device)
     params = list(model.parameters())
@@ -78,16 +88,39 @@ def plain_loop(ids: np.ndarray, vocab: int, layers: int, hidden: int, embed: int
     return batch * seq / statistics.median(times[len(times) // 2 if compile else 2 :])
 
 
-def charrnn_loop(path: Path, layers: int, hidden: int, embed: int, batch: int, seq: int, steps: int,
-                 precision: str = "float32", device: str = "cpu") -> tuple[float, list]:
-    cfg = make_config(None, dict(layers=layers, hidden=hidden, embed=embed, dropout=0.2, batch_size=batch,
-                                 seq_len=seq, steps=steps, eval_every=10**9, log_every=5, val_frac=0.01,
-                                 precision=precision, device=device))
+def charrnn_loop(
+    path: Path,
+    layers: int,
+    hidden: int,
+    embed: int,
+    batch: int,
+    seq: int,
+    steps: int,
+    precision: str = "float32",
+    device: str = "cpu",
+) -> tuple[float, list]:
+    cfg = make_config(
+        None,
+        dict(
+            layers=layers,
+            hidden=hidden,
+            embed=embed,
+            dropout=0.2,
+            batch_size=batch,
+            seq_len=seq,
+            steps=steps,
+            eval_every=10**9,
+            log_every=5,
+            val_frac=0.01,
+            precision=precision,
+            device=device,
+        ),
+    )
     with tempfile.TemporaryDirectory() as out:
         trainer = Trainer(cfg, prepare([str(path)], None, cfg.val_frac), Path(out), quiet=True)
         trainer.fit()
-        lines = [json.loads(l) for l in (Path(out) / "metrics.jsonl").read_text().splitlines()]
-    return statistics.median(l["chars_per_s"] for l in (lines[1:-1] or lines[1:] or lines)), lines
+        lines = [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
+    return statistics.median(line["chars_per_s"] for line in (lines[1:-1] or lines[1:] or lines)), lines
 
 
 def rss_mb() -> float:
@@ -114,8 +147,13 @@ def main() -> None:
     emit(bench="train_speed", device=args.device, what="matmul_peak_gflops", value=round(peak, 1))
     models = [(2, 512, 512, 64, 100), (2, 128, 128, 50, 50)]
     if device.type == "cuda":
-        emit(bench="train_speed", device=args.device, what="matmul_peak_gflops bfloat16",
-             value=round(matmul_peak(device, torch.bfloat16), 1), gpu=torch.cuda.get_device_name(device))
+        emit(
+            bench="train_speed",
+            device=args.device,
+            what="matmul_peak_gflops bfloat16",
+            value=round(matmul_peak(device, torch.bfloat16), 1),
+            gpu=torch.cuda.get_device_name(device),
+        )
         # The shapes of the small (default) and large presets too: a GPU is where large is meant to run.
         models += [(2, 512, 128, 32, 100), (3, 1024, 256, 128, 200)]
         precisions = ["float16", "bfloat16"]
@@ -127,8 +165,13 @@ def main() -> None:
             emit(bench="train_speed", who="charrnn --precision bfloat16", skipped="this CPU has no AVX-512-BF16 or AMX")
         else:
             peak_bf16 = matmul_peak(device, torch.bfloat16)
-            emit(bench="train_speed", device=args.device, what="matmul_peak_gflops bfloat16",
-                 value=round(peak_bf16, 1), amx=cpu_has_amx())
+            emit(
+                bench="train_speed",
+                device=args.device,
+                what="matmul_peak_gflops bfloat16",
+                value=round(peak_bf16, 1),
+                amx=cpu_has_amx(),
+            )
     steps = (8 if args.quick else 25) * (4 if device.type == "cuda" else 1)
     for layers, hidden, embed, batch, seq in () if args.skip_speed else models:
         name = f"lstm {layers}x{hidden} embed {embed} seq {seq} batch {batch}"
@@ -137,16 +180,31 @@ def main() -> None:
         ours, _ = charrnn_loop(path, layers, hidden, embed, batch, seq, steps * 2, device=args.device)
         fpc = flops_per_char(layers, hidden, embed, vocab)
         emit(**row, who="plain", chars_per_s=round(plain), gflops=round(plain * fpc / 1e9, 1))
-        emit(**row, who="charrnn", chars_per_s=round(ours), gflops=round(ours * fpc / 1e9, 1),
-             vs_plain=round(ours / plain, 3), peak_gflops=round(peak, 1))
+        emit(
+            **row,
+            who="charrnn",
+            chars_per_s=round(ours),
+            gflops=round(ours * fpc / 1e9, 1),
+            vs_plain=round(ours / plain, 3),
+            peak_gflops=round(peak, 1),
+        )
         for prec in precisions:
-            fast, _ = charrnn_loop(path, layers, hidden, embed, batch, seq, steps * 2, precision=prec, device=args.device)
-            emit(**row, who=f"charrnn --precision {prec}", chars_per_s=round(fast), gflops=round(fast * fpc / 1e9, 1),
-                 vs_plain=round(fast / plain, 3), vs_float32=round(fast / ours, 3),
-                 **({"peak_gflops": round(peak_bf16, 1)} if device.type == "cpu" else {}))
+            fast, _ = charrnn_loop(
+                path, layers, hidden, embed, batch, seq, steps * 2, precision=prec, device=args.device
+            )
+            emit(
+                **row,
+                who=f"charrnn --precision {prec}",
+                chars_per_s=round(fast),
+                gflops=round(fast * fpc / 1e9, 1),
+                vs_plain=round(fast / plain, 3),
+                vs_float32=round(fast / ours, 3),
+                **({"peak_gflops": round(peak_bf16, 1)} if device.type == "cpu" else {}),
+            )
         if device.type == "cuda":
-            compiled = plain_loop(np.asarray(data.train), vocab, layers, hidden, embed, batch, seq, steps * 2, device,
-                                  compile=True)
+            compiled = plain_loop(
+                np.asarray(data.train), vocab, layers, hidden, embed, batch, seq, steps * 2, device, compile=True
+            )
             emit(**row, who="plain + torch.compile", chars_per_s=round(compiled), vs_plain=round(compiled / plain, 3))
     # Memory: RSS must not grow over a long run. The allocator moves it up and down by ~10% from
     # step to step (oneDNN's scratch buffers come and go), so a single reading at step 100 and at
@@ -175,21 +233,44 @@ def main() -> None:
         return statistics.median([mb for step, mb in readings if lo <= step <= hi] or [0.0])
 
     early, late = median_rss(last // 10, last // 5), median_rss(last - last // 10, last)
-    emit(bench="train_speed", what="rss_mb", steps=f"{last // 10}-{last // 5} vs {last - last // 10}-{last}",
-         early_median=round(early, 1), late_median=round(late, 1), growth=round(late / max(1e-9, early) - 1, 4),
-         max_mb=round(max(mb for _, mb in readings), 1), peak_rss_mb=round(peak_rss_mb(), 1),
-         **({"gpu_peak_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1)} if device.type == "cuda" else {}))
+    emit(
+        bench="train_speed",
+        what="rss_mb",
+        steps=f"{last // 10}-{last // 5} vs {last - last // 10}-{last}",
+        early_median=round(early, 1),
+        late_median=round(late, 1),
+        growth=round(late / max(1e-9, early) - 1, 4),
+        max_mb=round(max(mb for _, mb in readings), 1),
+        peak_rss_mb=round(peak_rss_mb(), 1),
+        **({"gpu_peak_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1)} if device.type == "cuda" else {}),
+    )
     if args.quick:
         return
     for prec in ("float32", *precisions):
         for hidden in (128, 256, 512, 1024):
             ours, _ = charrnn_loop(path, 2, hidden, 128, 64, 100, 12, precision=prec, device=args.device)
-            emit(bench="train_speed", table="hidden", precision=prec, hidden=hidden, seq=100, batch=64,
-                 ms_per_step=round(64 * 100 / ours * 1000, 1), chars_per_s=round(ours))
+            emit(
+                bench="train_speed",
+                table="hidden",
+                precision=prec,
+                hidden=hidden,
+                seq=100,
+                batch=64,
+                ms_per_step=round(64 * 100 / ours * 1000, 1),
+                chars_per_s=round(ours),
+            )
         for seq in (50, 100, 200, 400):
             ours, _ = charrnn_loop(path, 2, 512, 128, 64, seq, 10, precision=prec, device=args.device)
-            emit(bench="train_speed", table="seq_len", precision=prec, hidden=512, seq=seq, batch=64,
-                 ms_per_step=round(64 * seq / ours * 1000, 1), chars_per_s=round(ours))
+            emit(
+                bench="train_speed",
+                table="seq_len",
+                precision=prec,
+                hidden=512,
+                seq=seq,
+                batch=64,
+                ms_per_step=round(64 * seq / ours * 1000, 1),
+                chars_per_s=round(ours),
+            )
 
 
 if __name__ == "__main__":

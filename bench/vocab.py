@@ -34,7 +34,9 @@ def main() -> None:
             scores[vocab] = result["best_val_bpc"]
             emit(bench="vocab", corpus=name, minutes=args.minutes, vocab=vocab, **result)
         for vocab in ("bpe", "unigram"):
-            emit(bench="vocab", corpus=name, ratio=f"{vocab}_val_bpc/char_val_bpc", value=scores[vocab] / scores["char"])
+            emit(
+                bench="vocab", corpus=name, ratio=f"{vocab}_val_bpc/char_val_bpc", value=scores[vocab] / scores["char"]
+            )
 
 
 if __name__ == "__main__":

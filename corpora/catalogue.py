@@ -35,10 +35,19 @@ class Corpus:
 
 
 CATALOGUE = [
-    Corpus("demo", "charrnn/demo/demo_screenplay.fountain", "bundled",
-           "one original screenplay, 80 kB: the panel's shortest text"),
-    Corpus("screenplays", "charrnn/demo", "bundled",
-           "the 42 original screenplays (443 kB) `charrnn train` reads when given no corpus", panel=False),
+    Corpus(
+        "demo",
+        "charrnn/demo/demo_screenplay.fountain",
+        "bundled",
+        "one original screenplay, 80 kB: the panel's shortest text",
+    ),
+    Corpus(
+        "screenplays",
+        "charrnn/demo",
+        "bundled",
+        "the 42 original screenplays (443 kB) `charrnn train` reads when given no corpus",
+        panel=False,
+    ),
     Corpus("earnest", "earnest.txt", "shared", "Wilde's stage play, 137 kB with its Gutenberg licence"),
     Corpus("tinyshakespeare", "tinyshakespeare.txt", "shared", "the classic char-rnn corpus, 1.1 MB"),
     Corpus("stacks", "stacks_algebra.tex", "shared", "LaTeX source, 1.8 MB"),
@@ -76,7 +85,10 @@ def checksums() -> dict[str, str]:
     sums = SHARED / "SHA256SUMS"
     if not sums.is_file():
         return {}
-    return {name: digest for digest, name in (line.split(maxsplit=1) for line in sums.read_text().splitlines() if line.strip())}
+    return {
+        name: digest
+        for digest, name in (line.split(maxsplit=1) for line in sums.read_text().splitlines() if line.strip())
+    }
 
 
 def describe(c: Corpus, p: Path, expected: dict[str, str]) -> dict:
@@ -92,8 +104,9 @@ def describe(c: Corpus, p: Path, expected: dict[str, str]) -> dict:
     except UnicodeDecodeError:
         text, utf8 = data.decode("utf-8", errors="replace"), False
     digest = hashlib.sha256(data).hexdigest()
-    row.update(files=len(files), bytes=len(data), chars=len(text), distinct_chars=len(set(text)), utf8=utf8,
-               sha256=digest)
+    row.update(
+        files=len(files), bytes=len(data), chars=len(text), distinct_chars=len(set(text)), utf8=utf8, sha256=digest
+    )
     if c.where == "shared" and c.file in expected:
         row["sha256_ok"] = digest == expected[c.file]
     return row

@@ -18,7 +18,11 @@ class Server:
     def __init__(self, *args: str, cwd: Path | None = None, env: dict | None = None) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "charrnn", "serve", *map(str, args), "--port", "0"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=cwd,
             env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
         self.lines: list[str] = []
@@ -54,7 +58,7 @@ class Server:
             code = self.proc.wait()
         return code, time.perf_counter() - start
 
-    def __enter__(self) -> "Server":
+    def __enter__(self) -> Server:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -67,14 +71,16 @@ def ascii_run(run_dir: Path) -> Path:
     training."""
     import torch
 
+    from charrnn.data.vocab import CharVocab
     from charrnn.model import checkpoint
     from charrnn.model.network import CharRNN, ModelConfig
-    from charrnn.data.vocab import CharVocab
 
     torch.manual_seed(0)
     vocab = CharVocab("\n" + "".join(chr(c) for c in range(32, 127)))
     model = CharRNN(ModelConfig(vocab_size=vocab.size, layers=1, hidden=32, embed=16, dropout=0.0))
     run_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint.save({"model_config": model.cfg.to_dict(), "vocab": vocab.to_state(), "state_dict": model.state_dict()},
-                    run_dir / "best.pt")
+    checkpoint.save(
+        {"model_config": model.cfg.to_dict(), "vocab": vocab.to_state(), "state_dict": model.state_dict()},
+        run_dir / "best.pt",
+    )
     return run_dir

@@ -11,7 +11,9 @@ import catalogue  # noqa: E402
 
 
 def test_the_listing_describes_every_corpus_and_the_bundled_ones_are_there():
-    proc = subprocess.run([sys.executable, str(ROOT / "corpora" / "catalogue.py")], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "corpora" / "catalogue.py")], capture_output=True, text=True, timeout=120
+    )
     rows = [json.loads(line) for line in proc.stdout.splitlines()]
     assert [r["name"] for r in rows] == catalogue.NAMES
     bundled = {r["name"]: r for r in rows if r["where"] == "bundled"}
@@ -40,5 +42,7 @@ def test_a_file_that_is_not_utf8_says_so(tmp_path):
 
 def test_the_panel_is_the_one_docs_auto_measures():
     page = (ROOT / "docs" / "auto.md").read_text(encoding="utf-8")
-    command = next(line for line in page.splitlines() if "--minutes 2 --who" in line and line.startswith("python bench/auto.py"))
+    command = next(
+        line for line in page.splitlines() if "--minutes 2 --who" in line and line.startswith("python bench/auto.py")
+    )
     assert command.split("--corpora ")[1].split()[0].split(",") == catalogue.PANEL

@@ -44,9 +44,9 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, ContextManager, Iterator
 
 import pytest
 from conftest import TINY
@@ -55,14 +55,24 @@ ROOT = Path(__file__).resolve().parents[1]
 CLI_SERVER = Path(__file__).resolve().parent / "cli_server.py"
 README_LIMIT = 8000
 TRAIN_FLAGS = [*TINY, "--steps", "10", "--eval-every", "5"]
-TRAIN_OPTIONS = dict(layers=1, hidden=32, embed=16, seq_len=16, batch_size=8, dropout=0.0, lr=1e-2,
-                     weight_decay=0.01, steps=10, eval_every=5)
+TRAIN_OPTIONS = dict(
+    layers=1,
+    hidden=32,
+    embed=16,
+    seq_len=16,
+    batch_size=8,
+    dropout=0.0,
+    lr=1e-2,
+    weight_decay=0.01,
+    steps=10,
+    eval_every=5,
+)
 CORPUS_COPIES = ("corpus.txt", "play.txt", "scene.txt", "other.txt", "novel.txt", "plays/a.txt", "plays/b.txt")
 
 
 @dataclass(frozen=True)
 class Page:
-    setup: Callable[[Path], ContextManager[dict[str, str]]] | None = None
+    setup: Callable[[Path], contextlib.AbstractContextManager[dict[str, str]]] | None = None
     needs: tuple[str, ...] = ()
     timeout: int = 120
     # A page whose examples another test runs in its own way (say, against a server it starts).
@@ -105,8 +115,9 @@ def shims(tmp_path_factory) -> Iterator[Path]:
     cli_server.py, so a command does not pay torch's import) and `torchrun`."""
     bin_dir = tmp_path_factory.mktemp("docs-bin")
     sock = bin_dir / "charrnn.sock"
-    server = subprocess.Popen([sys.executable, str(CLI_SERVER), str(sock)], stdout=subprocess.PIPE,
-                              env=_env(bin_dir, {}))
+    server = subprocess.Popen(
+        [sys.executable, str(CLI_SERVER), str(sock)], stdout=subprocess.PIPE, env=_env(bin_dir, {})
+    )
     try:
         assert server.stdout.readline() == b"ready\n", "cli_server.py did not start"
         for name, command in (("charrnn", f'"{CLI_SERVER}" "{sock}"'), ("torchrun", "-m torch.distributed.run")):
@@ -128,8 +139,9 @@ def workspace(tmp_path_factory, shims) -> Path:
     for name in CORPUS_COPIES:
         (work / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(demo, work / name)
-    r = subprocess.run(["charrnn", "train", *TRAIN_FLAGS, "--quiet"], cwd=work, capture_output=True, text=True,
-                       env=_env(shims, {}))
+    r = subprocess.run(
+        ["charrnn", "train", *TRAIN_FLAGS, "--quiet"], cwd=work, capture_output=True, text=True, env=_env(shims, {})
+    )
     assert r.returncode == 0, r.stderr
     return work
 
@@ -138,8 +150,15 @@ def _env(bin_dir: Path, extra: dict[str, str]) -> dict[str, str]:
     """The shims first on PATH, this checkout first on PYTHONPATH."""
     path = os.pathsep.join([str(bin_dir), str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     pythonpath = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
-    return {**os.environ, "PATH": path, "PYTHONPATH": pythonpath, "PYTHONUNBUFFERED": "1",
-            "TRAIN_FLAGS": " ".join(TRAIN_FLAGS), "TRAIN_OPTIONS": json.dumps(TRAIN_OPTIONS), **extra}
+    return {
+        **os.environ,
+        "PATH": path,
+        "PYTHONPATH": pythonpath,
+        "PYTHONUNBUFFERED": "1",
+        "TRAIN_FLAGS": " ".join(TRAIN_FLAGS),
+        "TRAIN_OPTIONS": json.dumps(TRAIN_OPTIONS),
+        **extra,
+    }
 
 
 @contextlib.contextmanager
@@ -164,7 +183,11 @@ def test_every_example_on_the_page_runs(page, workspace, shims, tmp_path):
     with (spec.setup or _no_setup)(work) as extra:
         env = _env(shims, extra)
         for i, (lang, code) in enumerate(found):
-            cmd = ["bash", "-c", SHELL_PRELUDE + code] if lang in ("sh", "bash") else [sys.executable, "-c", PYTHON_PRELUDE + code]
+            cmd = (
+                ["bash", "-c", SHELL_PRELUDE + code]
+                if lang in ("sh", "bash")
+                else [sys.executable, "-c", PYTHON_PRELUDE + code]
+            )
             r = subprocess.run(cmd, cwd=work, capture_output=True, text=True, env=env, timeout=spec.timeout)
             assert r.returncode == 0, f"{page}, block {i + 1} ({lang}) failed:\n{code}\n--- stderr:\n{r.stderr[-3000:]}"
 

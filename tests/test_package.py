@@ -62,9 +62,24 @@ def _files(run_dir: Path) -> dict[str, tuple[int, int]]:
 
 def test_a_run_directory_in_use_is_locked_until_its_process_is_gone(tmp_path, repetitive_corpus):
     out = tmp_path / "run"
-    first = subprocess.Popen([sys.executable, "-m", "charrnn", "train", str(repetitive_corpus), *TINY,
-                              "--steps", "1000000", "--eval-every", "5", "--out", str(out), "--quiet"],
-                             stderr=subprocess.PIPE)
+    first = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "charrnn",
+            "train",
+            str(repetitive_corpus),
+            *TINY,
+            "--steps",
+            "1000000",
+            "--eval-every",
+            "5",
+            "--out",
+            str(out),
+            "--quiet",
+        ],
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 120
         while not (out / "last.pt").exists() and first.poll() is None and time.monotonic() < deadline:
@@ -72,7 +87,8 @@ def test_a_run_directory_in_use_is_locked_until_its_process_is_gone(tmp_path, re
         assert (out / "last.pt").exists(), first.stderr.read() if first.poll() is not None else "no last.pt"
         os.kill(first.pid, signal.SIGSTOP)  # alive and holding the lock, but writing nothing
         before = _files(out)
-        held = rf"^error: {re.escape(str(out))} is in use by process {first.pid} \(started \d{{4}}-\d\d-\d\d [\d:]+ \w+\)\n$"
+        started = r"\(started \d{4}-\d\d-\d\d [\d:]+ \w+\)"
+        held = rf"^error: {re.escape(str(out))} is in use by process {first.pid} {started}\n$"
         for args in (["train", repetitive_corpus, *TINY, "--steps", "5", "--out", out], ["train", "--resume", out]):
             r = run_proc(*args)
             assert r.returncode == 2 and re.match(held, r.stderr.decode()), r.stderr

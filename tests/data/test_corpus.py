@@ -3,15 +3,14 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 import pytest
+import torch
+from conftest import TINY, run_cli, run_proc, shared
 
 from charrnn.data import corpus
-from charrnn.errors import CharrnnError
 from charrnn.data.vocab import CharVocab
-
+from charrnn.errors import CharrnnError
 from charrnn.model import checkpoint
-from conftest import TINY, run_cli, run_proc, shared
 
 
 def test_decode_drops_bom_and_normalises_line_endings():
@@ -135,7 +134,9 @@ def test_stdin_corpus(tmp_path):
     assert (tmp_path / "o" / "best.pt").is_file()
 
 
-@pytest.mark.parametrize("name", ["tinyshakespeare.txt", "earnest.txt", "quijote_es.txt", "warpeace.txt", "stacks_algebra.tex"])
+@pytest.mark.parametrize(
+    "name", ["tinyshakespeare.txt", "earnest.txt", "quijote_es.txt", "warpeace.txt", "stacks_algebra.tex"]
+)
 def test_char_vocab_round_trips_shared_corpora(name):
     data = shared(name).read_bytes()[:300_000]
     # cut at a character boundary
@@ -153,10 +154,14 @@ def test_spanish_corpus_bom_crlf():
 
 
 # A Project Gutenberg e-book as the site serves it (CRLF), with characters only the licence has.
-PG_HEADER = ("\ufeffThe Project Gutenberg eBook of A Play\r\n\r\nThis eBook is for the use of anyone anywhere.\r\n\r\n"
-             "*** START OF THE PROJECT GUTENBERG EBOOK A PLAY ***\r\n\r\n\r\n")
-PG_LICENCE = ("\r\n*** END OF THE PROJECT GUTENBERG EBOOK A PLAY ***\r\n\r\n"
-              "Section 1. General Terms of Use \u00a7 Redistributing Project Gutenberg\u2122 electronic works\r\n")
+PG_HEADER = (
+    "\ufeffThe Project Gutenberg eBook of A Play\r\n\r\nThis eBook is for the use of anyone anywhere.\r\n\r\n"
+    "*** START OF THE PROJECT GUTENBERG EBOOK A PLAY ***\r\n\r\n\r\n"
+)
+PG_LICENCE = (
+    "\r\n*** END OF THE PROJECT GUTENBERG EBOOK A PLAY ***\r\n\r\n"
+    "Section 1. General Terms of Use \u00a7 Redistributing Project Gutenberg\u2122 electronic works\r\n"
+)
 
 
 def _ebook(play: str) -> bytes:
@@ -186,7 +191,8 @@ def test_a_gutenberg_ebook_of_one_endless_line_is_streamed_in_pieces():
     [
         "ANNA: the sea is open.\n" * 20,
         # a START line deep in a text is something the text says, not a header
-        "x\n" * 40_000 + "*** START OF THE PROJECT GUTENBERG EBOOK X ***\nafter\n*** END OF THE PROJECT GUTENBERG EBOOK X ***\n",
+        "x\n" * 40_000
+        + "*** START OF THE PROJECT GUTENBERG EBOOK X ***\nafter\n*** END OF THE PROJECT GUTENBERG EBOOK X ***\n",
     ],
 )
 def test_text_without_a_gutenberg_header_is_read_unchanged(text):
@@ -225,7 +231,9 @@ def test_training_leaves_out_a_gutenberg_header_and_licence_unless_kept(tmp_path
     r = run_cli("eval", tmp_path / "b", book, "--json")
     assert r.exit_code == 0 and json.loads(r.stdout)["chars"] == whole - 1, r.stderr
     r = run_cli("eval", tmp_path / "b", book, "--json", "--no-keep-gutenberg")
-    assert r.exit_code == 0 and json.loads(r.stdout)["chars"] == len(repetitive_corpus.read_text()), r.stderr  # the play and the blank line before END, less the first character
+    assert r.exit_code == 0 and json.loads(r.stdout)["chars"] == len(repetitive_corpus.read_text()), (
+        r.stderr
+    )  # the play and the blank line before END, less the first character
     # a run saved before the header was left out resumes on the text it was trained on
     ckpt = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
     del ckpt["train_config"]["keep_gutenberg"]

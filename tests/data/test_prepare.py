@@ -156,6 +156,8 @@ def test_burn_in_rows_split_over_ranks_sum_to_one_process(monkeypatch):
     cpu = torch.device("cpu")
     one = evaluate(model, ids, cpu, streams=7, burn_in=50, window=32).nats
     for size in (2, 3):
-        parts = [evaluate(model, ids, cpu, streams=7, burn_in=50, window=32, world=World(rank=r, size=size)).nats
-                 for r in range(size)]
+        parts = [
+            evaluate(model, ids, cpu, streams=7, burn_in=50, window=32, world=World(rank=r, size=size)).nats
+            for r in range(size)
+        ]
         assert sum(parts) == pytest.approx(one, abs=1e-6)

@@ -5,14 +5,13 @@ import json
 
 import numpy as np
 import pytest
+from conftest import TINY, run_cli, shared
 
 from charrnn.data import corpus
 from charrnn.data import prepare as data
 from charrnn.data.prepare import VocabSpec, prepare, split_point
-from charrnn.errors import CharrnnError
 from charrnn.data.vocab import SubwordVocab
-
-from conftest import TINY, run_cli, shared
+from charrnn.errors import CharrnnError
 
 SHARED_NAMES = ["tinyshakespeare.txt", "earnest.txt", "quijote_es.txt", "warpeace.txt", "stacks_algebra.tex"]
 
@@ -88,7 +87,7 @@ def test_file_list_with_mid_bom_mixed_endings_and_one_bad_file(tmp_path, monkeyp
     monkeypatch.setattr(corpus, "CHUNK_BYTES", 5)
     a, b, c = tmp_path / "a.txt", tmp_path / "b.txt", tmp_path / "c.txt"
     a.write_bytes(b"first line\r\nsecond\r")
-    b.write_bytes("\ufeff".encode() + "third\nfourth\r\n".encode() * 30)
+    b.write_bytes("\ufeff".encode() + b"third\nfourth\r\n" * 30)
     prepared = prepare([str(a), str(b)], None, 0.2)
     text = prepared.vocab.decode(np.concatenate([prepared.train, prepared.val]))
     assert text == "first line\nsecond\n" + "third\nfourth\n" * 30
@@ -115,16 +114,34 @@ def test_subword_train_sample_eval_end_to_end(tmp_path, repetitive_corpus, kind)
     out = tmp_path / "run"
     # 120 steps is far shorter than a real run: a floor of lr/10 keeps it learning to the end.
     # float32, as eval scores (an AMX CPU would validate in bfloat16: ~1e-4 bpc apart here).
-    r = run_cli("train", repetitive_corpus, *TINY, "--vocab", kind, "--vocab-size", "285", "--steps", "120",
-                "--min-lr", "1e-3", "--eval-every", "40", "--precision", "float32", "--out", out, "--quiet")
+    r = run_cli(
+        "train",
+        repetitive_corpus,
+        *TINY,
+        "--vocab",
+        kind,
+        "--vocab-size",
+        "285",
+        "--steps",
+        "120",
+        "--min-lr",
+        "1e-3",
+        "--eval-every",
+        "40",
+        "--precision",
+        "float32",
+        "--out",
+        out,
+        "--quiet",
+    )
     assert r.exit_code == 0, r.stderr
-    lines = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
-    vals = [l["val_bpc"] for l in lines if l["val_bpc"] is not None]
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    vals = [line["val_bpc"] for line in lines if line["val_bpc"] is not None]
     assert vals[-1] < 0.65 * vals[0]
     # eval on the validation text gives the trainer's own val bpc for the final weights
     text = repetitive_corpus.read_text()
     val = tmp_path / "val.txt"
-    val.write_text(text[split_point(len(text), 0.1):])
+    val.write_text(text[split_point(len(text), 0.1) :])
     r = run_cli("eval", out / "last.pt", val, "--json")
     assert r.exit_code == 0, r.stderr
     result = json.loads(r.stdout)
@@ -142,11 +159,28 @@ def test_subword_train_sample_eval_end_to_end(tmp_path, repetitive_corpus, kind)
 
 def test_init_from_reencodes_with_checkpoint_vocabulary(tmp_path, repetitive_corpus):
     out = tmp_path / "run"
-    assert run_cli("train", repetitive_corpus, *TINY, "--vocab", "bpe", "--vocab-size", "300", "--steps", "5",
-                   "--out", out, "--quiet").exit_code == 0
+    assert (
+        run_cli(
+            "train",
+            repetitive_corpus,
+            *TINY,
+            "--vocab",
+            "bpe",
+            "--vocab-size",
+            "300",
+            "--steps",
+            "5",
+            "--out",
+            out,
+            "--quiet",
+        ).exit_code
+        == 0
+    )
     other = tmp_path / "other.txt"
     other.write_text("DORA: the window is wide open, and new words arrive.\n" * 60)
-    r = run_cli("train", other, *TINY, "--steps", "5", "--init-from", out / "last.pt", "--out", tmp_path / "ft", "--quiet")
+    r = run_cli(
+        "train", other, *TINY, "--steps", "5", "--init-from", out / "last.pt", "--out", tmp_path / "ft", "--quiet"
+    )
     assert r.exit_code == 0, r.stderr
     r = run_cli("info", tmp_path / "ft" / "last.pt")
     assert "bpe, 300 tokens" in r.stdout

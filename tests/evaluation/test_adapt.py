@@ -8,14 +8,13 @@ import random
 import numpy as np
 import pytest
 import torch
-
-from charrnn.model import checkpoint
-from charrnn.evaluation.dynamic import Adapter, Rule, compare, gradient_stats
-from charrnn.data.vocab import extended_vocab
-from charrnn.training.finetune import extend_checkpoint
-from charrnn.model.network import CharRNN, ModelConfig
-
 from conftest import TINY, run_cli
+
+from charrnn.data.vocab import extended_vocab
+from charrnn.evaluation.dynamic import Adapter, Rule, compare, gradient_stats
+from charrnn.model import checkpoint
+from charrnn.model.network import CharRNN, ModelConfig
+from charrnn.training.finetune import extend_checkpoint
 
 
 def _sha(path) -> str:
@@ -120,7 +119,20 @@ def test_sample_adapt_leaves_the_checkpoint_alone_and_saves_a_loadable_model(tmp
     ckpt = trained_run / "best.pt"
     before = _sha(ckpt)
     saved = tmp_path / "adapted.pt"
-    r = run_cli("sample", ckpt, "--adapt", unseen_pattern, "--save-adapted", saved, "--length", "60", "--seed", "1", "--temp", "0.5")
+    r = run_cli(
+        "sample",
+        ckpt,
+        "--adapt",
+        unseen_pattern,
+        "--save-adapted",
+        saved,
+        "--length",
+        "60",
+        "--seed",
+        "1",
+        "--temp",
+        "0.5",
+    )
     assert r.exit_code == 0, r.stderr
     assert _sha(ckpt) == before
     # without --prime the sample continues the passage's last line (here: starts a new one after it)
@@ -137,8 +149,21 @@ def test_sample_adapt_leaves_the_checkpoint_alone_and_saves_a_loadable_model(tmp
 def test_sample_adapt_reads_stdin_and_several_files(tmp_path, trained_run):
     first = tmp_path / "a.txt"
     first.write_text("ANNA: the sea is dark.\n")
-    r = run_cli("sample", trained_run, "--adapt", first, "--adapt", "-", "--length", "20", "--seed", "2",
-                "--prime", "CLARA:", input="BORIS: the lamp is")
+    r = run_cli(
+        "sample",
+        trained_run,
+        "--adapt",
+        first,
+        "--adapt",
+        "-",
+        "--length",
+        "20",
+        "--seed",
+        "2",
+        "--prime",
+        "CLARA:",
+        input="BORIS: the lamp is",
+    )
     assert r.exit_code == 0, r.stderr
     assert r.stdout.startswith("CLARA:")
     r = run_cli("sample", trained_run, "--adapt", "-", "--length", "20", "--seed", "2", input="BORIS: the lamp is")
@@ -184,16 +209,19 @@ def test_fine_tune_onto_new_characters_trains_and_samples_them(tmp_path, trained
     assert r.exit_code == 0, r.stderr
 
 
-@pytest.mark.parametrize("args", [
-    ["--dynamic", "--dynamic-lr", "-1"],
-    ["--dynamic", "--dynamic-decay", "2"],
-    ["--dynamic", "--dynamic-method", "adam"],
-    ["--dynamic", "--segment", "0"],
-    ["--dynamic-lr", "0.1"],
-    ["--segment", "10"],
-    ["--stats-text", "x.txt"],
-    ["--dynamic", "--stats-text", "/nonexistent/train.txt"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--dynamic", "--dynamic-lr", "-1"],
+        ["--dynamic", "--dynamic-decay", "2"],
+        ["--dynamic", "--dynamic-method", "adam"],
+        ["--dynamic", "--segment", "0"],
+        ["--dynamic-lr", "0.1"],
+        ["--segment", "10"],
+        ["--stats-text", "x.txt"],
+        ["--dynamic", "--stats-text", "/nonexistent/train.txt"],
+    ],
+)
 def test_eval_dynamic_bad_flags(trained_run, unseen_pattern, args):
     _one_error_line(run_cli("eval", trained_run, unseen_pattern, *args))
 
@@ -230,14 +258,31 @@ def test_sample_adapt_bad_input(tmp_path, trained_run):
 
 def test_subword_checkpoint_needs_no_extension_and_says_why(tmp_path, repetitive_corpus):
     out = tmp_path / "bpe"
-    r = run_cli("train", repetitive_corpus, *TINY, "--vocab", "bpe", "--vocab-size", "300", "--steps", "3", "--out", out, "--quiet")
+    r = run_cli(
+        "train",
+        repetitive_corpus,
+        *TINY,
+        "--vocab",
+        "bpe",
+        "--vocab-size",
+        "300",
+        "--steps",
+        "3",
+        "--out",
+        out,
+        "--quiet",
+    )
     assert r.exit_code == 0, r.stderr
     other = tmp_path / "other.txt"
     other.write_text("ZOË: ¿qué? " * 200 + "\n")
-    r = run_cli("train", other, *TINY, "--steps", "2", "--init-from", out / "last.pt", "--out", tmp_path / "ft", "--quiet")
+    r = run_cli(
+        "train", other, *TINY, "--steps", "2", "--init-from", out / "last.pt", "--out", tmp_path / "ft", "--quiet"
+    )
     assert r.exit_code == 0, r.stderr
     mark = tmp_path / "mark.txt"
     mark.write_text("the \u2581 mark\n" * 200)
-    r = run_cli("train", mark, *TINY, "--steps", "2", "--init-from", out / "last.pt", "--out", tmp_path / "ft2", "--quiet")
+    r = run_cli(
+        "train", mark, *TINY, "--steps", "2", "--init-from", out / "last.pt", "--out", tmp_path / "ft2", "--quiet"
+    )
     _one_error_line(r)
     assert "byte fallback" in r.stderr

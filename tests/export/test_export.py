@@ -14,19 +14,18 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from conftest import run_cli
 
 import charrnn
+from charrnn.data.vocab import CharVocab, SubwordVocab
 from charrnn.model import checkpoint
 from charrnn.model.network import CELLS, LSTM_FAMILY, CharRNN, ModelConfig
-from charrnn.data.vocab import CharVocab, SubwordVocab
-
-from conftest import run_cli
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "onnx_sample.py"
 # The operator each cell's layers must become (CIFG has none: a Scan of its elementwise step).
 OPERATOR = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN", "peephole": "LSTM", "cifg": "Scan"}
 
-BLOCKER = '''
+BLOCKER = """
 import os, sys
 _blocked = set(os.environ["CHARRNN_TEST_BLOCK"].split(","))
 class _Blocker:
@@ -34,7 +33,7 @@ class _Blocker:
         if name.split(".")[0] in _blocked:
             raise ImportError(f"{name} is blocked for this test")
 sys.meta_path.insert(0, _Blocker())
-'''
+"""
 
 
 def _blocked_env(tmp_path: Path, modules: str) -> dict:
@@ -186,9 +185,17 @@ def test_bad_input_is_one_line(tmp_path, trained_run):
 
 
 def test_without_the_extra_says_how_to_install(tmp_path, trained_run):
-    r = subprocess.run([sys.executable, "-m", "charrnn", "export", str(trained_run), "-o", str(tmp_path / "m.onnx")],
-                       capture_output=True, text=True, env=_blocked_env(tmp_path, "onnx"), timeout=120)
-    assert r.returncode == 2 and r.stderr == "error: exporting to ONNX needs the onnx package: pip install 'charrnn[onnx]'\n"
+    r = subprocess.run(
+        [sys.executable, "-m", "charrnn", "export", str(trained_run), "-o", str(tmp_path / "m.onnx")],
+        capture_output=True,
+        text=True,
+        env=_blocked_env(tmp_path, "onnx"),
+        timeout=120,
+    )
+    assert (
+        r.returncode == 2
+        and r.stderr == "error: exporting to ONNX needs the onnx package: pip install 'charrnn[onnx]'\n"
+    )
 
 
 def _example(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
@@ -198,7 +205,9 @@ def _example(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
 
 def test_example_samples_with_numpy_and_onnxruntime_only(tmp_path, trained_run, repetitive_corpus):
     path = str(_export(tmp_path, trained_run))
-    probe = subprocess.run([sys.executable, "-c", "import torch"], capture_output=True, env=_blocked_env(tmp_path, "torch,charrnn"))
+    probe = subprocess.run(
+        [sys.executable, "-c", "import torch"], capture_output=True, env=_blocked_env(tmp_path, "torch,charrnn")
+    )
     assert probe.returncode != 0  # the blocker works: the example cannot lean on torch
     a = _example(tmp_path, path, "--prime", "ANNA", "--length", "300", "--temp", "0.3", "--seed", "1")
     b = _example(tmp_path, path, "--prime", "ANNA", "--length", "300", "--temp", "0.3", "--seed", "1")

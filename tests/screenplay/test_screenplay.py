@@ -40,20 +40,23 @@ def test_bundled_screenplays_are_valid_fountain_and_left_as_they_are(path):
     assert score.cues_with_dialogue > 0.8
 
 
-@pytest.mark.parametrize("raw, cleaned", [
-    ("MARGARET\n(quietly\nGo home.\n", "MARGARET\n(quietly)\nGo home.\n"),
-    ("BOB\n((a) b\nhi", "BOB\n((a) b)\nhi"),
-    ("DEVON (V.O.\nHello.", "DEVON (V.O.)\nHello."),
-    ("DEVON\n(softly) Hello.\n", "DEVON\n(softly)\nHello.\n"),
-    ("She waits.\n\nMARGARET\n(beat", "She waits.\n\n!MARGARET\n(beat)"),
-    ("She sits.\nINT. KITCHEN - NIGHT\nThe kettle.", "She sits.\n\nINT. KITCHEN - NIGHT\n\nThe kettle."),
-    ("She sits.\nDEVON\nHello.", "She sits.\n\nDEVON\nHello."),
-    ("MARGARET\nGo.\nDEVON\nNo.", "MARGARET\nGo.\n\nDEVON\nNo."),
-    ("He leaves.\nCUT TO:\nEXT. ROAD - DAY\n", "He leaves.\n\nCUT TO:\n\nEXT. ROAD - DAY\n"),
-    ("A\x00B\x1b\ue701C\r\nD", "ABC\nD"),
-    ("MARGARET\nGET OUT\nNow.", "MARGARET\nGET OUT\nNow."),  # shouted speech, not a new cue
-    ("She opens it.\nBANG!\nSilence.", "She opens it.\nBANG!\nSilence."),
-])
+@pytest.mark.parametrize(
+    "raw, cleaned",
+    [
+        ("MARGARET\n(quietly\nGo home.\n", "MARGARET\n(quietly)\nGo home.\n"),
+        ("BOB\n((a) b\nhi", "BOB\n((a) b)\nhi"),
+        ("DEVON (V.O.\nHello.", "DEVON (V.O.)\nHello."),
+        ("DEVON\n(softly) Hello.\n", "DEVON\n(softly)\nHello.\n"),
+        ("She waits.\n\nMARGARET\n(beat", "She waits.\n\n!MARGARET\n(beat)"),
+        ("She sits.\nINT. KITCHEN - NIGHT\nThe kettle.", "She sits.\n\nINT. KITCHEN - NIGHT\n\nThe kettle."),
+        ("She sits.\nDEVON\nHello.", "She sits.\n\nDEVON\nHello."),
+        ("MARGARET\nGo.\nDEVON\nNo.", "MARGARET\nGo.\n\nDEVON\nNo."),
+        ("He leaves.\nCUT TO:\nEXT. ROAD - DAY\n", "He leaves.\n\nCUT TO:\n\nEXT. ROAD - DAY\n"),
+        ("A\x00B\x1b\ue701C\r\nD", "ABC\nD"),
+        ("MARGARET\nGET OUT\nNow.", "MARGARET\nGET OUT\nNow."),  # shouted speech, not a new cue
+        ("She opens it.\nBANG!\nSilence.", "She opens it.\nBANG!\nSilence."),
+    ],
+)
 def test_clean_repairs_half_formed_fountain_and_is_idempotent(raw, cleaned):
     assert clean(raw) == cleaned
     assert clean(cleaned) == cleaned
@@ -67,13 +70,15 @@ def test_cleaned_fountain_parses_as_the_writer_meant():
 
 
 def test_structure_score_counts_what_a_parser_would_read():
-    text = ("INT. HOUSE - DAY\n\n"           # parsed heading, at offset 0
-            "BOB\n(quietly\nHi.\n\n"          # cue with speech; parenthetical left open
-            "ANNA\n\n"                        # cue with nothing after it
-            "EXT. YARD - NIGHT\nMore.\n\n"    # heading glued to action: does not parse
-            "CARL\n(fine)\n(still fine)\n\n"  # cue with only parentheticals; two closed
-            "INT. SHED - DAY\n\n"             # parsed heading
-            "INTO the dark.\n")               # not a heading at all
+    text = (
+        "INT. HOUSE - DAY\n\n"  # parsed heading, at offset 0
+        "BOB\n(quietly\nHi.\n\n"  # cue with speech; parenthetical left open
+        "ANNA\n\n"  # cue with nothing after it
+        "EXT. YARD - NIGHT\nMore.\n\n"  # heading glued to action: does not parse
+        "CARL\n(fine)\n(still fine)\n\n"  # cue with only parentheticals; two closed
+        "INT. SHED - DAY\n\n"  # parsed heading
+        "INTO the dark.\n"
+    )  # not a heading at all
     s = structure(text)
     assert (s.cues, s.cues_with_dialogue) == (3, pytest.approx(1 / 3))
     assert (s.parentheticals, s.parentheticals_closed) == (3, pytest.approx(2 / 3))
@@ -83,11 +88,53 @@ def test_structure_score_counts_what_a_parser_would_read():
 
 
 FRAGMENTS = [
-    "INT. ", "EXT. HARBOUR - NIGHT", "INT./EXT. CAR - DAY", "I/E VAN", ".FLASHBACK", "int. kitchen - day",
-    "MARGARET", "DEVON (V.O.", "@McCLANE", "BARNABY ^", "(quietly)", "(quietly", "((nested)", "(a (b) c", ")(",
-    "CUT TO:", "> THE END <", ">BURN TO WHITE", "===", "# ACT ONE", "= synopsis", "Title: X", "Author:",
-    "   value", "!FORCED", "~lyric", "[[note", "]]", "/*", "*/", "*italic", "**bold**", "_under", "\\*", "  ",
-    " ", "\t", "She walks in.", "BANG!", "\ue701", "\x00\x07", "\r\n", "\r", "\u2028", "\ufffe", "😀", "\u0301",
+    "INT. ",
+    "EXT. HARBOUR - NIGHT",
+    "INT./EXT. CAR - DAY",
+    "I/E VAN",
+    ".FLASHBACK",
+    "int. kitchen - day",
+    "MARGARET",
+    "DEVON (V.O.",
+    "@McCLANE",
+    "BARNABY ^",
+    "(quietly)",
+    "(quietly",
+    "((nested)",
+    "(a (b) c",
+    ")(",
+    "CUT TO:",
+    "> THE END <",
+    ">BURN TO WHITE",
+    "===",
+    "# ACT ONE",
+    "= synopsis",
+    "Title: X",
+    "Author:",
+    "   value",
+    "!FORCED",
+    "~lyric",
+    "[[note",
+    "]]",
+    "/*",
+    "*/",
+    "*italic",
+    "**bold**",
+    "_under",
+    "\\*",
+    "  ",
+    " ",
+    "\t",
+    "She walks in.",
+    "BANG!",
+    "\ue701",
+    "\x00\x07",
+    "\r\n",
+    "\r",
+    "\u2028",
+    "\ufffe",
+    "😀",
+    "\u0301",
 ]
 
 
@@ -168,8 +215,14 @@ def text_layer(path: Path) -> tuple[int, list[tuple[float, float, str, str]]]:
     reader = pypdf.PdfReader(path)
     lines = []
     for page in reader.pages[1:]:
-        page.extract_text(visitor_text=lambda text, cm, tm, font, size: text.strip() and lines.append(
-            (round(cm[4] + tm[4], 1), size, font.get("/BaseFont", "") if font else "", text.strip())))
+        page.extract_text(
+            visitor_text=lambda text, cm, tm, font, size: (
+                text.strip()
+                and lines.append(
+                    (round(cm[4] + tm[4], 1), size, font.get("/BaseFont", "") if font else "", text.strip())
+                )
+            )
+        )
     return len(reader.pages), lines
 
 
@@ -219,8 +272,14 @@ def test_html_holds_the_elements_fountain_defines(fountain_run, tmp_path):
     page = Elements()
     page.feed(out.read_text(encoding="utf-8"))
     found = page.found
-    for element in [("h6", "INT. KITCHEN - NIGHT"), ("p", "Rain on the window."), ("character", "MARGARET"),
-                    ("parenthetical", "(quietly)"), ("p", "Hello."), ("transition", "CUT TO:")]:
+    for element in [
+        ("h6", "INT. KITCHEN - NIGHT"),
+        ("p", "Rain on the window."),
+        ("character", "MARGARET"),
+        ("parenthetical", "(quietly)"),
+        ("p", "Hello."),
+        ("transition", "CUT TO:"),
+    ]:
         assert element in found
     assert '<div class="title-page"><p class="title">Gull Point</p>' in out.read_text(encoding="utf-8")
 
@@ -229,11 +288,18 @@ def test_fdx_is_final_draft_xml(fountain_run, tmp_path):
     out = tmp_path / "scene.fdx"
     assert sample(fountain_run, "--format", "fdx", "-o", out, "--author", "A. Writer").exit_code == 0
     root = ET.parse(out).getroot()
-    paragraphs = [(p.get("Type"), "".join(t.text or "" for t in p.iter("Text")).strip())
-                  for p in root.find("Content").iter("Paragraph")]
-    for element in [("Scene Heading", "INT. KITCHEN - NIGHT"), ("Action", "Rain on the window."),
-                    ("Character", "MARGARET"), ("Parenthetical", "(quietly)"), ("Dialogue", "Hello."),
-                    ("Transition", "CUT TO:")]:
+    paragraphs = [
+        (p.get("Type"), "".join(t.text or "" for t in p.iter("Text")).strip())
+        for p in root.find("Content").iter("Paragraph")
+    ]
+    for element in [
+        ("Scene Heading", "INT. KITCHEN - NIGHT"),
+        ("Action", "Rain on the window."),
+        ("Character", "MARGARET"),
+        ("Parenthetical", "(quietly)"),
+        ("Dialogue", "Hello."),
+        ("Transition", "CUT TO:"),
+    ]:
         assert element in paragraphs
     assert "A. Writer" in [t.text for t in root.find("TitlePage").iter("Text")]
 
@@ -250,8 +316,12 @@ def test_pdf_goes_to_a_pipe_and_replaces_a_file_atomically(fountain_run, tmp_pat
 def test_pdf_is_never_written_to_a_terminal(fountain_run):
     leader, follower = pty.openpty()
     try:
-        r = subprocess.run([sys.executable, "-m", "charrnn", "sample", str(fountain_run), "--format", "pdf"],
-                           stdout=follower, stderr=subprocess.PIPE, timeout=60)
+        r = subprocess.run(
+            [sys.executable, "-m", "charrnn", "sample", str(fountain_run), "--format", "pdf"],
+            stdout=follower,
+            stderr=subprocess.PIPE,
+            timeout=60,
+        )
         os.set_blocking(leader, False)
         try:
             written = os.read(leader, 1 << 16)
@@ -264,14 +334,17 @@ def test_pdf_is_never_written_to_a_terminal(fountain_run):
     assert r.stderr.decode().splitlines() == ["error: --format pdf is binary and stdout is a terminal: give -o FILE"]
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--format", "docx"], "--format must be one of text, fountain, html, pdf, fdx (got 'docx')"),
-    (["--title", "T"], "--title and --author fill a title page"),
-    (["--format", "pdf", "--json", "-o", "x.pdf"], "--json writes JSON lines to stdout"),
-    (["--format", "html", "--title", "  "], "--title must not be empty"),
-    (["-o", "."], "-o .: is a directory"),
-    (["--format", "fdx", "-o", "no/such/dir/x.fdx"], "cannot write no/such/dir/x.fdx"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--format", "docx"], "--format must be one of text, fountain, html, pdf, fdx (got 'docx')"),
+        (["--title", "T"], "--title and --author fill a title page"),
+        (["--format", "pdf", "--json", "-o", "x.pdf"], "--json writes JSON lines to stdout"),
+        (["--format", "html", "--title", "  "], "--title must not be empty"),
+        (["-o", "."], "-o .: is a directory"),
+        (["--format", "fdx", "-o", "no/such/dir/x.fdx"], "cannot write no/such/dir/x.fdx"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(fountain_run, args, message):
     r = run_cli("sample", fountain_run, "--length", "20", *args)
     assert r.exit_code == 2

@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import TINY, run_cli
 
+from charrnn.data.vocab import CharVocab
 from charrnn.errors import CharrnnError
 from charrnn.model.network import CharRNN, ModelConfig
 from charrnn.viz.trace import Trace, Unit, _char_features, features, parse_unit, rank_units, trace
-from charrnn.data.vocab import CharVocab
-from conftest import TINY, run_cli
 
 PLAY = 'ANNA:\nThe sea is "open", she said (softly).\nBORIS: No.\n'
 
@@ -25,7 +25,20 @@ PLAY = 'ANNA:\nThe sea is "open", she said (softly).\nBORIS: No.\n'
 @pytest.fixture(scope="module")
 def second_run(tmp_path_factory, repetitive_corpus) -> Path:
     out = tmp_path_factory.mktemp("second")
-    r = run_cli("train", repetitive_corpus, *TINY, "--hidden", "24", "--steps", "60", "--eval-every", "20", "--out", out, "--quiet")
+    r = run_cli(
+        "train",
+        repetitive_corpus,
+        *TINY,
+        "--hidden",
+        "24",
+        "--steps",
+        "60",
+        "--eval-every",
+        "20",
+        "--out",
+        out,
+        "--quiet",
+    )
     assert r.exit_code == 0, r.stderr
     return out
 
@@ -93,12 +106,24 @@ def _scalars(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
 def test_tensorboard_logs_the_metrics_and_resume_does_not_duplicate(repetitive_corpus, tmp_path):
     pytest.importorskip("tensorboard")
     out = tmp_path / "run"
-    args = ["train", repetitive_corpus, *TINY, "--log-every", "10", "--eval-every", "20", "--out", out, "--quiet", "--tensorboard"]
+    args = [
+        "train",
+        repetitive_corpus,
+        *TINY,
+        "--log-every",
+        "10",
+        "--eval-every",
+        "20",
+        "--out",
+        out,
+        "--quiet",
+        "--tensorboard",
+    ]
     assert run_cli(*args, "--steps", "40").exit_code == 0
-    lines = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     board = _scalars(out / "tensorboard")
-    assert [s for s, _ in board["bpc/train"]] == [l["step"] for l in lines] == [10, 20, 30, 40]
-    assert np.allclose([v for _, v in board["bpc/train"]], [l["train_bpc"] for l in lines], atol=1e-5)
+    assert [s for s, _ in board["bpc/train"]] == [line["step"] for line in lines] == [10, 20, 30, 40]
+    assert np.allclose([v for _, v in board["bpc/train"]], [line["train_bpc"] for line in lines], atol=1e-5)
     assert [s for s, _ in board["bpc/val"]] == [20, 40]
     assert {"lr", "chars_per_s"} <= set(board)
     # Continued: later steps are appended, none repeated (the flag is remembered by the run).
@@ -131,7 +156,7 @@ def test_features_follow_the_text_character_by_character():
     assert at("position in line", 0) == 1 and at("position in line", 5) == 0  # after "A"; after the newline
     assert f["position in line"][PLAY.index("The") + 2] == 3
     cue = f["inside a speaker cue"]
-    assert cue[: 6] == [1.0] * 6  # "ANNA:" and its newline: a line of its own
+    assert cue[:6] == [1.0] * 6  # "ANNA:" and its newline: a line of its own
     assert cue[PLAY.index("The")] == 0
     b = PLAY.index("BORIS")
     assert cue[b : b + 6] == [1, 1, 1, 1, 1, 1] and cue[b + 6] == 0  # the "BORIS:" prefix, then speech
@@ -237,9 +262,22 @@ def test_viz_errors(trained_run, tmp_path):
 
 def test_viz_subword_segments_cover_the_text(tmp_path, repetitive_corpus):
     out = tmp_path / "run"
-    r = run_cli("train", repetitive_corpus, *TINY, "--vocab", "bpe", "--vocab-size", "300", "--steps", "20", "--out", out, "--quiet")
+    r = run_cli(
+        "train",
+        repetitive_corpus,
+        *TINY,
+        "--vocab",
+        "bpe",
+        "--vocab-size",
+        "300",
+        "--steps",
+        "20",
+        "--out",
+        out,
+        "--quiet",
+    )
     assert r.exit_code == 0, r.stderr
-    text = 'ANNA: the lamp is "dark" \u00e9t\u00e9 \U0001F600\n'
+    text = 'ANNA: the lamp is "dark" \u00e9t\u00e9 \U0001f600\n'
     r = run_cli("viz", out, "-", "-o", tmp_path / "p.html", input=text)
     assert r.exit_code == 0, r.stderr
     data = _page_data((tmp_path / "p.html").read_text())
@@ -257,8 +295,16 @@ def _browser() -> str:
 
 
 def _chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    cmd = [_browser(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-           f"--user-data-dir={tmp_path / 'profile'}", "--hide-scrollbars", *args]
+    cmd = [
+        _browser(),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--hide-scrollbars",
+        *args,
+    ]
     return subprocess.run(cmd, capture_output=True, timeout=120)
 
 
@@ -289,8 +335,10 @@ def test_browser_renders_the_page_and_runs_its_script(page, tmp_path):
 def test_browser_hover_shows_the_top_five_predictions(page, tmp_path):
     # The page as a person uses it: hovering a character opens the prediction box.
     hovered = tmp_path / "hover.html"
-    probe = ("<script>const el = document.querySelector('#text .t[data-i=\"7\"]');"
-             "el.dispatchEvent(new MouseEvent('mouseover', {bubbles: true, clientX: 50, clientY: 50}));</script>")
+    probe = (
+        "<script>const el = document.querySelector('#text .t[data-i=\"7\"]');"
+        "el.dispatchEvent(new MouseEvent('mouseover', {bubbles: true, clientX: 50, clientY: 50}));</script>"
+    )
     hovered.write_text(page.read_text().replace("</body>", probe + "</body>"))
     dom = _chromium(tmp_path, "--dump-dom", hovered.as_uri()).stdout.decode()
     tip = re.search(r'<div id="tip"([^>]*)>(.*?)</div>\s*<script', dom, re.S)
