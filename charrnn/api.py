@@ -1,8 +1,9 @@
 """The Python API: ``charrnn.train`` a model, ``charrnn.load`` it, generate and score text.
 
-The same code as the command line, with the same options and defaults (their ranges are read
-from the command itself, so the two cannot drift apart). Bad input raises ``CharrnnError`` with
-the one-line message the command would print.
+The same code as the command line, with the same options and defaults: ``train`` checks its
+keywords with ``TRAIN_OPTIONS``, the table ``charrnn train`` builds its flags from, so the two
+cannot drift apart. Bad input raises ``CharrnnError`` with the one-line message the command
+would print.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from charrnn.model.network import ModelConfig
 from charrnn.data.vocab import encode_prime
 from charrnn.sampling.generate import generate
 from charrnn.sampling.options import SampleOptions
+from charrnn.training.config import TRAIN_OPTIONS
 
 __all__ = ["Model", "Run", "Score", "load", "train"]
 
@@ -26,6 +28,7 @@ PathLike = str | os.PathLike
 # Options of ``charrnn train`` that the API takes another way: the corpus and run directory as
 # arguments, and ``progress`` in place of ``--quiet``.
 _NOT_OPTIONS = ("corpus", "out", "preset", "quiet")
+_OPTIONS = {name: option for name, option in TRAIN_OPTIONS.items() if name not in _NOT_OPTIONS}
 
 
 @dataclass(frozen=True)
@@ -73,31 +76,12 @@ def train(corpus: PathLike | Sequence[PathLike] | None = None, out: PathLike | N
 
 
 def _checked(options: dict[str, Any]) -> dict[str, Any]:
-    """The options parsed by the command's own parser, so their names, types and ranges (and the
-    messages for a bad one) are the command's."""
-    from typer.main import get_command
-
-    from charrnn.cli.app import UsageError, app
-
-    command = get_command(app).commands["train"]
-    params = {p.name: p for p in command.params if p.name not in _NOT_OPTIONS}
-    args: list[str] = []
-    for name, value in options.items():
-        if name not in params:
-            raise CharrnnError(f"unknown option {name!r}; the options are {', '.join(sorted(params))}")
-        param = params[name]
-        if value is None or param.is_flag:
-            continue
-        args += [param.opts[0], os.fspath(value) if isinstance(value, os.PathLike) else str(value)]
-    try:
-        parsed = command.make_context("train", args).params
-    except UsageError as e:
-        raise CharrnnError(" ".join(e.format_message().split())) from None
-    checked = {name: bool(value) if params[name].is_flag else parsed[name]
-               for name, value in options.items() if value is not None}
-    if "init_from" in checked:
-        checked["init_from"] = Path(checked["init_from"])
-    return checked
+    """The options read as the command reads its flags: their names, types and ranges (and the
+    message for a bad one) are ``TRAIN_OPTIONS``'. None is an option not given."""
+    for name in options:
+        if name not in _OPTIONS:
+            raise CharrnnError(f"unknown option {name!r}; the options are {', '.join(sorted(_OPTIONS))}")
+    return {name: _OPTIONS[name].coerce(value) for name, value in options.items() if value is not None}
 
 
 def load(path: PathLike) -> Model:
@@ -118,7 +102,8 @@ class Model:
 
     def __repr__(self) -> str:
         c = self.config
-        return f"<charrnn.Model {c.model} {c.layers}x{c.hidden}, {self.vocab.kind} vocabulary of {self.vocab.size}: {self.path}>"
+        vocabulary = f"{self.vocab.kind} vocabulary of {self.vocab.size}"
+        return f"<charrnn.Model {c.model} {c.layers}x{c.hidden}, {vocabulary}: {self.path}>"
 
     def generate(self, prime: str = "", length: int = 1000, temp: float = 0.8, top_k: int | None = None,
                  top_p: float | None = None, stop: str | Sequence[str] = (), seed: int | None = None) -> str:

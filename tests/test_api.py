@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import run_cli
+from conftest import run_cli, run_proc
 
 import charrnn
 from charrnn import CharrnnError
@@ -25,11 +25,13 @@ def test_train_returns_the_run_and_trains_as_the_command_does(tmp_path, repetiti
     assert run.steps == 40 and run.best_val_bpc == run.summary["best_val_bpc"] < 4.5
     assert "charrnn training summary" not in capfd.readouterr().err  # no progress bar or table by default
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()]
-    r = run_cli("train", repetitive_corpus, "--out", tmp_path / "cli", "--steps", "40", "--eval-every", "20", *flags, "--quiet")
+    r = run_cli("train", repetitive_corpus, "--out", tmp_path / "cli", "--steps", "40", "--eval-every", "20", *flags,
+                "--quiet")
     assert r.exit_code == 0, r.stderr
     cli = [json.loads(line) for line in (tmp_path / "cli" / "metrics.jsonl").read_text().splitlines()]
     api = [json.loads(line) for line in (run.dir / "metrics.jsonl").read_text().splitlines()]
-    assert [(m["step"], m["train_bpc"], m["val_bpc"]) for m in api] == [(m["step"], m["train_bpc"], m["val_bpc"]) for m in cli]
+    curve = [(m["step"], m["train_bpc"], m["val_bpc"]) for m in api]
+    assert curve == [(m["step"], m["train_bpc"], m["val_bpc"]) for m in cli]
 
 
 def test_train_errors_are_charrnn_errors(tmp_path, repetitive_corpus):
@@ -45,6 +47,26 @@ def test_train_errors_are_charrnn_errors(tmp_path, repetitive_corpus):
         charrnn.train(repetitive_corpus, tmp_path / "a", preset="huge")
 
 
+@pytest.mark.parametrize("flag, text, value", [
+    ("--layers", "0", 0), ("--steps", "many", "many"), ("--dropout", "1.5", 1.5), ("--lr", "0", 0),
+    ("--vocab", "words", "words"), ("--device", "tpu", "tpu"),
+])
+def test_train_errors_are_the_commands_messages(tmp_path, repetitive_corpus, flag, text, value):
+    r = run_proc("train", repetitive_corpus, "--out", tmp_path / "cli", flag, text)
+    assert r.returncode == 2, r.stderr
+    cli = r.stderr.decode().splitlines()[-1].removeprefix("error: ")
+    with pytest.raises(CharrnnError) as e:
+        charrnn.train(repetitive_corpus, tmp_path / "api", **{flag[2:].replace("-", "_"): value})
+    assert str(e.value) == cli
+
+
+def test_import_api_imports_neither_the_command_line_nor_typer_or_click():
+    code = ("import sys, charrnn.api; print(sorted(m for m in sys.modules "
+            "if m.split('.')[0] in ('typer', 'click') or m.startswith('charrnn.cli')))")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert p.stdout.strip() == "[]", p.stderr
+
+
 def test_load_generate_stream_and_many(trained_run):
     model = charrnn.load(trained_run)
     assert model.charrnn_version == charrnn.__version__ and "lstm 1x32" in repr(model)
@@ -53,7 +75,8 @@ def test_load_generate_stream_and_many(trained_run):
     assert "".join(model.stream("ANNA:", length=200, seed=3)) == text
     assert model.generate("ANNA:", length=200, seed=3, stop="\n") == text.split("\n")[0]
     many = model.generate_many(3, prime="BORIS:", length=50, seed=7)
-    assert len(many) == 3 and all(len(t) == 50 for t in many) and many == model.generate_many(3, prime="BORIS:", length=50, seed=7)
+    assert len(many) == 3 and all(len(t) == 50 for t in many)
+    assert many == model.generate_many(3, prime="BORIS:", length=50, seed=7)
     assert charrnn.load(trained_run / "last.pt").path.name == "last.pt"
 
 
