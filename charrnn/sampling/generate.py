@@ -3,16 +3,17 @@ text decoded, cut at its length or first stop string, and yielded as it grows.""
 
 from __future__ import annotations
 
-import codecs
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 
 from charrnn.model.network import CharRNN, State, map_state
 from charrnn.model.single_row import SingleRow
 from charrnn.model.stepper import Stepper
+from charrnn.sampling.batch import Batch, Row
 from charrnn.sampling.options import SampleOptions
-from charrnn.sampling.pick import RowNoise, pick, single_row_pick
+from charrnn.sampling.pick import RowNoise, single_row_pick
+from charrnn.sampling.text import RowText
 
 
 def start_ids(vocab, prime_ids: list[int]) -> list[int]:
@@ -34,78 +35,19 @@ def warm_up(model: CharRNN, ids: list[int], batch: int) -> tuple[torch.Tensor, S
     return logits, map_state(lambda s: s.expand(-1, batch, -1).contiguous(), state)
 
 
-class StopCutter:
-    """Emits a row's text as it grows, holding back only what could still begin a stop string."""
-
-    def __init__(self, stops: list[str], keep: bool) -> None:
-        self.stops = stops
-        self.keep = keep
-        self.hold = max((len(s) for s in stops), default=1) - 1
-        self.pending = ""
-        self.done = False
-
-    def feed(self, text: str) -> str:
-        self.pending += text
-        if self.stops:
-            hits = [(self.pending.find(s), s) for s in self.stops if s in self.pending]
-            if hits:
-                pos, stop = min(hits)
-                self.done = True
-                out = self.pending[: pos + (len(stop) if self.keep else 0)]
-                self.pending = ""
-                return out
-        if self.hold == 0:
-            out, self.pending = self.pending, ""
-        else:
-            out, self.pending = self.pending[: -self.hold], self.pending[-self.hold :]
-        return out
-
-    def flush(self) -> str:
-        out, self.pending = self.pending, ""
-        return out
-
-
-class RowText:
-    """One row's text as its tokens arrive: bytes decoded as they complete a character (a
-    subword's byte pieces may split one), cut after ``--length`` characters or at the first
-    stop string."""
-
-    def __init__(self, opts: SampleOptions) -> None:
-        self.decoder = codecs.getincrementaldecoder("utf-8")("replace")
-        self.cutter = StopCutter(opts.stops, opts.keep_stop) if opts.stops else None
-        self.length = opts.length
-        self.count = 0
-
-    def add(self, token_bytes: bytes) -> tuple[str, bool]:
-        """The text this token adds, and whether the row is finished."""
-        piece = self.decoder.decode(token_bytes)
-        room = self.length - self.count
-        if len(piece) > room:
-            piece = piece[:room]
-        self.count += len(piece)
-        finished = self.count >= self.length
-        if self.cutter is not None:
-            piece = self.cutter.feed(piece)
-            if self.cutter.done:
-                finished = True
-            elif finished:
-                piece += self.cutter.flush()
-        return piece, finished
-
-
 def _single_row(stepper: Stepper, logits: torch.Tensor, state: State, opts: SampleOptions, pieces: list[bytes]):
     """generate's loop for one LSTM row (see ``charrnn.model.single_row``): the same tokens in the
     same order of random draws, with a fraction of the calls per character."""
     row = SingleRow(stepper, logits, state)
     noise = RowNoise([opts.seed], logits.shape[-1]) if opts.seed is not None and not opts.greedy else None
     choose = single_row_pick(opts, row.logits, noise, row.kernels)
-    text = RowText(opts)
+    text = RowText(opts.length, opts.stops, opts.keep_stop)
     while True:
         token = choose()
-        piece, finished = text.add(pieces[token])
+        piece, finish = text.add(pieces[token])
         if piece:
             yield 0, piece
-        if finished:
+        if finish is not None:
             return
         row.step(token)
 
@@ -134,22 +76,19 @@ def generate(
 
 @torch.no_grad()
 def _rows(stepper: Stepper, logits: torch.Tensor, state: State, opts: SampleOptions, pieces: list[bytes]):
-    """generate's loop for a batch of rows (or any cell at batch 1), stepped together."""
+    """generate's loop for a batch of rows (or any cell at batch 1), stepped together to the end."""
     num_samples = logits.shape[0]
-    texts = [RowText(opts) for _ in range(num_samples)]
-    active = list(range(num_samples))
     noise = None
     if opts.seed is not None and not opts.greedy:
         noise = RowNoise([opts.seed + i for i in range(num_samples)], logits.shape[-1])
-    while active:
-        token_list = pick(logits, opts, race=noise.draw() if noise is not None else None).tolist()
-        still = []
-        for row in active:
-            piece, finished = texts[row].add(pieces[token_list[row]])
+    batch = Batch(stepper, pieces, compact=False)
+    batch.join(
+        [Row(i, opts, RowText(opts.length, opts.stops, opts.keep_stop)) for i in range(num_samples)],
+        logits,
+        state,
+        noise,
+    )
+    while batch.generating:
+        for row, piece, _ in batch.step():
             if piece:
-                yield row, piece
-            if not finished:
-                still.append(row)
-        active = still
-        if active:
-            logits, state = stepper.step(torch.tensor(token_list), state)
+                yield row.key, piece

@@ -1,16 +1,18 @@
 """Choosing the next token from the logits: temperature, top-k, top-p and the random draws.
 
-``pick`` takes one setting for the whole batch, ``pick_rows`` a setting per row (the server's
-unrelated requests), ``temperature_pick`` is the batch-1 fast path; all make the same
-operations on the same values, so a row's token never depends on which path chose it. Each
-row's random draws come from its own generator (``RowNoise``), so a row's text depends on its
-seed alone.
+``pick_rows`` is the one implementation, with settings per row (``RowFilters``: the server's
+unrelated requests share a batch); ``pick`` is it with one setting for every row, and
+``temperature_pick`` is the batch-1 fast path, making the same operations on the same values,
+so a row's token never depends on which path chose it. Each row's random draws come from its
+own generator (``RowNoise``), so a row's text depends on its seed alone.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from types import ModuleType
-from typing import Callable, Iterator, Literal, overload
+from typing import Literal, overload
 
 import numpy as np
 import torch
@@ -18,61 +20,87 @@ import torch
 from charrnn.sampling.options import SampleOptions
 
 
-def filter_logits(logits: torch.Tensor, temp: float, top_k: int | None, top_p: float | None) -> torch.Tensor:
+@dataclass(frozen=True)
+class RowFilters:
+    """Each row's temperature, top-k and top-p as the tensors ``pick_rows`` takes, built once per
+    batch (not per step): (rows, 1) each, or (1, 1) for one setting that every row shares.
+
+    A greedy row keeps every token at temperature 1 (its token is the argmax, whatever the
+    others compute); a row without top-k keeps all ``vocab_size`` tokens, one without top-p has
+    inf, so rows that filter share one tensor with rows that do not. A filter no row uses is None.
+    """
+
+    temp: torch.Tensor
+    top_k: torch.Tensor | None
+    top_p: torch.Tensor | None
+    greedy: torch.Tensor | None
+    all_greedy: bool
+    k_max: int
+
+    @classmethod
+    def of(cls, rows: list[SampleOptions], vocab_size: int, device: torch.device | str | None = None) -> RowFilters:
+        """The filters for ``rows``: one ``SampleOptions`` per row, or one for them all."""
+        # float32 whatever torch's default dtype: one setting's Python floats divide the logits
+        # and meet top-p's cumulative sums as float32 too.
+        column = lambda values, dtype: torch.tensor([[v] for v in values], dtype=dtype, device=device)
+        greedy = [o.greedy for o in rows]
+        temp = column([1.0 if o.greedy else o.temp for o in rows], torch.float32)
+        k = [vocab_size if o.greedy or o.top_k is None else min(o.top_k, vocab_size) for o in rows]
+        top_k = column(k, torch.long) if min(k) < vocab_size else None
+        # top_p 1 keeps every token: skipped, not compared (a cumulative sum can round past 1).
+        p = [o.top_p if not o.greedy and o.top_p is not None and o.top_p < 1 else float("inf") for o in rows]
+        top_p = column(p, torch.float32) if min(p) < float("inf") else None
+        greedy_rows = torch.tensor(greedy, device=device) if any(greedy) else None
+        return cls(temp, top_k, top_p, greedy_rows, all(greedy), max(k))
+
+
+def filter_logits(logits: torch.Tensor, filters: RowFilters) -> torch.Tensor:
     """Temperature, then top-k, then nucleus (top-p), as logits with excluded tokens at -inf."""
-    logits = logits.float() / temp
-    if top_k is not None and top_k < logits.shape[-1]:
-        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p is not None and top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
-        probs = sorted_logits.softmax(-1)
+    x = logits.float() / filters.temp
+    if filters.top_k is not None:
+        # The k-th largest value of each row; a row that keeps all V tokens compares with its least.
+        k = filters.top_k.expand(x.shape[0], 1)
+        kth = torch.topk(x, filters.k_max, dim=-1).values.gather(-1, k - 1)
+        x = x.masked_fill(x < kth, float("-inf"))
+    if filters.top_p is not None:
+        sorted_x, order = torch.sort(x, dim=-1, descending=True)
+        probs = sorted_x.softmax(-1)
         before = probs.cumsum(-1) - probs
         # Keep the smallest prefix whose mass reaches top_p: a token stays if the mass before
         # it is still below top_p (the most likely token always stays).
-        drop_sorted = before >= top_p
+        drop_sorted = before >= filters.top_p
         drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
-        logits = logits.masked_fill(drop, float("-inf"))
-    return logits
+        x = x.masked_fill(drop, float("-inf"))
+    return x
 
 
-def pick(
-    logits: torch.Tensor, opts: SampleOptions, gen: torch.Generator | None = None, race: torch.Tensor | None = None
+def pick_rows(
+    logits: torch.Tensor, filters: RowFilters, race: torch.Tensor | None = None, gen: torch.Generator | None = None
 ) -> torch.Tensor:
-    """One token per row of ``logits`` (batch, vocab); ``race`` is each row's own Exp(1) draws
-    (from ``RowNoise``), else they come from ``gen`` (or the global RNG) for the whole batch."""
-    if opts.greedy:
+    """One token per row of ``logits`` (batch, vocab), each row with its own ``filters``;
+    ``race`` is each row's own Exp(1) draws (from ``RowNoise``), else they come from ``gen`` (or
+    the global RNG) for the whole batch. Every operation is row by row, so a row gets bit for
+    bit the token it gets alone or beside rows with other settings."""
+    if filters.all_greedy:
         return logits.argmax(-1)
-    probs = filter_logits(logits, opts.temp, opts.top_k, opts.top_p).softmax(-1)
+    probs = filter_logits(logits, filters).softmax(-1)
     # One draw per row by the exponential race: argmax(p_k / E_k) with E_k ~ Exp(1) picks k with
     # probability p_k, what torch.multinomial does for one sample, without its per-call checks
     # (a quarter of the per-character overhead at batch 1). Excluded tokens have p = 0.
     if race is None:
         race = torch.empty_like(probs).exponential_(generator=gen)
-    return probs.div_(race).argmax(-1)
-
-
-def pick_rows(
-    logits: torch.Tensor, temp: torch.Tensor, top_k: torch.Tensor | None, top_p: torch.Tensor | None, race: torch.Tensor
-) -> torch.Tensor:
-    """``pick`` with settings per row, for a batch of unrelated requests: ``temp`` (batch, 1),
-    0 meaning greedy; ``top_k`` (batch, 1) with the vocabulary size for none; ``top_p``
-    (batch, 1) with inf for none. A row gets bit for bit the token ``pick`` gives it alone:
-    the same operations on the same values, row by row."""
-    greedy = temp == 0
-    x = logits.float() / torch.where(greedy, 1.0, temp)
-    if top_k is not None:
-        kth = x.sort(-1, descending=True).values.gather(-1, top_k - 1)
-        x = x.masked_fill(x < kth, float("-inf"))
-    if top_p is not None:
-        sorted_x, order = torch.sort(x, dim=-1, descending=True)
-        probs = sorted_x.softmax(-1)
-        drop_sorted = probs.cumsum(-1) - probs >= top_p
-        x = x.masked_fill(torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted), float("-inf"))
-    tokens = x.softmax(-1).div_(race).argmax(-1)
-    if bool(greedy.any()):
-        tokens = torch.where(greedy[:, 0], logits.argmax(-1), tokens)
+    tokens = probs.div_(race).argmax(-1)
+    if filters.greedy is not None:
+        tokens = torch.where(filters.greedy, logits.argmax(-1), tokens)
     return tokens
+
+
+def pick(
+    logits: torch.Tensor, opts: SampleOptions, gen: torch.Generator | None = None, race: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``pick_rows`` with one setting for every row (a loop that picks often builds its
+    ``RowFilters`` once instead)."""
+    return pick_rows(logits, RowFilters.of([opts], logits.shape[-1], logits.device), race, gen)
 
 
 class RowNoise:
@@ -138,7 +166,7 @@ class RowNoise:
         self.used = [self.used[i] for i in rows]
         self.buf = self.buf[torch.tensor(rows, dtype=torch.long)]
 
-    def extend(self, other: "RowNoise") -> None:
+    def extend(self, other: RowNoise) -> None:
         """Append ``other``'s rows (new requests joining the batch)."""
         self.gens += other.gens
         self.used += other.used
@@ -149,21 +177,22 @@ def single_row_pick(
     opts: SampleOptions, logits: torch.Tensor, noise: RowNoise | None, kernels: ModuleType | None = None
 ) -> Callable[[], int]:
     """``pick`` for one row's fixed ``logits`` buffer as a function returning the token as an
-    int: plain temperature sampling (the default) through ``single_row.temperature_pick``, the
-    very operations ``pick`` makes (in ``kernels``, ``charrnn.model.gate_kernel``, where given); top-k/top-p
-    call ``pick`` itself, greedy its argmax."""
+    int: plain temperature sampling (the default) through ``temperature_pick``, the very
+    operations ``pick_rows`` makes (in ``kernels``, ``charrnn.model.gate_kernel``, where given);
+    top-k/top-p call ``pick_rows`` itself with its filters built once, greedy its argmax."""
     if opts.greedy:
         return lambda: logits.argmax(-1).item()
     if opts.top_k is not None or opts.top_p is not None:
         races = noise.stream() if noise is not None else None
-        return lambda: pick(logits, opts, race=next(races) if races is not None else None).item()
+        filters = RowFilters.of([opts], logits.shape[-1], logits.device)
+        return lambda: pick_rows(logits, filters, next(races) if races is not None else None).item()
     return temperature_pick(logits, opts.temp, noise, kernels)
 
 
 def temperature_pick(
-    logits: torch.Tensor, temp: float, noise: "RowNoise | None", kernels: ModuleType | None = None
+    logits: torch.Tensor, temp: float, noise: RowNoise | None, kernels: ModuleType | None = None
 ) -> Callable[[], int]:
-    """``sample.pick``'s temperature sampling of the fixed ``logits`` buffer as a function of
+    """``pick_rows``'s temperature sampling of the fixed ``logits`` buffer as a function of
     nothing, returning the token: the same division, softmax, division by the Exp(1) draws
     (``noise``'s, else the global generator's) and argmax, into fixed buffers; the arithmetic
     around the softmax in ``kernels`` (``charrnn.model.gate_kernel``) where given."""

@@ -9,20 +9,20 @@ call, so a web server wakes its event loop at most once per tick rather than onc
 
 from __future__ import annotations
 
-import codecs
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
-from charrnn.model.network import CharRNN, join_states, select_state
-from charrnn.sampling.generate import StopCutter, start_ids, warm_up
-from charrnn.sampling.pick import RowNoise, pick_rows
+from charrnn.model.network import CharRNN
 from charrnn.model.stepper import Stepper
-
-# What a job's last event says: it reached max_tokens, or a stop string (or the server stopped).
-LENGTH, STOP = "length", "stop"
+from charrnn.sampling.batch import Batch, Row
+from charrnn.sampling.generate import start_ids, warm_up
+from charrnn.sampling.options import SampleOptions
+from charrnn.sampling.pick import RowNoise
+from charrnn.sampling.text import LENGTH, STOP, RowText
 
 
 @dataclass(eq=False)
@@ -30,7 +30,8 @@ class Job:
     """One generated text (one choice of a completion request), with its own settings.
 
     ``temp`` 0 is greedy. ``listener`` and ``index`` are the caller's: where the sink should
-    route this job's text.
+    route this job's text. ``tokens`` is how many tokens it generated, counted by its last event
+    (what the usage reports).
     """
 
     prompt_ids: list[int]
@@ -51,51 +52,23 @@ Event = tuple[Job, str, "str | None"]
 Sink = Callable[[list[Event]], None]
 
 
-class _Row:
-    """A job's place in the batch: its byte decoder and stop cutter, as ``generate`` keeps them."""
-
-    def __init__(self, job: Job) -> None:
-        self.job = job
-        self.decoder = codecs.getincrementaldecoder("utf-8")("replace")
-        self.cutter = StopCutter(job.stops, False) if job.stops else None
-
-    def advance(self, piece: bytes) -> tuple[str, str | None]:
-        """The text one more token adds, and the finish reason if it was the last."""
-        job = self.job
-        text = self.decoder.decode(piece)
-        job.tokens += 1
-        finish = LENGTH if job.tokens >= job.max_tokens else None
-        if finish is not None:
-            text += self.decoder.decode(b"", final=True)
-        if self.cutter is not None:
-            text = self.cutter.feed(text)
-            if self.cutter.done:
-                finish = STOP
-            elif finish is not None:
-                text += self.cutter.flush()
-        return text, finish
-
-
 class Engine:
     """The worker that owns one model. ``submit`` and ``cancel`` are safe from any thread."""
 
-    def __init__(self, model: CharRNN, vocab, sink: Sink, device: torch.device | str = "cpu",
-                 threads: int | None = None) -> None:
+    def __init__(
+        self, model: CharRNN, vocab, sink: Sink, device: torch.device | str = "cpu", threads: int | None = None
+    ) -> None:
         self.model = model.eval().to(device)
         self.threads = threads
         self.vocab = vocab
         self.device = torch.device(device)
         self.sink = sink
         # The precision `charrnn sample` steps in by default, so a seeded request gets its text.
-        self.stepper = Stepper(self.model, "auto" if self.device.type == "cpu" else "float32")
-        self.pieces = vocab.token_bytes()
-        self.rows: list[_Row] = []
+        stepper = Stepper(self.model, "auto" if self.device.type == "cpu" else "float32")
+        # Compacting: a row leaves the batch's tensors when its request ends.
+        self.batch = Batch(stepper, vocab.token_bytes(), compact=True)
         self._pending: list[list[Job]] = []
         self._wake = threading.Condition()
-        self.logits: torch.Tensor | None = None
-        self.state = None
-        self.noise: RowNoise | None = None
-        self._settings: tuple | None = None
         self._running = True
         self._closing = self._end_now = False
         self._thread = threading.Thread(target=self._work, name="charrnn-engine", daemon=True)
@@ -105,7 +78,7 @@ class Engine:
     def active(self) -> int:
         """Jobs in the batch or waiting to join it."""
         with self._wake:
-            return len(self.rows) + sum(len(group) for group in self._pending)
+            return len(self.batch.rows) + sum(len(group) for group in self._pending)
 
     def submit(self, jobs: list[Job]) -> None:
         """Queue jobs to join the batch. Waiting jobs that share a prompt (the n choices of a
@@ -142,7 +115,7 @@ class Engine:
         with torch.no_grad():
             while True:
                 with self._wake:
-                    while self._running and not (self._pending or self.rows or self._end_now):
+                    while self._running and not (self._pending or self.batch.rows or self._end_now):
                         self._wake.wait()
                     groups, self._pending = self._pending, []
                     end, self._end_now = self._end_now or not self._running, False
@@ -156,12 +129,11 @@ class Engine:
                 if waiting:
                     with self._wake:
                         self._pending[:0] = waiting
-                if self.rows:
+                if self.batch.rows:
                     self._tick()
 
     def _end_all(self, groups: list[list[Job]]) -> None:
-        jobs = [row.job for row in self.rows] + [job for group in groups for job in group]
-        self.rows = []
+        jobs = [_counted(row) for row in self.batch.clear()] + [job for group in groups for job in group]
         self.sink([(job, "", STOP) for job in jobs if not job.cancelled])
 
     def _admit(self, groups: list[list[Job]]) -> list[list[Job]]:
@@ -181,52 +153,26 @@ class Engine:
         later = [job for job in jobs if start_ids(self.vocab, job.prompt_ids) != ids]
         logits, state = warm_up(self.model, ids, len(now))
         noise = RowNoise([job.seed for job in now], logits.shape[-1])
-        if self.rows:
-            self.logits = torch.cat([self.logits, logits])
-            self.state = join_states([self.state, state])
-            self.noise.extend(noise)
-        else:
-            self.logits, self.state, self.noise = logits, state, noise
-        self.rows += [_Row(job) for job in now]
-        self._settings = None
+        self.batch.join([_row(job) for job in now], logits, state, noise)
         return [later] if later else []
 
     def _tick(self) -> None:
-        """Pick every row's next token, hand out the text, drop ended rows, step the rest."""
-        if self._settings is None:
-            self._settings = _row_settings([row.job for row in self.rows], self.logits.shape[-1], self.device)
-        race = self.noise.draw().to(self.device)
-        tokens = pick_rows(self.logits, *self._settings, race)
-        events: list[Event] = []
-        keep: list[int] = []
-        for i, (row, token) in enumerate(zip(self.rows, tokens.tolist())):
-            if row.job.cancelled:
-                continue
-            text, finish = row.advance(self.pieces[token])
-            if text or finish:
-                events.append((row.job, text, finish))
-            if finish is None:
-                keep.append(i)
+        """One step of the batch; its text to the sink in one call (cancelled jobs leave silently)."""
+        events = self.batch.step(lambda job: job.cancelled)
         if events:
-            self.sink(events)
-        if len(keep) < len(self.rows):
-            self.rows = [self.rows[i] for i in keep]
-            self._settings = None
-            if not keep:
-                return
-            index = torch.tensor(keep, device=self.device)
-            tokens, self.state = tokens[index], select_state(self.state, index)
-            self.noise.keep(keep)
-        self.logits, self.state = self.stepper.step(tokens, self.state)
+            self.sink([(row.key if finish is None else _counted(row), text, finish) for row, text, finish in events])
 
 
-def _row_settings(jobs: list[Job], vocab_size: int, device: torch.device) -> tuple:
-    """The batch's per-row temperature, top-k and top-p as ``pick_rows`` takes them."""
-    temp = torch.tensor([[job.temp] for job in jobs], device=device)
-    top_k = top_p = None
-    if any(job.top_k is not None and job.top_k < vocab_size for job in jobs):
-        top_k = torch.tensor([[min(job.top_k or vocab_size, vocab_size)] for job in jobs], device=device)
-    if any(job.top_p is not None and job.top_p < 1 for job in jobs):
-        inf = float("inf")
-        top_p = torch.tensor([[job.top_p if job.top_p is not None and job.top_p < 1 else inf] for job in jobs], device=device)
-    return temp, top_k, top_p
+def _row(job: Job) -> Row:
+    """A job's row: it picks as ``charrnn sample`` with its settings, and ends after ``max_tokens``
+    tokens (its draws are the batch's ``RowNoise``, seeded by the job)."""
+    # Greedy at temperature 0, and at one that is 0 as the float32 the logits are divided in.
+    greedy = torch.tensor(job.temp, dtype=torch.float32).item() == 0
+    options = SampleOptions(temp=job.temp, greedy=greedy, top_k=job.top_k, top_p=job.top_p)
+    return Row(job, options, RowText(job.max_tokens, job.stops, per_token=True))
+
+
+def _counted(row: Row) -> Job:
+    """The row's job, with the tokens it generated (set once, as it ends)."""
+    row.key.tokens = row.text.count
+    return row.key

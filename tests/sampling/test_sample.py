@@ -8,9 +8,9 @@ import torch
 
 from charrnn.model.network import CharRNN, ModelConfig
 from charrnn.sampling.beam import beam_search
-from charrnn.sampling.generate import StopCutter, generate
+from charrnn.sampling.generate import generate
 from charrnn.sampling.options import SampleOptions
-from charrnn.sampling.pick import filter_logits, pick
+from charrnn.sampling.pick import RowFilters, filter_logits, pick
 from charrnn.model.stepper import Stepper
 from charrnn.data.vocab import CharVocab
 
@@ -55,7 +55,7 @@ def test_top_p_never_leaves_the_nucleus():
     g = torch.Generator().manual_seed(0)
     seen = {int(pick(_toy_logits(), SampleOptions(temp=1.0, top_p=0.7), g)) for _ in range(2000)}
     assert seen == nucleus
-    kept = torch.isfinite(filter_logits(_toy_logits(), 1.0, None, 1.0))
+    kept = torch.isfinite(filter_logits(_toy_logits(), RowFilters.of([SampleOptions(temp=1.0, top_p=1.0)], 6)))
     assert kept.all()
 
 
@@ -74,18 +74,6 @@ def test_empirical_frequencies_match_softmax_chi_square():
     expected = (logits / 1.3).softmax(-1)[0].double().numpy() * n
     chi2 = float(((counts - expected) ** 2 / expected).sum())
     assert chi2 < 20.5  # 5 degrees of freedom, p = 0.001
-
-
-def test_stop_cutter_cuts_exactly_while_streaming():
-    text = "abc\n\nINT. HOUSE\nmore"
-    for keep, want in ((False, "abc"), (True, "abc\n\nINT.")):
-        cut = StopCutter(["\n\nINT."], keep)
-        out = ""
-        for ch in text:
-            out += cut.feed(ch)
-            if cut.done:
-                break
-        assert cut.done and out == want
 
 
 def _tiny_model():
