@@ -1,0 +1,85 @@
+"""The server's engine without the server: a seeded job's text is the sampler's, a tick reads at
+most one prompt, cancelled jobs leave silently, and each job's tokens are counted."""
+
+import threading
+
+import pytest
+import torch
+
+from charrnn.data.vocab import CharVocab
+from charrnn.model.network import CharRNN, ModelConfig
+from charrnn.sampling.generate import generate
+from charrnn.sampling.options import SampleOptions
+from charrnn.serving import engine as engine_module
+from charrnn.serving.engine import Engine, Job
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(2)
+    vocab = CharVocab.build("abcdefgh \n")
+    return CharRNN(ModelConfig(vocab_size=vocab.size, layers=2, hidden=16, embed=8, dropout=0.0)).eval(), vocab
+
+
+class Collector:
+    """The engine's sink: every event in order, each job's text and finish."""
+
+    def __init__(self, log: list) -> None:
+        self.log, self.texts, self.finish = log, {}, {}
+        self.cond = threading.Condition()
+
+    def __call__(self, events) -> None:
+        with self.cond:
+            self.log.append(("tick", len(events)))
+            for job, text, finish in events:
+                self.texts[job.index] = self.texts.get(job.index, "") + text
+                if finish is not None:
+                    self.finish[job.index] = finish
+            self.cond.notify_all()
+
+    def wait(self, indices) -> None:
+        with self.cond:
+            assert self.cond.wait_for(lambda: set(indices) <= set(self.finish), timeout=60)
+
+
+JOBS = [  # prompt, max_tokens, seed, temp, top_k, top_p, stops
+    ("ab", 40, 11, 0.0, None, None, []),
+    ("ab", 60, 12, 0.9, 3, None, []),
+    ("ab", 50, 13, 1.3, None, 0.8, ["h"]),
+    ("", 30, 14, 1.0, None, None, []),
+    ("cab", 45, 15, 0.7, 5, 0.9, ["gg", "e\n"]),
+]
+
+
+def _sampled(model, vocab, prompt, max_tokens, seed, temp, top_k, top_p, stops):
+    """``charrnn sample``'s text for a job (a character vocabulary: a token is a character)."""
+    settings = {"temp": temp or 0.8, "greedy": temp == 0, "top_k": top_k, "top_p": top_p}
+    opts = SampleOptions(length=max_tokens, seed=seed, stops=stops, **settings)
+    return "".join(piece for _, piece in generate(model, vocab, opts, vocab.encode(prompt).tolist()))
+
+
+def test_jobs_in_one_batch_are_the_sampler_alone(tiny, monkeypatch):
+    model, vocab = tiny
+    log: list = []
+    read = engine_module.warm_up
+    monkeypatch.setattr(engine_module, "warm_up", lambda m, ids, n: (log.append(("read", ids, n)), read(m, ids, n))[1])
+    sink = Collector(log)
+    engine = Engine(model, vocab, sink)
+    gone = Job(vocab.encode("h").tolist(), 10_000, 99, index=99)
+    engine.submit([gone])
+    with sink.cond:
+        assert sink.cond.wait_for(lambda: 99 in sink.texts, timeout=60)
+    engine.cancel([gone])  # its reader went away: it leaves at the next tick, without a last event
+    jobs = [Job(vocab.encode(prompt).tolist(), *settings, index=i) for i, (prompt, *settings) in enumerate(JOBS)]
+    engine.submit([*jobs, Job([], 0, 1, index=100)])
+    sink.wait([*range(len(JOBS)), 100])
+    engine.close()
+    for i, spec in enumerate(JOBS):
+        assert sink.texts[i] == _sampled(model, vocab, *spec), i
+    assert [sink.finish[i] for i in range(len(JOBS))] == ["length", "length", "stop", "length", "stop"]
+    assert [job.tokens for job in jobs][:2] == [40, 60] and 0 < jobs[2].tokens < 50
+    assert sink.finish[100] == "length" and 99 not in sink.finish
+    # "ab" is read once for its three jobs, then "\n" (for "") and "cab": one prompt a tick.
+    reads = [entry[1:] for entry in log if entry[0] == "read"]
+    assert [(vocab.decode(ids), n) for ids, n in reads] == [("h", 1), ("ab", 3), ("\n", 1), ("cab", 1)]
+    assert all(log[i + 1][0] == "tick" for i, entry in enumerate(log) if entry[0] == "read")
