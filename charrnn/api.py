@@ -86,7 +86,7 @@ def _checked(options: dict[str, Any]) -> dict[str, Any]:
 
 def load(path: PathLike) -> Model:
     """A trained model from a checkpoint file or a run directory (its best.pt)."""
-    return Model(checkpoint.load(path))
+    return Model(checkpoint.load(Path(path)))
 
 
 class Model:

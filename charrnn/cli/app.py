@@ -33,7 +33,7 @@ app.command()(plot)
 app.command()(viz)
 
 # Click's UsageError, whether Typer uses click itself or (newer Typer) its vendored copy.
-UsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+UsageError: type[typer.TyperException] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
 
 
 def _show_version(value: bool) -> None:

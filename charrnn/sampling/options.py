@@ -71,6 +71,7 @@ class Option:
         return text
 
     def _number(self, text: str) -> int | float:
+        number: int | float | None
         if self.type is int:
             number, kind = _read_int(text), "integer, unable to parse string as an integer"
         else:
@@ -134,7 +135,7 @@ def options_of(cls: type, defaults: bool) -> dict[str, Option]:
             continue
         default = None
         if defaults:
-            default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+            default = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
         found[f.name] = dataclasses.replace(f.metadata["option"], name=f.name, type=_not_none(hints[f.name]),
                                             default=default)
     return found

@@ -124,7 +124,7 @@ class TrainConfig:
         """Values a flag range cannot express (strictly positive, cross-field)."""
         for o in TRAIN_OPTIONS.values():
             value = getattr(self, o.name) if o.min_open else None
-            if value is not None and not value > o.min:
+            if value is not None and o.min is not None and not value > o.min:
                 raise CharrnnError(f"{o.flag} must be > {shown(o.min)} (got {value})")
         if self.val_tokens == 1:
             raise CharrnnError("--val-tokens must be 0 (the whole split) or at least 2 "
