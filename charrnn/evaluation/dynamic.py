@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Callable
 
 import numpy as np
 import torch
@@ -51,7 +51,7 @@ class Rule:
     decay: float | None = None
     segment: int = SEGMENT
 
-    def resolved(self) -> "Rule":
+    def resolved(self) -> Rule:
         """The rule with its defaults filled in, refusing values that make no sense."""
         if self.method not in METHODS:
             raise CharrnnError(f"--dynamic-method must be one of {', '.join(METHODS)} (got {self.method!r})")
@@ -82,7 +82,8 @@ def _pair(ids: np.ndarray, a: int, segment: int) -> tuple[np.ndarray, np.ndarray
     return ids[a:b], ids[a + 1 : b + 1]
 
 
-def gradient_stats(model: CharRNN, ids: np.ndarray, segment: int, tick: Callable[[], None] = lambda: None) -> list[torch.Tensor]:
+def gradient_stats(model: CharRNN, ids: np.ndarray, segment: int, tick: Callable[[], None] = lambda: None
+                   ) -> list[torch.Tensor]:
     """Mean squared gradient of every weight over the segments of ``ids`` (the training text),
     read as one stream like dynamic evaluation reads, with the trained weights throughout."""
     if len(ids) < 2:
@@ -98,7 +99,8 @@ def gradient_stats(model: CharRNN, ids: np.ndarray, segment: int, tick: Callable
         x = x[None]
         logits, state = model(x, state)
         grads = torch.autograd.grad(F.cross_entropy(logits[0].float(), y), params)
-        torch._foreach_addcmul_(sums, grads, grads)
+        for total, grad in zip(sums, grads):
+            total.addcmul_(grad, grad)
         state = detach_state(state)
         count += 1
         tick()
@@ -126,20 +128,26 @@ class Adapter:
             eps = EPS_REL * mean if mean > 0 else 1.0
             self.scale: list[torch.Tensor] | float = [lr / (r + eps) for r in rms]
             # Krause et al. clip the decay so that no weight overshoots its trained value.
-            self.pull: list[torch.Tensor] | float = [(decay * r / mean).clamp_(max=1.0) for r in rms] if mean > 0 else decay
+            self.pull: list[torch.Tensor] | float = (
+                [(decay * r / mean).clamp_(max=1.0) for r in rms] if mean > 0 else decay)
         else:
             self.scale, self.pull = lr, decay
 
     def _update(self, grads: tuple[torch.Tensor, ...]) -> None:
+        """Each weight pulled toward its trained value and stepped against its gradient.
+
+        Weight by weight: torch's ``_foreach_`` list calls, used here before, run these same
+        per-tensor kernels on a CPU (where dynamic evaluation runs) and saved 40 us of a 25 ms
+        segment of a 2x128 LSTM, nothing measurable for a 2x512 (2-core Zen 3 EPYC)."""
         with torch.no_grad():
-            pull = torch._foreach_sub(self.origin, self.params)  # toward the trained weights
-            if isinstance(self.pull, list):
-                torch._foreach_mul_(pull, self.pull)
-                torch._foreach_addcmul_(pull, grads, self.scale, value=-1.0)
-            else:
-                torch._foreach_mul_(pull, self.pull)
-                torch._foreach_add_(pull, grads, alpha=-self.scale)
-            torch._foreach_add_(self.params, pull)
+            for i, (param, origin, grad) in enumerate(zip(self.params, self.origin, grads)):
+                pull = origin - param  # toward the trained weights
+                pull.mul_(self.pull[i] if isinstance(self.pull, list) else self.pull)
+                if isinstance(self.scale, list):
+                    pull.addcmul_(grad, self.scale[i], value=-1.0)
+                else:
+                    pull.add_(grad, alpha=-self.scale)
+                param.add_(pull)
         self.steps += 1
 
     def read(self, x: np.ndarray, y: np.ndarray, state: State | None, learn: bool = True) -> tuple[float, State]:
@@ -153,7 +161,8 @@ class Adapter:
             self._update(torch.autograd.grad(loss / len(targets), self.params))
         return float(loss.detach()), detach_state(state)
 
-    def pass_over(self, ids: np.ndarray, tick: Callable[[], None] = lambda: None, max_steps: int | None = None) -> float:
+    def pass_over(self, ids: np.ndarray, tick: Callable[[], None] = lambda: None, max_steps: int | None = None
+                  ) -> float:
         """Read ``ids`` from a zero state, a step after every segment; the nats of its predictions."""
         seg = self.rule.segment
         total, state = 0.0, None
@@ -209,7 +218,8 @@ def compare(
     static = evaluate(model, ids, torch.device("cpu"), chars=chars)
     t1 = time.monotonic()
     segments = len(_segments(len(ids) - 1, rule.segment))
-    stats_segments = len(_segments(len(stats_ids) - 1, rule.segment)) if rule.needs_stats and stats_ids is not None else 0
+    with_stats = rule.needs_stats and stats_ids is not None
+    stats_segments = len(_segments(len(stats_ids) - 1, rule.segment)) if with_stats else 0
     with LateBar("dynamic evaluation", segments + stats_segments, enabled=show_progress) as bar:
         stats = gradient_stats(model, stats_ids, rule.segment, bar.advance) if rule.needs_stats else None
         adapter = Adapter(model, rule, stats)

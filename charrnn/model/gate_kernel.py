@@ -14,14 +14,14 @@ symbols or an AVX2 CPU are missing, likewise. ``CHARRNN_FUSED=0`` turns it off (
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import os
-from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 import torch
+
+from charrnn.runtime.kernels import gate_function_addresses
 
 try:
     from charrnn.model import _lstm_row
@@ -55,16 +55,14 @@ def why_not(hidden: int) -> str | None:
 def _unbound() -> str | None:
     """Why the kernels cannot be bound to torch's functions here (None: they are)."""
     capability = torch.backends.cpu.get_cpu_capability()
-    library = Path(torch.__file__).parent / "lib" / "libtorch_cpu.so"
     if _lstm_row is None:
         return "charrnn was installed without its C extension (no C compiler?)"
     if capability not in _VECTOR_BLOCK:
         return f"torch runs its {capability} kernels here, not AVX2"
     try:
-        lib = ctypes.CDLL(str(library))
-        expf8, tanh = (ctypes.cast(getattr(lib, name), ctypes.c_void_p).value for name in ("Sleef_expf8_u10", "vmsTanh"))
-    except (OSError, AttributeError) as e:
-        return f"torch's expf/tanh are not found in {library.name} ({e})"
+        expf8, tanh = gate_function_addresses()
+    except LookupError as e:
+        return str(e)
     if not _lstm_row.bind(expf8, tanh, _VECTOR_BLOCK[capability]):
         return "no AVX2 and FMA here (the CPU, or an extension built for another architecture)"
     return None

@@ -42,6 +42,7 @@ import torch
 from charrnn.model import gate_kernel
 from charrnn.model.network import State
 from charrnn.model.stepper import Stepper, row_product
+from charrnn.runtime.kernels import packed_product
 
 
 class _Layer(NamedTuple):
@@ -118,7 +119,7 @@ class SingleRow:
             if low is not None:
                 low.copy_(inp)
                 row = self.rows[token] if i == 0 else st.b_ih[i]
-                torch.add(row, torch.ops.mkldnn._linear_pointwise(low, w, None, "none", [], ""), out=g)
+                torch.add(row, packed_product(low, w), out=g)
             elif kernels is None:
                 np.add(row_product(inp_, w_, g_), self.rows_[token] if i == 0 else self.biases_[i], out=g_)
             else:

@@ -13,6 +13,7 @@ import torch
 
 from charrnn.model.cells import CUSTOM_CELLS, cifg_step, peephole_step
 from charrnn.model.network import LSTM_FAMILY, CharRNN, State
+from charrnn.runtime.kernels import pack_bfloat16, packed_product
 from charrnn.runtime.precision import step_dtype
 
 
@@ -43,7 +44,8 @@ class Stepper:
             # pays before its first character, took 10-25 ms with an index copy, a transposing
             # copy and a concatenation per matrix (2-core Zen 3 EPYC).
             H = cfg.hidden
-            blocks = [slice(0, 2 * H), slice(3 * H, 4 * H), slice(2 * H, 3 * H)] if self.kind == "lstm" else [slice(None)]
+            lstm_blocks = [slice(0, 2 * H), slice(3 * H, 4 * H), slice(2 * H, 3 * H)]
+            blocks = lstm_blocks if self.kind == "lstm" else [slice(None)]
             p = lambda name: getattr(rnn, name).detach().float()
             w = lambda name: _gate_order(p(name), blocks)
             t = lambda name: _transposed(p(name), blocks)
@@ -65,21 +67,22 @@ class Stepper:
                 else:
                     self.b_ih = [a + b for a, b in zip(b_ih, b_hh)]
                     # Layers above the first: one product of [x, h] with the stacked matrices.
-                    self.w_cat = [None] + [_stacked(p(f"weight_ih_l{i}"), p(f"weight_hh_l{i}"), blocks) for i in range(1, cfg.layers)]
+                    self.w_cat = [None] + [_stacked(p(f"weight_ih_l{i}"), p(f"weight_hh_l{i}"), blocks)
+                                           for i in range(1, cfg.layers)]
             # Layer 0's input product depends only on the token: precompute it for every token.
             self.table = torch.addmm(self.b_ih[0], model.embed.weight.detach().float(), self.w_ih[0])
             self.w_out = model.head.weight.detach().float().t().contiguous()
             self.b_out = model.head.bias.detach().float().clone()
             if self.dtype == torch.bfloat16:
-                self.w_hh = [m if m is None else _pack_bfloat16(m) for m in self.w_hh]
+                self.w_hh = [m if m is None else pack_bfloat16(m) for m in self.w_hh]
                 if self.kind == "gru":
-                    self.w_ih = [_pack_bfloat16(m) for m in self.w_ih]
+                    self.w_ih = [pack_bfloat16(m) for m in self.w_ih]
                 else:
-                    self.w_cat = [None] + [_pack_bfloat16(m) for m in self.w_cat[1:]]
+                    self.w_cat = [None] + [pack_bfloat16(m) for m in self.w_cat[1:]]
 
     @staticmethod
     def _mm(bias: torch.Tensor, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        """``bias + x @ w`` in float32, ``w`` a float32 matrix or one packed by ``_pack_bfloat16``.
+        """``bias + x @ w`` in float32, ``w`` a float32 matrix or one packed by ``pack_bfloat16``.
 
         One row on the CPU in float32 is a matrix-vector product, which numpy's BLAS
         (OpenBLAS in its wheels) streams at up to 3x the speed of torch's (see ``row_product``);
@@ -89,7 +92,7 @@ class Stepper:
                 return torch.add(torch.from_numpy(row_product(x.numpy(), w.numpy())), bias)
             return torch.addmm(bias, x, w)
         # The product's bfloat16 result joins the float32 bias as float32 (type promotion).
-        return torch.add(bias, torch.ops.mkldnn._linear_pointwise(x.to(torch.bfloat16), w, None, "none", [], ""))
+        return torch.add(bias, packed_product(x.to(torch.bfloat16), w))
 
     def step(self, tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         """Logits for the next token after ``tokens`` (batch,), and the new state.
@@ -119,14 +122,16 @@ class Stepper:
                 g = self._mm(self.b_ih[i], torch.cat([x, h], 1), self.w_cat[i])
             if kind == "lstm":
                 gates = torch.sigmoid(g[:, : 3 * H])
-                c = torch.addcmul(gates[:, H : 2 * H] * c_all[i], gates[:, :H], torch.tanh(g[:, 3 * H :]), out=c_next[i])
+                c = torch.addcmul(gates[:, H : 2 * H] * c_all[i], gates[:, :H], torch.tanh(g[:, 3 * H :]),
+                                  out=c_next[i])
                 x = torch.mul(gates[:, 2 * H :], torch.tanh(c), out=h_next[i])
             else:
                 x = torch.tanh(g, out=h_next[i])
         logits = self._mm(self.b_out, x, self.w_out)
         return logits, ((h_next, c_next) if paired else h_next)
 
-    def _custom_step(self, tokens: torch.Tensor, h_all: torch.Tensor, c_all: torch.Tensor) -> tuple[torch.Tensor, State]:
+    def _custom_step(self, tokens: torch.Tensor, h_all: torch.Tensor, c_all: torch.Tensor
+                     ) -> tuple[torch.Tensor, State]:
         """Peephole and CIFG: the layers' own step functions (float32 only)."""
         hs, cs = [], []
         x = None
@@ -176,10 +181,3 @@ def _stacked(ih: torch.Tensor, hh: torch.Tensor, blocks: list[slice]) -> torch.T
     _transposed(hh, blocks, out[ih.shape[1] :])
     return out
 
-
-def _pack_bfloat16(w: torch.Tensor) -> torch.Tensor:
-    """A (in, out) float32 matrix as bfloat16 in oneDNN's own blocked layout for one-row products,
-    laid out once. A bfloat16 ``torch.mm`` on a plain matrix re-lays it out on every call: on a
-    2-core Xeon with AMX the step's three products took 404 us that way against 265 us in
-    float32, and 200 us packed (one process, same minute)."""
-    return torch.ops.mkldnn._reorder_linear_weight(w.t().contiguous().to(torch.bfloat16), 1)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from charrnn.errors import CharrnnError
+from charrnn.runtime import kernels
 
 DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
 CHOICES = ("auto", *DTYPES)
@@ -67,11 +68,8 @@ def cpu_computes(dtype: torch.dtype) -> bool:
     Without them the fused RNN kernel cannot be built at all (measured on an AVX2 CPU: oneDNN
     "could not create a primitive descriptor" for bfloat16 and float16 alike).
     """
-    checks = {
-        torch.bfloat16: ("_is_avx512_bf16_supported", "_is_amx_tile_supported"),
-        torch.float16: ("_is_amx_fp16_supported",),
-    }[dtype]
-    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+    features = {torch.bfloat16: ("avx512_bf16", "amx_tile"), torch.float16: ("amx_fp16",)}[dtype]
+    return any(kernels.cpu_supports(feature) for feature in features)
 
 
 def cpu_has_amx() -> bool:
@@ -81,7 +79,7 @@ def cpu_has_amx() -> bool:
     cap = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "ALL").upper()
     if cap not in ("ALL", "DEFAULT") and "AMX" not in cap:
         return False
-    return torch.backends.mkldnn.is_available() and getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+    return torch.backends.mkldnn.is_available() and kernels.cpu_supports("amx_tile")
 
 
 def auto_dtype(device: torch.device, model: str) -> torch.dtype | None:
@@ -117,7 +115,8 @@ def resolve(name: str, device: torch.device, model: str = "lstm") -> Precision:
             raise CharrnnError("--precision bfloat16: this GPU has no bfloat16 support; use float16")
         if device.type == "cpu" and not cpu_computes(dtype):
             need = "AVX-512-BF16 or AMX" if dtype == torch.bfloat16 else "AMX-FP16"
-            raise CharrnnError(f"--precision {name}: this CPU lacks {need}, which the fused LSTM needs for it; use float32")
+            raise CharrnnError(
+                f"--precision {name}: this CPU lacks {need}, which the fused LSTM needs for it; use float32")
         if not torch.amp.is_autocast_available(device.type):
             raise CharrnnError(f"--precision {name}: autocast is not available on {device.type}")
     return Precision(device.type, dtype)
@@ -140,10 +139,11 @@ def step_dtype(name: str, model: str, hidden: int) -> torch.dtype:
     if name not in STEP_PRECISIONS:
         raise CharrnnError(f"--precision must be one of {', '.join(STEP_PRECISIONS)} (got {name!r})")
     if name == "auto":
-        fast = model == "lstm" and hidden >= AUTO_STEP_MIN_HIDDEN and cpu_has_amx()
+        fast = model == "lstm" and hidden >= AUTO_STEP_MIN_HIDDEN and cpu_has_amx() and kernels.has_packed_bfloat16()
         return torch.bfloat16 if fast else torch.float32
     if name == "bfloat16" and model in ("peephole", "cifg"):
         raise CharrnnError(f"--precision bfloat16 samples lstm, gru and rnn models; a {model} model samples in float32")
-    if name == "bfloat16" and not (torch.backends.mkldnn.is_available() and cpu_computes(torch.bfloat16)):
-        raise CharrnnError("--precision bfloat16: sampling in it needs a CPU with AVX-512-BF16 or AMX and PyTorch with oneDNN; use float32")
+    if name == "bfloat16" and not (kernels.has_packed_bfloat16() and cpu_computes(torch.bfloat16)):
+        raise CharrnnError("--precision bfloat16: sampling in it needs a CPU with AVX-512-BF16 or AMX and PyTorch "
+                           "with oneDNN; use float32")
     return torch.bfloat16 if name == "bfloat16" else torch.float32

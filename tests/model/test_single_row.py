@@ -6,18 +6,18 @@ import warnings
 import pytest
 import torch
 
+from charrnn.data.vocab import CharVocab
 from charrnn.model import gate_kernel
 from charrnn.model.network import CharRNN, ModelConfig
+from charrnn.model.single_row import SingleRow
+from charrnn.model.stepper import Stepper
+from charrnn.runtime.kernels import has_packed_bfloat16
 from charrnn.runtime.precision import cpu_computes
 from charrnn.sampling.generate import generate, warm_up
 from charrnn.sampling.options import SampleOptions
-from charrnn.sampling.pick import RowNoise, pick
-from charrnn.model.single_row import SingleRow
-from charrnn.sampling.pick import temperature_pick
-from charrnn.model.stepper import Stepper
-from charrnn.data.vocab import CharVocab
+from charrnn.sampling.pick import RowNoise, pick, temperature_pick
 
-PRECISIONS = ["float32"] + (["bfloat16"] if torch.backends.mkldnn.is_available() and cpu_computes(torch.bfloat16) else [])
+PRECISIONS = ["float32"] + (["bfloat16"] if has_packed_bfloat16() and cpu_computes(torch.bfloat16) else [])
 CONTROLS = [
     dict(seed=11),
     dict(seed=12, temp=1.4),

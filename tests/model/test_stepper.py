@@ -3,20 +3,20 @@ bfloat16 weights as an option (`sample --precision`)."""
 
 import pytest
 import torch
+from conftest import run_cli
 
 import charrnn.sampling.generate
+from charrnn.data.vocab import CharVocab
 from charrnn.errors import CharrnnError
 from charrnn.model.network import CELLS, CharRNN, ModelConfig
+from charrnn.model.stepper import Stepper
+from charrnn.runtime.kernels import has_packed_bfloat16
 from charrnn.runtime.precision import cpu_computes, step_dtype
 from charrnn.sampling.generate import generate
 from charrnn.sampling.options import SampleOptions
-from charrnn.model.stepper import Stepper
-from charrnn.data.vocab import CharVocab
-
-from conftest import run_cli
 
 needs_bfloat16 = pytest.mark.skipif(
-    not (torch.backends.mkldnn.is_available() and cpu_computes(torch.bfloat16)), reason="this CPU has no bfloat16 products"
+    not (has_packed_bfloat16() and cpu_computes(torch.bfloat16)), reason="this CPU has no bfloat16 products"
 )
 
 
@@ -34,7 +34,8 @@ class ForwardStepper:
 def _model(cell: str, hidden: int = 24, scale: float = 0.3):
     torch.manual_seed(3)
     vocab = CharVocab.build("abcdefghij klmnop\n")
-    model = CharRNN(ModelConfig(vocab_size=vocab.size, model=cell, layers=2, hidden=hidden, embed=12, dropout=0.2)).eval()
+    model = CharRNN(ModelConfig(vocab_size=vocab.size, model=cell, layers=2, hidden=hidden, embed=12,
+        dropout=0.2)).eval()
     with torch.no_grad():
         for p in model.parameters():
             p.normal_(0, scale)
@@ -69,7 +70,8 @@ def test_one_row_multiplies_through_numpy_and_matches_its_row_in_a_batch(cell, m
     model, _ = _model(cell, hidden=64, scale=0.1)
     calls = []
     real = charrnn.model.stepper.row_product
-    monkeypatch.setattr(charrnn.model.stepper, "row_product", lambda x, w, out=None: calls.append(w.shape) or real(x, w, out))
+    counted = lambda x, w, out=None: calls.append(w.shape) or real(x, w, out)
+    monkeypatch.setattr(charrnn.model.stepper, "row_product", counted)
     stepper = Stepper(model, "float32")
     x = torch.randint(0, 18, (2, 40), generator=torch.Generator().manual_seed(1))
     one, two = model.init_state(1), model.init_state(2)
@@ -78,7 +80,8 @@ def test_one_row_multiplies_through_numpy_and_matches_its_row_in_a_batch(cell, m
         alone, one = stepper.step(x[:1, t], one)
         pair, two = stepper.step(x[:, t], two)
         assert torch.allclose(alone, pair[:1], atol=1e-5, rtol=1e-5)
-        assert torch.allclose(flat(one), flat(tuple(s[:, :1] for s in two) if isinstance(two, tuple) else two[:, :1]), atol=1e-5)
+        first = tuple(s[:, :1] for s in two) if isinstance(two, tuple) else two[:, :1]
+        assert torch.allclose(flat(one), flat(first), atol=1e-5)
     assert len(calls) >= 40 * 2  # the output layer and at least one recurrent product per step
 
 
@@ -120,4 +123,5 @@ def test_precision_flag(trained_run):
     auto = run_cli("sample", trained_run, "--length", "80", "--seed", "4")
     assert f.exit_code == 0 and auto.stdout == f.stdout  # a 32-unit model: auto is float32
     r = run_cli("sample", trained_run, "--precision", "float16")
-    assert r.exit_code == 2 and r.stderr == "error: --precision must be one of auto, float32, bfloat16 (got 'float16')\n"
+    assert r.exit_code == 2
+    assert r.stderr == "error: --precision must be one of auto, float32, bfloat16 (got 'float16')\n"

@@ -1,0 +1,87 @@
+"""charrnn.runtime.kernels: each private PyTorch op charrnn calls still exists and still gives what
+its public counterpart gives, so a torch upgrade that changed or removed one fails here, naming
+it, rather than somewhere in a sample's text."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from charrnn.runtime import kernels
+from charrnn.runtime.precision import cpu_computes
+
+ONEDNN = torch.backends.mkldnn.is_available()
+needs_onednn = pytest.mark.skipif(not ONEDNN, reason="this torch has no oneDNN: charrnn samples in float32 only")
+# charrnn multiplies in bfloat16 only where the CPU does (AVX-512-BF16 or AMX); the ops take
+# float32 on any CPU, so each is checked in float32 everywhere and in bfloat16 where it is used.
+DTYPES = [
+    torch.float32,
+    pytest.param(torch.bfloat16, marks=pytest.mark.skipif(
+        not (ONEDNN and cpu_computes(torch.bfloat16)), reason="this CPU has no bfloat16 products (AVX-512-BF16, AMX)")),
+]
+# One rounding of the result apart at most: float32's, or bfloat16's (8 bits of mantissa).
+ROUNDING = {torch.float32: dict(rtol=1e-5, atol=1e-5), torch.bfloat16: dict(rtol=2**-7, atol=1e-4)}
+
+
+def _mkldnn_op(name: str):
+    op = getattr(torch.ops.mkldnn, name, None)
+    assert op is not None, f"torch {torch.__version__} has no torch.ops.mkldnn.{name} (charrnn.runtime.kernels uses it)"
+    return op
+
+
+def _operands(dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Rows ``x`` (3, in), a float32 matrix ``w`` (in, out) as the sampler holds it, and ``w`` as
+    ``F.linear`` takes it (out, in) in ``dtype``; sizes with remainders past any vector width."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 40, generator=gen).to(dtype)
+    w = torch.randn(40, 24, generator=gen)
+    return x, w, w.t().contiguous().to(dtype)
+
+
+@needs_onednn
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_linear_pointwise_is_F_linear(dtype):
+    """``torch.ops.mkldnn._linear_pointwise`` (``kernels.packed_product``) on a plain weight."""
+    _mkldnn_op("_linear_pointwise")
+    assert kernels.has_packed_bfloat16()
+    x, _, plain = _operands(dtype)
+    got = kernels.packed_product(x, plain)
+    assert got.dtype == dtype and got.shape == (3, 24), "torch.ops.mkldnn._linear_pointwise: a changed result"
+    torch.testing.assert_close(got.float(), F.linear(x, plain).float(), **ROUNDING[dtype],
+                               msg=lambda m: f"torch.ops.mkldnn._linear_pointwise differs from F.linear: {m}")
+
+
+@needs_onednn
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_reorder_linear_weight_multiplies_the_same(dtype):
+    """``torch.ops.mkldnn._reorder_linear_weight`` (``kernels.pack_bfloat16``): the packed matrix
+    multiplies as the plain one does."""
+    reorder = _mkldnn_op("_reorder_linear_weight")
+    x, w, plain = _operands(dtype)
+    packed = kernels.pack_bfloat16(w) if dtype == torch.bfloat16 else reorder(w.t().contiguous(), 1)
+    got = kernels.packed_product(x, packed)
+    torch.testing.assert_close(got.float(), F.linear(x, plain).float(), **ROUNDING[dtype],
+                               msg=lambda m: f"a matrix packed by torch.ops.mkldnn._reorder_linear_weight: {m}")
+
+
+@pytest.mark.parametrize("feature", ["amx_tile", "avx512_bf16", "amx_fp16"])
+def test_cpu_feature_checks_answer(feature):
+    """``torch.cpu._is_<feature>_supported`` (``kernels.cpu_supports``): there, and a bool."""
+    name = f"torch.cpu._is_{feature}_supported"
+    check = getattr(torch.cpu, f"_is_{feature}_supported", None)
+    assert check is not None, f"torch {torch.__version__} has no {name}: charrnn would take this CPU to lack it"
+    assert isinstance(check(), bool), f"{name} returned {check()!r}, not a bool"
+    assert kernels.cpu_supports(feature) is check()
+
+
+@pytest.mark.skipif(torch.backends.cpu.get_cpu_capability() != "AVX2",
+                    reason=f"torch runs its {torch.backends.cpu.get_cpu_capability()} kernels here, and charrnn binds "
+                           "its gate kernels to torch's expf and tanh only where they are the AVX2 ones")
+def test_gate_function_symbols_resolve():
+    """libtorch_cpu's ``Sleef_expf8_u10`` and ``vmsTanh`` (``kernels.gate_function_addresses``).
+    That the kernels bound to them give torch's sigmoid and tanh bit for bit is
+    tests/model/test_gate_kernel.py's to check."""
+    try:
+        addresses = kernels.gate_function_addresses()
+    except LookupError as e:
+        pytest.fail(f"{' and '.join(kernels.GATE_SYMBOLS)}: {e}")
+    assert len(addresses) == 2 and all(isinstance(a, int) and a for a in addresses), addresses
