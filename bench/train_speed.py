@@ -221,7 +221,7 @@ def main() -> None:
 
         def watch() -> None:
             while not done.wait(0.05):
-                readings.append((trainer.run.step, rss_mb()))
+                readings.append((trainer.position.step, rss_mb()))
 
         watcher = threading.Thread(target=watch, daemon=True)
         watcher.start()

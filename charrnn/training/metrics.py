@@ -17,10 +17,10 @@ from typing import Any
 
 import torch
 
+from charrnn.errors import CharrnnError
 from charrnn.runtime import distributed
 from charrnn.runtime.distributed import World
-from charrnn.errors import CharrnnError
-from charrnn.training.state import RunState
+from charrnn.training.position import RunState
 
 LN2 = math.log(2)
 # metrics.jsonl fields mirrored to TensorBoard with --tensorboard, and their tags there.
@@ -30,26 +30,26 @@ TENSORBOARD_TAGS = {"train_bpc": "bpc/train", "val_bpc": "bpc/val", "lr": "lr", 
 class Metrics:
     """metrics.jsonl, its TensorBoard mirror, and the train loss gathered between lines."""
 
-    def __init__(self, out: Path, world: World, run: RunState, device: torch.device,
+    def __init__(self, out: Path, world: World, position: RunState, device: torch.device,
                  chars_per_step: float, chars_per_token: float) -> None:
         self.path = out / "metrics.jsonl"
         self.out = out
         self.world = world
-        self.run = run
+        self.position = position
         self.chars_per_step = chars_per_step
         self.chars_per_token = chars_per_token
-        self.loss_sum = torch.tensor(run.loss_sum, dtype=torch.float64, device=device)
+        self.loss_sum = torch.tensor(position.loss_sum, dtype=torch.float64, device=device)
         self.board: Any = None
-        self.last_time, self.last_step = time.monotonic(), run.step
+        self.last_time, self.last_step = time.monotonic(), position.step
 
     def open(self, tensorboard: bool, resumed: bool) -> None:
         """Write the run's history so far (a resumed run's lines up to its checkpoint)."""
         if self.world.main:
             tmp = self.path.with_name(f".{self.path.name}.tmp")
-            tmp.write_text("".join(json.dumps(line) + "\n" for line in self.run.history))
+            tmp.write_text("".join(json.dumps(line) + "\n" for line in self.position.history))
             os.replace(tmp, self.path)
         if tensorboard and self.world.main:
-            self.board = _open_tensorboard(self.out / "tensorboard", resumed, self.run.step)
+            self.board = _open_tensorboard(self.out / "tensorboard", resumed, self.position.step)
 
     def close(self) -> None:
         if self.board is not None:
@@ -57,19 +57,19 @@ class Metrics:
 
     def restart_clock(self) -> None:
         """Speed is measured from here (the first step, then each line)."""
-        self.last_time, self.last_step = time.monotonic(), self.run.step
+        self.last_time, self.last_step = time.monotonic(), self.position.step
 
     def add(self, loss: torch.Tensor) -> None:
         self.loss_sum += loss.detach().double()
-        self.run.loss_count += 1
+        self.position.loss_count += 1
 
     def keep_sum(self) -> None:
         """Store the loss gathered since the last line in the run, for ``last.pt``."""
-        self.run.loss_sum = float(self.loss_sum)
+        self.position.loss_sum = float(self.loss_sum)
 
     def line(self, lr: float, epoch: float, start: float) -> dict[str, Any]:
         """The next metrics line, without its val bpc; starts the next line's loss sum."""
-        r, world = self.run, self.world
+        r, world = self.position, self.world
         now = time.monotonic()
         mean_loss = float(distributed.sum_values(world, self.loss_sum)) / world.size / r.loss_count
         cps = (r.step - self.last_step) * self.chars_per_step / max(1e-9, now - self.last_time)
@@ -87,14 +87,14 @@ class Metrics:
         return line
 
     def write(self, line: dict[str, Any]) -> None:
-        self.run.history.append(line)
+        self.position.history.append(line)
         if self.world.main:
             with open(self.path, "a") as f:
                 f.write(json.dumps(line) + "\n")
         if self.board is not None:
             for key, tag in TENSORBOARD_TAGS.items():
                 if line[key] is not None:
-                    self.board.add_scalar(tag, line[key], self.run.step)
+                    self.board.add_scalar(tag, line[key], self.position.step)
             self.board.flush()
 
 

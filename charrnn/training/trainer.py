@@ -1,10 +1,11 @@
 """The training loop: truncated BPTT over parallel streams, AdamW, warm-up + cosine, checkpoints.
 
 The ``Trainer`` builds a run (model, optimiser, batches) and repeats its schedule; the pieces it
-repeats have rooms of their own: ``step`` (one update and the skipped-step rules), ``metrics``
-(the log line, metrics.jsonl, TensorBoard), ``validation`` (val bpc, best.pt, the early stop),
-``run_state`` (what last.pt holds for a bit-identical resume) and ``second_run`` (what follows an
-early stop).
+repeats have rooms of their own: ``update`` (one update, the optimiser, the loss and the
+skipped-step rules), ``metrics`` (the log line, metrics.jsonl, TensorBoard), ``validation`` (val
+bpc, best.pt, the early stop), ``position`` (where the run stands), ``resume`` (what its
+checkpoints hold, read back for a bit-identical resume or a fine-tune) and ``retrain`` (what
+follows an early stop).
 """
 
 from __future__ import annotations
@@ -15,29 +16,35 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from charrnn.model import checkpoint
-from charrnn.runtime import distributed
-from charrnn.runtime import precision
-from charrnn.training import state as run_state
 from charrnn.data.batches import Batches
-from charrnn.training.config import TrainConfig
 from charrnn.data.prepare import Prepared
-from charrnn.runtime.distributed import World
 from charrnn.errors import CharrnnError, Interrupted
-from charrnn.runtime.device import pick_device
 from charrnn.evaluation.bpc import tokens_read
+from charrnn.model.network import (
+    GATES,
+    CharRNN,
+    ModelConfig,
+    State,
+    check_cell,
+    count_parameters,
+    size_in_parameters,
+)
+from charrnn.runtime import distributed, precision
+from charrnn.runtime.device import pick_device
+from charrnn.runtime.distributed import World
+from charrnn.training.config import TrainConfig
 from charrnn.training.metrics import Metrics
-from charrnn.model.network import GATES, CharRNN, ModelConfig, check_cell, count_parameters, size_in_parameters
-from charrnn.training.state import RunState
-from charrnn.training.update import TrainStep
+from charrnn.training.position import RunState
+from charrnn.training.resume import RunCheckpoint
+from charrnn.training.update import TrainStep, make_optimizer, token_loss
 from charrnn.training.validation import Validation, default_eval_every
 
 
@@ -53,24 +60,11 @@ def lr_at(cfg: TrainConfig, step: int, progress: float) -> float:
     return cfg.final_lr + 0.5 * (cfg.lr - cfg.final_lr) * (1 + math.cos(math.pi * p))
 
 
-def _make_optimizer(model: CharRNN, cfg: TrainConfig) -> torch.optim.Optimizer:
-    unique = {id(p): p for p in model.parameters()}.values()
-    decay = [p for p in unique if p.dim() >= 2]
-    no_decay = [p for p in unique if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    # One fused kernel per step where PyTorch has it (CPU, CUDA): the update of a small model is
-    # otherwise dozens of elementwise passes, a visible share of a 2x128 step.
-    fused = all(p.device.type in ("cpu", "cuda") for p in unique)
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.99), fused=fused, foreach=not fused)
-
-
-def token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """The objective: mean next-token cross-entropy in nats, in float32 whatever autocast computed."""
-    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
-
-
 @dataclass
 class Trainer:
+    """One training run: its model, optimiser and batches, the schedule it repeats (``fit``), and
+    its checkpoints (``save``; ``resume`` or ``init_from`` a checkpoint read back at the start)."""
+
     cfg: TrainConfig
     data: Prepared
     out: Path
@@ -111,17 +105,20 @@ class Trainer:
         if self.init_from is None and self.resume is None:  # else the loaded weights replace it
             self._init_head_bias()
         self.net = self._parallel(self.model)
-        self.opt = _make_optimizer(self.model, cfg)
+        self.opt = make_optimizer(self.model, cfg.lr, cfg.weight_decay)
         self.precision = precision.resolve(cfg.precision, self.device, cfg.model)
         self.scaler = self.precision.scaler()
         self.validation = Validation(self.model, self.val, self.data.vocab.count_chars(self.val[1:]), self.device,
                                      world, self.precision, cfg.patience)
-        self.run = RunState()
-        self.state = None
+        self.checkpoints = RunCheckpoint(cfg, self.data, self.model_cfg, self.model, self.opt, world, self.batch_size,
+                                         self.rows, self.device)
+        # Where the run stands, and the hidden state carried from one window to the next.
+        self.position = RunState()
+        self.hidden: State | None = None
         if self.init_from is not None:
-            run_state.load_init(self, self.init_from)
+            self.checkpoints.start_from(self.init_from, None if self.quiet or cfg.first_run else self.log)
         if self.resume is not None:
-            run_state.load_resume(self, self.resume)
+            self.position, self.hidden = self.checkpoints.resume(self.resume, self.scaler)
         self._stop_signal: int | None = None
 
     def _fit_batch_size(self) -> None:
@@ -133,7 +130,8 @@ class Trainer:
             raise CharrnnError(f"{', '.join(self.data.names[:3])}: {e}") from None
         if world.active:
             if self.batch_size < world.size:
-                raise CharrnnError(f"--batch-size {self.batch_size} is smaller than the {world.size} ranks; each needs a stream")
+                raise CharrnnError(
+                    f"--batch-size {self.batch_size} is smaller than the {world.size} ranks; each needs a stream")
             if cfg.batch_size % world.size:
                 raise CharrnnError(f"--batch-size {cfg.batch_size} must divide evenly over {world.size} ranks")
             self.batch_size -= self.batch_size % world.size
@@ -162,17 +160,12 @@ class Trainer:
             self.model.head.bias.copy_(torch.from_numpy(prior))
 
     def save(self, name: str, with_resume: bool = True) -> Path:
-        path = self.out / name
-        if not all(torch.isfinite(p).all() for p in self.model.parameters()):
-            raise CharrnnError(f"refusing to save non-finite weights to {path}")
-        payload = run_state.payload(self, with_resume)
-        if self.world.main:
-            checkpoint.save(payload, path)
-        return path
+        """RUN_DIR/``name`` as the run stands; with resume state every rank must call it (it gathers)."""
+        return self.checkpoints.save(self.out / name, self.position, self.hidden, self.scaler, with_resume)
 
     # -- the loop ----------------------------------------------------------------------------
     def _progress(self, elapsed: float) -> float:
-        cfg, r = self.cfg, self.run
+        cfg, r = self.cfg, self.position
         p = 0.0
         if cfg.steps:
             p = max(p, r.step / cfg.steps)
@@ -183,11 +176,11 @@ class Trainer:
         return p
 
     def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        r = self.run
+        r = self.position
         if r.window >= self.batches.windows:
             r.window = 0
             r.epoch += 1
-            self.state = None
+            self.hidden = None
         x, y = self.batches.window(r.window)
         x, y = x[self.rows], y[self.rows]
         to = lambda a: torch.from_numpy(np.ascontiguousarray(a).astype(np.int64)).to(self.device)
@@ -210,7 +203,8 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         if not os.access(self.out, os.W_OK):
             raise CharrnnError(f"--out {self.out}: directory is not writable")
-        metrics = Metrics(self.out, self.world, self.run, self.device, self.chars_per_step, self.data.chars_per_token)
+        metrics = Metrics(self.out, self.world, self.position, self.device, self.chars_per_step,
+                          self.data.chars_per_token)
         metrics.open(cfg.tensorboard, self.resume is not None)
         step = TrainStep(self.net, self.opt, self.scaler, self.precision, cfg.grad_clip, self.world, token_loss,
                          self.log, self.out / "best.pt")
@@ -233,13 +227,14 @@ class Trainer:
             f"training {cfg.model} {cfg.layers}x{cfg.hidden} ({count_parameters(self.model) / 1e6:.2f}M parameters, "
             f"dropout {cfg.dropout:g}) on "
             f"{len(self.data.train):,} train / {len(self.data.val):,} val tokens, vocab {self.data.vocab.size}, "
-            f"batch {self.batch_size} x seq {cfg.seq_len}, device {self.device}, {self.precision.describe()}{validating}"
+            f"batch {self.batch_size} x seq {cfg.seq_len}, device {self.device}, "
+            f"{self.precision.describe()}{validating}"
         )
 
     def _loop(self, step: TrainStep, metrics: Metrics) -> dict[str, Any]:
         from charrnn.runtime.progress import TrainProgress
 
-        cfg, r, world = self.cfg, self.run, self.world
+        cfg, r, world = self.cfg, self.position, self.world
         self.model.train()
         start = time.monotonic() - r.elapsed
         metrics.restart_clock()
@@ -264,7 +259,7 @@ class Trainer:
                 for g in self.opt.param_groups:
                     g["lr"] = lr
                 x, y = self._batch()
-                loss, self.state = step(r, x, y, self.state)
+                loss, self.hidden = step(r, x, y, self.hidden)
                 r.window += 1
                 if loss is None:
                     continue
@@ -286,7 +281,7 @@ class Trainer:
     def _log_point(self, metrics: Metrics, progress: Any, lr: float, p: float, start: float, is_eval: bool) -> bool:
         """A metrics line, and at a validation step val bpc and the checkpoints; whether the
         run's patience is spent."""
-        r = self.run
+        r = self.position
         line = metrics.line(lr, r.epoch + r.window / self.batches.windows, start)
         if is_eval:
             line["val_bpc"] = round(self.validation.score(r), 5)
@@ -300,7 +295,7 @@ class Trainer:
         return self.validation.patience_spent(r)
 
     def _finish(self, metrics: Metrics, start: float, stopped_early: bool) -> dict[str, Any]:
-        cfg, r = self.cfg, self.run
+        cfg, r = self.cfg, self.position
         r.elapsed = time.monotonic() - start
         metrics.keep_sum()
         last = self.save("last.pt")
@@ -343,5 +338,6 @@ def _check_fits_memory(model_cfg: ModelConfig, cfg: TrainConfig) -> None:
     if need > total:
         raise CharrnnError(
             f"model too large: about {need / 2**30:.1f} GiB needed for {params / 1e6:.0f}M parameters and "
-            f"activations, this machine has {total / 2**30:.1f} GiB; lower --hidden, --layers, --batch-size or --seq-len"
+            f"activations, this machine has {total / 2**30:.1f} GiB; "
+            "lower --hidden, --layers, --batch-size or --seq-len"
         )

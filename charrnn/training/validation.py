@@ -1,25 +1,24 @@
 """Validation during training: val bpc on the held-out split, best.pt kept at the best of it,
 and the early stop once it has not improved for ``--patience`` validations in a row.
 
-The early stop means the model has started to memorise its text; ``second_run`` decides what
+The early stop means the model has started to memorise its text; ``retrain`` decides what
 to do about it.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from fractions import Fraction
-from typing import Callable
 
 import numpy as np
 import torch
 
-from charrnn.runtime.distributed import World
 from charrnn.evaluation.bpc import evaluate
 from charrnn.model.network import CharRNN
+from charrnn.runtime.distributed import World
 from charrnn.runtime.precision import Precision
-from charrnn.training.state import RunState
-
+from charrnn.training.position import RunState
 
 # Steps between validations by default, at most.
 EVAL_EVERY = 200
@@ -60,23 +59,23 @@ class Validation:
         self.precision = precision
         self.patience = patience
 
-    def score(self, run: RunState) -> float:
+    def score(self, position: RunState) -> float:
         with self.precision.validation_autocast():
             result = evaluate(self.model, self.ids, self.device, chars=self.chars, world=self.world)
-        run.last_val = result.bpc
+        position.last_val = result.bpc
         return result.bpc
 
     @staticmethod
-    def keep_best(run: RunState, save: Callable[..., object]) -> None:
+    def keep_best(position: RunState, save: Callable[..., object]) -> None:
         """best.pt when val bpc beat the best so far, and last.pt at every validation."""
-        if run.best_val is None or run.last_val < run.best_val:
-            run.best_val, run.best_step, run.since_best = run.last_val, run.step, 0
+        if position.best_val is None or position.last_val < position.best_val:
+            position.best_val, position.best_step, position.since_best = position.last_val, position.step, 0
             save("best.pt", with_resume=False)
         else:
-            run.since_best += 1
+            position.since_best += 1
         save("last.pt")
 
-    def patience_spent(self, run: RunState) -> bool:
+    def patience_spent(self, position: RunState) -> bool:
         """``patience`` validations without a new best, once the run has read its text through.
 
         Before the end of the first pass every batch is text the model has not seen, so a val
@@ -85,8 +84,9 @@ class Validation:
         there (then a second run with more dropout) left an hour's run 0.11 bpc behind a
         ten-minute one.
         """
-        return bool(self.patience) and run.epoch >= 1 and run.since_best >= self.patience
+        return bool(self.patience) and position.epoch >= 1 and position.since_best >= self.patience
 
-    def stop_message(self, run: RunState) -> str:
-        return (f"stopping early at step {run.step:,}: val bpc has not improved in {run.since_best} validations "
-                f"(best {run.best_val:.4f} at step {run.best_step:,}, kept in best.pt; --patience 0 trains on)")
+    def stop_message(self, position: RunState) -> str:
+        return (f"stopping early at step {position.step:,}: val bpc has not improved in {position.since_best} "
+                f"validations (best {position.best_val:.4f} at step {position.best_step:,}, kept in best.pt; "
+                "--patience 0 trains on)")

@@ -11,14 +11,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY, run_cli
 
-from charrnn.runtime import precision
-from charrnn.training.config import make_config
 from charrnn.data.prepare import prepare
 from charrnn.errors import CharrnnError
+from charrnn.runtime import precision
+from charrnn.training.config import make_config
 from charrnn.training.trainer import Trainer
-
-from conftest import TINY, run_cli
 
 
 def val_curve(out: Path) -> list[float]:
@@ -52,12 +51,13 @@ def test_loss_scale_overflow_is_skipped_not_treated_as_divergence(repetitive_cor
     cfg = make_config(None, dict(model="peephole", layers=1, hidden=32, embed=16, seq_len=16, batch_size=8, dropout=0.0,
                                  lr=1e-2, weight_decay=0.01, steps=40, eval_every=20, precision="float16"))
     logged = []
-    trainer = Trainer(cfg, prepare([str(repetitive_corpus)], None, cfg.val_frac), tmp_path, quiet=True, log=logged.append)
+    trainer = Trainer(cfg, prepare([str(repetitive_corpus)], None, cfg.val_frac), tmp_path, quiet=True,
+        log=logged.append)
     assert trainer.scaler.is_enabled()
     trainer.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**40)
     result = trainer.fit()
     assert result["steps"] == 40
-    assert trainer.run.lr_scale == 1.0 and not any("non-finite" in m for m in logged)
+    assert trainer.position.lr_scale == 1.0 and not any("non-finite" in m for m in logged)
     assert trainer.scaler.get_scale() < 2.0**40  # it backed off from the overflowing scale
     vals = val_curve(tmp_path)
     assert vals[-1] < vals[0]
@@ -77,7 +77,8 @@ def test_which_runs_scale_the_loss(device, name, scales):
 
 
 def test_precision_errors(repetitive_corpus, tmp_path, monkeypatch):
-    r = run_cli("train", repetitive_corpus, *TINY, "--precision", "float8", "--steps", "2", "--out", tmp_path, "--quiet")
+    r = run_cli("train", repetitive_corpus, *TINY, "--precision", "float8", "--steps", "2", "--out", tmp_path,
+        "--quiet")
     assert r.exit_code == 2 and r.stderr.startswith("error: unknown precision 'float8'")
     monkeypatch.setattr(precision, "cpu_computes", lambda dtype: False)
     # --device cpu: on a GPU machine the default device would be the GPU, which needs no such CPU.
@@ -105,7 +106,8 @@ def test_auto_picks_bfloat16_only_for_the_fused_lstm_on_amx(monkeypatch, device,
 def test_default_run_trains_in_what_auto_picks_for_this_cpu(repetitive_corpus, tmp_path):
     """No monkeypatching: on an AMX CPU this trains oneDNN's bfloat16 LSTM for real, elsewhere float32."""
     out = tmp_path / "run"
-    r = run_cli("train", repetitive_corpus, *TINY, "--steps", "60", "--eval-every", "20", "--device", "cpu", "--out", out)
+    r = run_cli("train", repetitive_corpus, *TINY, "--steps", "60", "--eval-every", "20", "--device", "cpu",
+        "--out", out)
     assert r.exit_code == 0, r.stderr
     picked = "bfloat16" if precision.cpu_has_amx() else "float32"
     assert f"device cpu, {picked} (--precision auto)" in r.stderr
@@ -115,8 +117,8 @@ def test_default_run_trains_in_what_auto_picks_for_this_cpu(repetitive_corpus, t
     assert saved["train_config"]["precision"] == "auto"
     assert all(p.dtype == torch.float32 for p in saved["state_dict"].values())
     # validation ran in what auto picked; float32 scores the saved model the same to ~1e-4 bpc
-    from charrnn.model import checkpoint
     from charrnn.evaluation.bpc import evaluate
+    from charrnn.model import checkpoint
 
     model, _ = checkpoint.build_model(best := checkpoint.load(out / "best.pt"))
     val = prepare([str(repetitive_corpus)], None, 0.1).val
@@ -134,7 +136,8 @@ def test_only_bfloat16_picked_by_auto_validates_under_autocast():
     assert not validates_in_autocast(precision.Precision("cuda", torch.bfloat16, chosen_by_auto=True))
 
 
-@pytest.mark.parametrize("cap, amx", [("AVX512_CORE_BF16", False), ("avx2", False), ("AVX512_CORE_AMX", True), ("ALL", True)])
+@pytest.mark.parametrize("cap, amx", [("AVX512_CORE_BF16", False), ("avx2", False), ("AVX512_CORE_AMX", True),
+    ("ALL", True)])
 def test_a_onednn_isa_cap_below_amx_counts_as_no_amx(monkeypatch, cap, amx):
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
     monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: True)

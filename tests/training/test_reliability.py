@@ -8,12 +8,11 @@ import sys
 import time
 
 import pytest
+from conftest import TINY, run_cli, run_proc
 
-from charrnn.model import checkpoint
 from charrnn.data import corpus
 from charrnn.errors import CharrnnError
-
-from conftest import TINY, run_cli, run_proc
+from charrnn.model import checkpoint
 
 KILLS = int(os.environ.get("CHARRNN_KILLS", "4"))
 FUZZ_CASES = int(os.environ.get("CHARRNN_FUZZ", "300"))
@@ -26,7 +25,8 @@ def _kill_rounds(tmp_path, corpus_path, rounds: int) -> int:
     base = ["train", str(corpus_path), *TINY, "--steps", "100000", "--eval-every", "3", "--log-every", "3", "--quiet"]
     survived = 0
     for i in range(rounds):
-        args = base + ["--out", str(out)] if i == 0 or not (out / "last.pt").exists() else ["train", "--resume", str(out), "--quiet"]
+        fresh = i == 0 or not (out / "last.pt").exists()
+        args = base + ["--out", str(out)] if fresh else ["train", "--resume", str(out), "--quiet"]
         proc = subprocess.Popen([sys.executable, "-m", "charrnn", *args], stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 60
         while not (out / "last.pt").exists() and time.monotonic() < deadline:
@@ -54,7 +54,8 @@ def test_sigkill_many_times(tmp_path, repetitive_corpus):
 def test_second_ctrl_c_quits_at_once(tmp_path, repetitive_corpus):
     out = tmp_path / "run"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "charrnn", "train", str(repetitive_corpus), *TINY, "--steps", "100000", "--out", str(out), "--quiet", "--eval-every", "5"],
+        [sys.executable, "-m", "charrnn", "train", str(repetitive_corpus), *TINY, "--steps", "100000", "--out",
+            str(out), "--quiet", "--eval-every", "5"],
         stderr=subprocess.PIPE,
     )
     deadline = time.monotonic() + 60
@@ -108,7 +109,8 @@ def test_fuzz_corpus_loader(tmp_path):
 
 
 NUMERIC = {
-    "--layers": int, "--hidden": int, "--embed": int, "--dropout": float, "--weight-drop": float, "--seq-len": int, "--batch-size": int,
+    "--layers": int, "--hidden": int, "--embed": int, "--dropout": float, "--weight-drop": float, "--seq-len": int,
+    "--batch-size": int,
     "--lr": float, "--min-lr": float, "--warmup": int, "--weight-decay": float, "--grad-clip": float,
     "--steps": int, "--epochs": float, "--eval-every": int, "--log-every": int, "--val-frac": float, "--seed": int,
 }
@@ -135,9 +137,10 @@ def test_fuzz_train_options(tmp_path, repetitive_corpus):
 def test_non_finite_loss_skips_steps_then_stops_naming_last_good(tmp_path, repetitive_corpus, monkeypatch):
     import torch
 
-    import charrnn.training.trainer as train_mod
-    from charrnn.training.config import make_config
+    import charrnn.training.update as update_mod
     from charrnn.data.prepare import prepare
+    from charrnn.training.config import make_config
+    from charrnn.training.trainer import Trainer
 
     real = torch.nn.functional.cross_entropy
     calls = {"n": 0}
@@ -147,16 +150,17 @@ def test_non_finite_loss_skips_steps_then_stops_naming_last_good(tmp_path, repet
         loss = real(*a, **k)
         return loss * float("nan") if calls["n"] > 12 else loss
 
-    cfg = make_config("tiny", {"layers": 1, "hidden": 16, "embed": 8, "seq_len": 16, "batch_size": 4, "steps": 100, "eval_every": 5})
+    cfg = make_config("tiny", {"layers": 1, "hidden": 16, "embed": 8, "seq_len": 16, "batch_size": 4,
+        "steps": 100, "eval_every": 5})
     data = prepare([str(repetitive_corpus)], None, 0.1)
-    trainer = train_mod.Trainer(cfg, data, tmp_path / "run", quiet=True)
+    trainer = Trainer(cfg, data, tmp_path / "run", quiet=True)
     from types import SimpleNamespace
 
-    monkeypatch.setattr(train_mod, "F", SimpleNamespace(cross_entropy=poisoned))
+    monkeypatch.setattr(update_mod, "F", SimpleNamespace(cross_entropy=poisoned))  # the loss, token_loss
     with pytest.raises(CharrnnError, match=r"diverged: 5 non-finite steps in a row; last good checkpoint: .*best\.pt"):
         trainer.fit()
     monkeypatch.undo()
-    assert trainer.run.lr_scale == 0.5**5
+    assert trainer.position.lr_scale == 0.5**5
     for name in ("best.pt", "last.pt"):
         ckpt = checkpoint.load(tmp_path / "run" / name)
         assert all(torch.isfinite(t).all() for t in ckpt["state_dict"].values())

@@ -9,15 +9,14 @@ import time
 import numpy as np
 import pytest
 import torch
+from conftest import TINY, run_cli
 
 from charrnn.model import checkpoint
 
-from conftest import TINY, run_cli
-
 
 def test_training_lowers_val_bpc(trained_run):
-    lines = [json.loads(l) for l in (trained_run / "metrics.jsonl").read_text().splitlines()]
-    vals = [l["val_bpc"] for l in lines if l["val_bpc"] is not None]
+    lines = [json.loads(line) for line in (trained_run / "metrics.jsonl").read_text().splitlines()]
+    vals = [line["val_bpc"] for line in lines if line["val_bpc"] is not None]
     assert len(vals) >= 3
     assert vals[-1] < 0.6 * vals[0], vals
     assert {"step", "train_bpc", "val_bpc", "lr", "chars_per_s", "elapsed"} <= set(lines[-1])
@@ -61,11 +60,13 @@ def test_time_budget_and_short_corpus_batch(tmp_path, repetitive_corpus):
 def test_gpu_preset_on_a_cpu_warns_and_still_trains(tmp_path, repetitive_corpus):
     # The preset is named, its sizes overridden: the warning is about the preset chosen.
     little = ["--layers", "1", "--hidden", "16", "--embed", "8", "--batch-size", "4", "--seq-len", "8", "--steps", "2"]
-    r = run_cli("train", repetitive_corpus, "--preset", "large", *little, "--device", "cpu", "--out", tmp_path / "o", "--quiet")
+    r = run_cli("train", repetitive_corpus, "--preset", "large", *little, "--device", "cpu", "--out",
+        tmp_path / "o", "--quiet")
     assert r.exit_code == 0, r.stderr
     assert "--preset large is sized for a GPU" in r.stderr
     assert r.stdout == ""
-    r = run_cli("train", repetitive_corpus, "--preset", "small", *little, "--device", "cpu", "--out", tmp_path / "p", "--quiet")
+    r = run_cli("train", repetitive_corpus, "--preset", "small", *little, "--device", "cpu", "--out",
+        tmp_path / "p", "--quiet")
     assert r.exit_code == 0, r.stderr
     assert "sized for a GPU" not in r.stderr
 
@@ -97,8 +98,8 @@ def test_interrupted_run_resumes_bit_identical(tmp_path, repetitive_corpus):
     assert r.exit_code == 0, r.stderr
     a, b = _params(straight / "last.pt"), _params(cut / "last.pt")
     assert all(torch.equal(a[k], b[k]) for k in a)
-    strip = lambda p: [{k: v for k, v in json.loads(l).items() if k not in ("chars_per_s", "elapsed")}
-                       for l in (p / "metrics.jsonl").read_text().splitlines()]
+    strip = lambda p: [{k: v for k, v in json.loads(line).items() if k not in ("chars_per_s", "elapsed")}
+                       for line in (p / "metrics.jsonl").read_text().splitlines()]
     assert strip(straight) == strip(cut)
 
 
@@ -140,7 +141,8 @@ def test_resume_refuses_different_model(tmp_path, trained_run, repetitive_corpus
 def test_init_from_grows_the_vocabulary_by_the_new_characters(tmp_path, trained_run):
     other = tmp_path / "other.txt"
     other.write_text("xyz qqq zzz\n" * 100)
-    r = run_cli("train", other, *TINY, "--steps", "2", "--init-from", trained_run / "best.pt", "--out", tmp_path / "o", "--quiet")
+    r = run_cli("train", other, *TINY, "--steps", "2", "--init-from", trained_run / "best.pt", "--out",
+        tmp_path / "o", "--quiet")
     assert r.exit_code == 0, r.stderr
     chars = torch.load(tmp_path / "o" / "last.pt", weights_only=True)["vocab"]["chars"]
     assert chars.endswith("qxyz")
@@ -149,16 +151,19 @@ def test_init_from_grows_the_vocabulary_by_the_new_characters(tmp_path, trained_
 def test_init_from_fine_tunes_subset_corpus(tmp_path, trained_run):
     sub = tmp_path / "sub.txt"
     sub.write_text("ANNA: the sea is dark.\n" * 40)
-    r = run_cli("train", sub, *TINY, "--steps", "5", "--init-from", trained_run / "best.pt", "--out", tmp_path / "o", "--quiet")
+    r = run_cli("train", sub, *TINY, "--steps", "5", "--init-from", trained_run / "best.pt", "--out",
+        tmp_path / "o", "--quiet")
     assert r.exit_code == 0, r.stderr
 
 
-def test_fine_tuning_and_resume_may_change_regularisation_and_a_fine_tune_resumes(tmp_path, trained_run, repetitive_corpus):
+def test_fine_tuning_and_resume_may_change_regularisation_and_a_fine_tune_resumes(
+        tmp_path, trained_run, repetitive_corpus):
     sub = tmp_path / "sub.txt"
     sub.write_text("ANNA: the sea is dark.\n" * 40)
     out = tmp_path / "o"
     more = ["--dropout", "0.3", "--weight-drop", "0.2"]
-    r = run_cli("train", sub, *TINY, *more, "--steps", "5", "--init-from", trained_run / "best.pt", "--out", out, "--quiet")
+    r = run_cli("train", sub, *TINY, *more, "--steps", "5", "--init-from", trained_run / "best.pt", "--out",
+        out, "--quiet")
     assert r.exit_code == 0, r.stderr
     saved = torch.load(out / "last.pt", weights_only=True)["model_config"]
     assert saved["dropout"] == 0.3 and saved["weight_drop"] == 0.2
@@ -190,8 +195,8 @@ def test_learning_rate_warms_up_then_anneals_to_a_hundredth():
 
 
 def _vals(metrics) -> list[tuple[int, float]]:
-    lines = [json.loads(l) for l in metrics.read_text().splitlines()]
-    return [(l["step"], l["val_bpc"]) for l in lines if l["val_bpc"] is not None]
+    lines = [json.loads(line) for line in metrics.read_text().splitlines()]
+    return [(line["step"], line["val_bpc"]) for line in lines if line["val_bpc"] is not None]
 
 
 @pytest.fixture
@@ -238,7 +243,7 @@ def _stopped(monkeypatch, run: int, step: int, *args) -> None:
     real = Trainer._batch
 
     def batch(self):
-        if (self.cfg.first_run is not None) == (run == 2) and self.run.step == step:
+        if (self.cfg.first_run is not None) == (run == 2) and self.position.step == step:
             self._stop_signal = signal.SIGTERM
         return real(self)
 
@@ -325,7 +330,8 @@ def test_second_run_length_and_budget():
 def _shifted(path, train_chars: int):
     """Letters a-h to train on, then i-p, the last tenth, to validate on: val bpc only rises."""
     rng = np.random.default_rng(0)
-    path.write_text("".join(rng.choice(list("abcdefgh"), train_chars)) + "".join(rng.choice(list("ijklmnop"), train_chars // 9)))
+    text = "".join(rng.choice(list("abcdefgh"), train_chars)) + "".join(rng.choice(list("ijklmnop"), train_chars // 9))
+    path.write_text(text)
     return path
 
 
@@ -348,12 +354,14 @@ def test_no_early_stop_before_the_run_has_read_its_text(tmp_path):
     """A val bpc that stalls in the first pass is not memorising (every batch is new text):
     the run goes on, and no second run is suggested."""
     corpus = _shifted(tmp_path / "shifted.txt", 18_000)  # a pass is 140 steps
-    r = run_cli("train", corpus, *TINY, "--eval-every", "5", "--patience", "2", "--out", tmp_path / "run", "--steps", "60")
+    r = run_cli("train", corpus, *TINY, "--eval-every", "5", "--patience", "2", "--out", tmp_path / "run",
+        "--steps", "60")
     assert r.exit_code == 0, r.stderr
     vals = _vals(tmp_path / "run" / "metrics.jsonl")
     assert [s for s, _ in vals] == list(range(5, 65, 5))
     assert min(vals, key=lambda sv: sv[1])[0] < 50  # patience 2 would have stopped it without the rule
-    assert "stopping early" not in r.stderr and "a new run of" not in r.stderr and not (tmp_path / "run" / "first").exists()
+    assert "stopping early" not in r.stderr and "a new run of" not in r.stderr
+    assert not (tmp_path / "run" / "first").exists()
 
 
 def test_the_second_run_takes_the_presets_dropout_unless_dropout_was_given(tmp_path, noise):
@@ -386,8 +394,8 @@ def test_the_output_layer_starts_at_the_texts_token_frequencies(tmp_path, repeti
     """A fresh model predicts the training text's character frequencies from the start; where the
     corpus has many rare characters a model from a zero bias sat at that unigram for hundreds of
     steps (README "Model")."""
-    from charrnn.training.config import make_config
     from charrnn.data.prepare import prepare
+    from charrnn.training.config import make_config
     from charrnn.training.trainer import Trainer
 
     data = prepare([str(repetitive_corpus)], None, 0.1)
@@ -472,7 +480,8 @@ def test_validation_comes_once_per_pass_on_a_small_corpus(tmp_path, repetitive_c
 
     passes = Batches(prepare([str(repetitive_corpus)], None, 0.1).train, 8, 16).windows
     assert passes < 200  # the default 200 steps would be several passes over this text
-    r = run_cli("train", repetitive_corpus, *TINY, "--steps", str(2 * passes + 3), "--patience", "0", "--out", tmp_path, "--quiet")
+    r = run_cli("train", repetitive_corpus, *TINY, "--steps", str(2 * passes + 3), "--patience", "0", "--out",
+        tmp_path, "--quiet")
     assert r.exit_code == 0, r.stderr
-    lines = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert [l["step"] for l in lines if l["val_bpc"] is not None] == [passes, 2 * passes, 2 * passes + 3]
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines if line["val_bpc"] is not None] == [passes, 2 * passes, 2 * passes + 3]
