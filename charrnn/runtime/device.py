@@ -30,5 +30,5 @@ def cpu_model() -> str:
     """The processor's model name (``/proc/cpuinfo``), else what ``platform`` knows."""
     info = Path("/proc/cpuinfo")
     lines = info.read_text(errors="replace").splitlines() if info.is_file() else []
-    name = next((l.split(":", 1)[1].strip() for l in lines if l.startswith("model name")), None)
+    name = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), None)
     return name or platform.processor() or platform.machine() or "unknown"

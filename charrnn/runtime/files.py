@@ -7,8 +7,9 @@ the new complete one: an interrupted checkpoint, export or rendered screenplay i
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO
 
 from charrnn.errors import CharrnnError
 

@@ -40,7 +40,7 @@ class TrainProgress:
         self._task = self._progress.add_task("train", total=1.0, **self.fields)
         self._started = False
 
-    def __enter__(self) -> "TrainProgress":
+    def __enter__(self) -> TrainProgress:
         if self.enabled:
             self._progress.start()
             self._started = True
@@ -87,7 +87,7 @@ class PrepareProgress:
         )
         self._task = None
 
-    def __enter__(self) -> "PrepareProgress":
+    def __enter__(self) -> PrepareProgress:
         if self.enabled:
             self._progress.start()
         return self
@@ -132,8 +132,8 @@ def summary(result: dict[str, Any], quiet: bool) -> None:
     ]
     if "first_run" in result:
         f = result["first_run"]
-        rows.insert(3, ("first run", f"{f['steps']:,} steps, {f['elapsed']:.1f} s, stopped early; best {fmt(f['best_val_bpc'])} "
-                                     f"(step {f['best_step']:,})"))
+        rows.insert(3, ("first run", f"{f['steps']:,} steps, {f['elapsed']:.1f} s, stopped early; "
+                                     f"best {fmt(f['best_val_bpc'])} (step {f['best_step']:,})"))
     for k, v in rows:
         table.add_row(k, v)
     stderr.print(table)
@@ -164,7 +164,7 @@ class LateBar:
         self._task = self._progress.add_task(description, total=total)
         self._shown = False
 
-    def __enter__(self) -> "LateBar":
+    def __enter__(self) -> LateBar:
         return self
 
     def __exit__(self, *exc: Any) -> None:

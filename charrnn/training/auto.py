@@ -11,8 +11,9 @@ token of text. The constants come from the sweeps in docs/auto.md (``bench/auto.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from charrnn.training.config import TrainConfig
 from charrnn.training.sizes import LADDER, Size
@@ -102,7 +103,7 @@ def choose(corpus_tokens: int, vocab: int, budget: Budget, speed: Callable[[Size
         if p > MAX_PARAMS_PER_TOKEN * corpus_tokens:
             break
         # A larger size is never faster: at the last one's speed it reads at most this much.
-        if budget.tokens(size, corpus_tokens, lambda s: speed(chosen)) < TOKENS_PER_PARAM * p:
+        if budget.tokens(size, corpus_tokens, lambda s, last=chosen: speed(last)) < TOKENS_PER_PARAM * p:
             break
         tokens = budget.tokens(size, corpus_tokens, speed)
         if tokens < TOKENS_PER_PARAM * p:
@@ -138,8 +139,9 @@ def describe(choice: Choice, cfg: TrainConfig, corpus_tokens: int, unit: str, gi
     kept = sorted(given & {*SIZE_FLAGS, "dropout", "seq_len", "batch_size", "lr", "weight_decay"})
     overrides = f" (given: {', '.join('--' + k.replace('_', '-') for k in kept)})" if kept else ""
     overrides += " (size of the --init-from checkpoint)" if from_checkpoint else ""
-    return (f"auto: {cfg.model.upper()} {cfg.layers}x{cfg.hidden}, dropout {cfg.dropout:g}, batch {cfg.batch_size} x seq "
-            f"{cfg.seq_len} — {_count(corpus_tokens)} {unit}s, {budget}{speed}{passes}{overrides}")
+    return (f"auto: {cfg.model.upper()} {cfg.layers}x{cfg.hidden}, dropout {cfg.dropout:g}, "
+            f"batch {cfg.batch_size} x seq {cfg.seq_len} — {_count(corpus_tokens)} {unit}s, "
+            f"{budget}{speed}{passes}{overrides}")
 
 
 def _count(n: float) -> str:
@@ -158,9 +160,8 @@ def resolve(cfg: TrainConfig, given: set[str], corpus_tokens: int, vocab: int, u
     """
     from dataclasses import replace
 
-    from charrnn.runtime import distributed
-    from charrnn.runtime import precision
     from charrnn.model.network import ModelConfig, check_cell
+    from charrnn.runtime import distributed, precision
     from charrnn.training.speed import Speeds
 
     theirs = ModelConfig.from_dict(init["model_config"]).to_dict() if init is not None else {}

@@ -9,7 +9,8 @@ byte fallback already spells any character (SentencePiece's own space mark aside
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -45,7 +46,10 @@ def extend_checkpoint(
     emb = state["embed.weight"]
     state["embed.weight"] = torch.cat([emb, emb.mean(0, keepdim=True).expand(len(added), -1)])
     head = state["head.weight"]
-    state["head.weight"] = state["embed.weight"] if cfg.tie else torch.cat([head, head.new_zeros(len(added), head.shape[1])])
+    if cfg.tie:
+        state["head.weight"] = state["embed.weight"]
+    else:
+        state["head.weight"] = torch.cat([head, head.new_zeros(len(added), head.shape[1])])
     counts = np.zeros(vocab.size, np.float64)
     for a in range(0, len(train_ids), 1 << 24):  # in slices: the memory-mapped text may be gigabytes
         counts += np.bincount(train_ids[a : a + (1 << 24)], minlength=vocab.size)

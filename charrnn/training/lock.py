@@ -13,9 +13,9 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Callable
 
 from charrnn.errors import CharrnnError
 
@@ -66,8 +66,8 @@ class RunLock:
             os.close(fd)
         stale = _read(fd)
         if stale.get("pid"):
-            self.note(f"note: {self.run_dir} was locked by process {stale['pid']} (started {stale.get('started', '?')}), "
-                      "which is gone; taking the lock over")
+            self.note(f"note: {self.run_dir} was locked by process {stale['pid']} "
+                      f"(started {stale.get('started', '?')}), which is gone; taking the lock over")
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps({"pid": os.getpid(), "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}).encode(), 0)
         self.fd = fd

@@ -64,8 +64,8 @@ def fit_retraining(trainer: Trainer, retrain: bool = True) -> dict[str, Any]:
     steps, fits = plan
     if not fits or not retrain:
         if not trainer.quiet:
-            trainer.log(f"a new run of --steps {steps} --dropout {dropout:g}, with the learning rate decaying over them, "
-                        "may reach a lower val bpc")
+            trainer.log(f"a new run of --steps {steps} --dropout {dropout:g}, with the learning rate decaying "
+                        "over them, may reach a lower val bpc")
         return first
     if not trainer.quiet:
         trainer.log(f"training again from scratch for {steps:,} steps with dropout {dropout:g}, the learning rate "

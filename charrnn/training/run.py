@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
-from charrnn.training.config import TrainConfig
 from charrnn.errors import CharrnnError
+from charrnn.training.config import TrainConfig
 
 DEMO_RUN_DIR = Path("checkpoints") / "demo"
 
@@ -47,9 +48,9 @@ def settings(paths: list[str], preset: str | None, out: Path | None, resume: boo
              flags: dict[str, Any]) -> tuple[list[str], TrainConfig, Path | None, dict[str, Any] | None]:
     """The corpus paths, the configuration, the run directory (None: the default) and, for
     ``resume``, the run's last.pt. A resumed run keeps its own settings under any flag given now."""
+    from charrnn.data.corpus import STDIN
     from charrnn.model import checkpoint
     from charrnn.training.config import make_config, parse_duration
-    from charrnn.data.corpus import STDIN
 
     if not resume:
         return paths, make_config(preset, {**flags, "time": time}), out, None
@@ -107,14 +108,13 @@ def train_run(corpus: Sequence[str] | None = None, *, preset: str | None = None,
 
 
 def _train(paths, cfg, out, preset, resume_ckpt, init_from, quiet, log, world, given) -> dict[str, Any]:
-    from charrnn.training import auto
-    from charrnn.model import checkpoint
-    from charrnn.runtime import distributed
-    from charrnn.runtime import precision
-    from charrnn.training.config import DEFAULT_PRESET, GPU_PRESETS
     from charrnn.data.corpus import STDIN
-    from charrnn.training.retrain import fit_retraining
+    from charrnn.model import checkpoint
+    from charrnn.runtime import distributed, precision
     from charrnn.runtime.device import pick_device
+    from charrnn.training import auto
+    from charrnn.training.config import DEFAULT_PRESET, GPU_PRESETS
+    from charrnn.training.retrain import fit_retraining
     from charrnn.training.trainer import Trainer
 
     device = pick_device(cfg.device)
@@ -151,13 +151,14 @@ def _train(paths, cfg, out, preset, resume_ckpt, init_from, quiet, log, world, g
 
 def _prepare(paths, cfg, out, init, resume_ckpt, quiet, log, world):
     """The encoded corpus, cached in RUN_DIR/.cache, with notes on what was left out of it."""
-    from charrnn.runtime import distributed
     from charrnn.data.corpus import describe, skipped_note
     from charrnn.data.prepare import VocabSpec, prepare
     from charrnn.data.vocab import from_state
+    from charrnn.runtime import distributed
 
     # A fine-tuned run encodes its corpus with the vocabulary it started from, also when resumed.
-    given = init if init is not None else resume_ckpt if resume_ckpt and resume_ckpt["corpus"].get("vocab_given") else None
+    resumed_fine_tune = resume_ckpt and resume_ckpt["corpus"].get("vocab_given")
+    given = init if init is not None else resume_ckpt if resumed_fine_tune else None
     fixed = from_state(given["vocab"]) if given is not None else None
     spec = VocabSpec(cfg.vocab, cfg.vocab_size)
     # Rank 0 prepares (and caches) the corpus; the others then read the same cache.

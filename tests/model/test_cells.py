@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import TINY, run_cli
 from torch import nn
 
+from charrnn.errors import CharrnnError
 from charrnn.model.cells import (
     CIFGLSTM,
     PeepholeLSTM,
@@ -22,10 +24,7 @@ from charrnn.model.cells import (
     reference_gru_step,
     reference_lstm_step,
 )
-from charrnn.errors import CharrnnError
 from charrnn.model.network import CharRNN, ModelConfig, count_parameters, size_in_parameters
-
-from conftest import TINY, run_cli
 
 # A hand-sized example: input size 2, hidden size 2, one row. Each textbook gate matrix acts on
 # [h_{t-1}, x_t] (columns h1, h2, x1, x2).
@@ -129,7 +128,7 @@ def test_step_matches_sequence_loop(cls):
     for t in range(7):
         inp = x[:, t]
         for i in range(2):
-            p = lambda name: getattr(layer, f"{name}_l{i}")
+            p = lambda name, i=i: getattr(layer, f"{name}_l{i}")
             gx = inp @ p("weight_ih").T + p("bias")
             if cls is PeepholeLSTM:
                 h[i], c[i] = peephole_step(gx, h[i], c[i], p("weight_hh"), p("peephole"))
@@ -342,7 +341,8 @@ def test_weight_drop_masks_recurrent_weights_in_training_only(cell):
 
 
 def test_weight_drop_trains_through_the_cli(repetitive_corpus, tmp_path):
-    r = run_cli("train", repetitive_corpus, *TINY, "--weight-drop", "0.25", "--steps", "150", "--out", tmp_path, "--quiet")
+    r = run_cli("train", repetitive_corpus, *TINY, "--weight-drop", "0.25", "--steps", "150", "--out", tmp_path,
+        "--quiet")
     assert r.exit_code == 0, r.stderr
     lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     best = min(line["val_bpc"] for line in lines if line["val_bpc"] is not None)
@@ -355,5 +355,6 @@ def test_weight_drop_trains_through_the_cli(repetitive_corpus, tmp_path):
 def test_an_unknown_cell_is_one_line_error_before_any_training(preset, repetitive_corpus, tmp_path):
     r = run_cli("train", repetitive_corpus, "--preset", preset, "--model", "lstn", "--steps", "5", "--out", tmp_path)
     assert r.exit_code == 2, (r.exit_code, r.stderr)
-    assert r.stderr.strip().splitlines() == ["error: unknown model 'lstn'; choose one of lstm, gru, rnn, peephole, cifg"]
+    want = "error: unknown model 'lstn'; choose one of lstm, gru, rnn, peephole, cifg"
+    assert r.stderr.strip().splitlines() == [want]
     assert not (tmp_path / "last.pt").exists()

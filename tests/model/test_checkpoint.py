@@ -2,11 +2,10 @@ import os
 
 import pytest
 import torch
-
-from charrnn.model import checkpoint
-from charrnn.errors import CharrnnError
-
 from conftest import run_cli, run_proc
+
+from charrnn.errors import CharrnnError
+from charrnn.model import checkpoint
 
 
 class _Evil:

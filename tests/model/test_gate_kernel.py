@@ -8,13 +8,13 @@ import sys
 import pytest
 import torch
 
+from charrnn.data.vocab import CharVocab
 from charrnn.model import gate_kernel
 from charrnn.model.network import CharRNN, ModelConfig
-from charrnn.sampling.generate import generate, warm_up
-from charrnn.sampling.options import SampleOptions
 from charrnn.model.single_row import SingleRow
 from charrnn.model.stepper import Stepper
-from charrnn.data.vocab import CharVocab
+from charrnn.sampling.generate import generate, warm_up
+from charrnn.sampling.options import SampleOptions
 
 REASON = gate_kernel.why_not(40)
 needs_kernels = pytest.mark.skipif(REASON is not None, reason=f"the fused kernels are not used here: {REASON}")

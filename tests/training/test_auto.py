@@ -6,14 +6,14 @@ import math
 
 import pytest
 import torch
+from conftest import TINY, run_cli
 
+from charrnn.runtime.precision import Precision
 from charrnn.training import auto
 from charrnn.training.auto import Budget, choose
-from charrnn.training.sizes import LADDER
 from charrnn.training.config import make_config
-from charrnn.runtime.precision import Precision
+from charrnn.training.sizes import LADDER
 from charrnn.training.speed import Speeds
-from conftest import TINY, run_cli
 
 VOCAB = 80
 
@@ -139,21 +139,23 @@ def test_explicit_flags_win_and_the_choice_is_one_line(tmp_path, repetitive_corp
     r = run_cli("train", repetitive_corpus, "--layers", "1", "--hidden", "24", "--embed", "8", "--seq-len", "16",
                 "--batch-size", "4", "--steps", "3", "--out", tmp_path / "run")
     assert r.exit_code == 0, r.stderr
-    lines = [l for l in r.stderr.splitlines() if l.startswith("auto:")]
+    lines = [line for line in r.stderr.splitlines() if line.startswith("auto:")]
     assert len(lines) == 1
     assert "LSTM 1x24" in lines[0] and "batch 4 x seq 16" in lines[0] and "3 steps" in lines[0]
     saved = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["train_config"]
-    assert (saved["layers"], saved["hidden"], saved["embed"], saved["seq_len"], saved["batch_size"]) == (1, 24, 8, 16, 4)
+    sizes = (saved["layers"], saved["hidden"], saved["embed"], saved["seq_len"], saved["batch_size"])
+    assert sizes == (1, 24, 8, 16, 4)
     # Nothing to time for a budget of steps (the speed cache was not even created).
     assert not (tmp_path / "cache").exists()
 
 
 def test_auto_times_the_ladder_for_a_time_budget_and_pays_for_it(tmp_path, repetitive_corpus, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setattr(auto, "LADDER", (auto.Size(1, 16, 8, 16, 8, 1e-2, 0.01), auto.Size(1, 32, 16, 16, 8, 1e-2, 0.01)))
+    ladder = (auto.Size(1, 16, 8, 16, 8, 1e-2, 0.01), auto.Size(1, 32, 16, 16, 8, 1e-2, 0.01))
+    monkeypatch.setattr(auto, "LADDER", ladder)
     r = run_cli("train", repetitive_corpus, "--time", "3s", "--out", tmp_path / "run")
     assert r.exit_code == 0, r.stderr
-    line = next(l for l in r.stderr.splitlines() if l.startswith("auto:"))
+    line = next(line for line in r.stderr.splitlines() if line.startswith("auto:"))
     assert "timed in" in line and "chars/s" in line and "passes" in line
     saved = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["train_config"]
     assert saved["hidden"] in (16, 32) and saved["time"] < 3
@@ -174,7 +176,7 @@ def test_a_fine_tune_keeps_the_checkpoints_size(tmp_path, trained_run, repetitiv
     r = run_cli("train", repetitive_corpus, "--init-from", trained_run / "best.pt", "--steps", "2",
                 "--out", tmp_path / "tuned")
     assert r.exit_code == 0, r.stderr
-    assert "LSTM 1x32" in next(l for l in r.stderr.splitlines() if l.startswith("auto:"))
+    assert "LSTM 1x32" in next(line for line in r.stderr.splitlines() if line.startswith("auto:"))
 
 
 def test_dropout_rule_is_a_step_in_params_per_token():

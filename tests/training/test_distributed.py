@@ -7,12 +7,11 @@ import sys
 
 import pytest
 import torch
+from conftest import TINY, run_cli
 
+from charrnn.errors import CharrnnError
 from charrnn.model import checkpoint
 from charrnn.runtime import distributed
-from charrnn.errors import CharrnnError
-
-from conftest import TINY, run_cli
 
 # Two ranks x 4 streams against one process x 8 streams; dropout is off in TINY. float32: under
 # bfloat16 (what --precision auto picks on an AMX CPU) a batch split in two rounds differently.
@@ -41,9 +40,9 @@ def test_two_ranks_match_one_process(tmp_path, repetitive_corpus):
     for k in a:
         assert torch.allclose(a[k], b[k], atol=1e-5), k
     # validation is sharded over the ranks and summed: the same whole-split bpc
-    m1 = [json.loads(l) for l in (one / "metrics.jsonl").read_text().splitlines()]
-    m2 = [json.loads(l) for l in (two / "metrics.jsonl").read_text().splitlines()]
-    assert [l["step"] for l in m1] == [l["step"] for l in m2]
+    m1 = [json.loads(line) for line in (one / "metrics.jsonl").read_text().splitlines()]
+    m2 = [json.loads(line) for line in (two / "metrics.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in m1] == [line["step"] for line in m2]
     for x, y in zip(m1, m2):
         assert abs(x["train_bpc"] - y["train_bpc"]) < 1e-4
         assert (x["val_bpc"] is None) == (y["val_bpc"] is None)
