@@ -26,9 +26,9 @@ def cpu_supports(feature: str) -> bool:
     """``torch.cpu._is_<feature>_supported()``: whether this CPU has ``feature`` (``amx_tile``,
     ``avx512_bf16``, ``amx_fp16``) as oneDNN, which runs the bfloat16 and float16 LSTM, sees it.
 
-    torch has no public CPU feature check, and /proc/cpuinfo says what the CPU has, not whether
-    the kernel let the process use its AMX tiles; torch's check asks the CPU and the kernel. A
-    torch without the check (older than the feature) reports False, as a CPU without it would."""
+    torch has no public CPU feature check; the alternative, /proc/cpuinfo, is Linux's alone and
+    its own reading of the CPU, not the one torch goes by. A torch without the check (older than
+    the feature) reports False, as a CPU without the feature would."""
     check = getattr(torch.cpu, f"_is_{feature}_supported", None)
     return bool(check()) if check is not None else False
 
@@ -73,5 +73,7 @@ def gate_function_addresses() -> tuple[int, int]:
         expf8, tanh = (ctypes.cast(getattr(lib, name), ctypes.c_void_p).value for name in GATE_SYMBOLS)
     except (OSError, AttributeError) as e:
         raise LookupError(f"torch's expf/tanh are not found in {library.name} ({e})") from None
+    if not (expf8 and tanh):
+        raise LookupError(f"torch's expf/tanh are at a null address in {library.name}")
     return expf8, tanh
 
