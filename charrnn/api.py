@@ -9,15 +9,16 @@ would print.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
-from charrnn.model import checkpoint
+from charrnn.data.vocab import encode_prime
 from charrnn.errors import CharrnnError
 from charrnn.evaluation.bpc import Score, score_text
+from charrnn.model import checkpoint
 from charrnn.model.network import ModelConfig
-from charrnn.data.vocab import encode_prime
 from charrnn.sampling.generate import generate
 from charrnn.sampling.options import SampleOptions
 from charrnn.training.config import TRAIN_OPTIONS
@@ -49,8 +50,14 @@ class Run:
         return load(self.best)
 
 
-def train(corpus: PathLike | Sequence[PathLike] | None = None, out: PathLike | None = None,
-          preset: str | None = None, *, progress: bool = False, **options: Any) -> Run:
+def train(
+    corpus: PathLike | Sequence[PathLike] | None = None,
+    out: PathLike | None = None,
+    preset: str | None = None,
+    *,
+    progress: bool = False,
+    **options: Any,
+) -> Run:
     """Train as ``charrnn train CORPUS --out OUT --preset PRESET`` would, and return the run.
 
     ``corpus`` is a file, a folder, or a list of them (None: the bundled demo screenplays).
@@ -59,14 +66,19 @@ def train(corpus: PathLike | Sequence[PathLike] | None = None, out: PathLike | N
     warnings go to stderr; ``progress=True`` also shows the progress bar and the summary.
     Ctrl-C saves last.pt and raises ``KeyboardInterrupt``; ``resume=True`` continues the run.
     """
+    from charrnn.errors import Interrupted
     from charrnn.runtime.progress import summary
     from charrnn.training.run import train_run
-    from charrnn.errors import Interrupted
 
     paths = [corpus] if isinstance(corpus, (str, os.PathLike)) else list(corpus or [])
     try:
-        done = train_run([os.fspath(p) for p in paths], out=None if out is None else Path(out), preset=preset,
-                         quiet=not progress, **_checked(options))
+        done = train_run(
+            [os.fspath(p) for p in paths],
+            out=None if out is None else Path(out),
+            preset=preset,
+            quiet=not progress,
+            **_checked(options),
+        )
     except Interrupted as e:
         raise KeyboardInterrupt(str(e)) from None
     if done.main:
@@ -105,21 +117,46 @@ class Model:
         vocabulary = f"{self.vocab.kind} vocabulary of {self.vocab.size}"
         return f"<charrnn.Model {c.model} {c.layers}x{c.hidden}, {vocabulary}: {self.path}>"
 
-    def generate(self, prime: str = "", length: int = 1000, temp: float = 0.8, top_k: int | None = None,
-                 top_p: float | None = None, stop: str | Sequence[str] = (), seed: int | None = None) -> str:
+    def generate(
+        self,
+        prime: str = "",
+        length: int = 1000,
+        temp: float = 0.8,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        stop: str | Sequence[str] = (),
+        seed: int | None = None,
+    ) -> str:
         """``length`` characters continuing ``prime`` (the prime itself is not repeated), ending
         early at the first ``stop`` string; the same ``seed`` gives the same text."""
         return "".join(self.stream(prime, length, temp, top_k, top_p, stop, seed))
 
-    def stream(self, prime: str = "", length: int = 1000, temp: float = 0.8, top_k: int | None = None,
-               top_p: float | None = None, stop: str | Sequence[str] = (), seed: int | None = None) -> Iterator[str]:
+    def stream(
+        self,
+        prime: str = "",
+        length: int = 1000,
+        temp: float = 0.8,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        stop: str | Sequence[str] = (),
+        seed: int | None = None,
+    ) -> Iterator[str]:
         """``generate``'s text piece by piece as it is sampled (for a live display)."""
         opts, ids = self._options(prime, length, temp, top_k, top_p, stop, seed)
         for _, piece in generate(self.net, self.vocab, opts, ids, 1):
             yield piece
 
-    def generate_many(self, n: int, prime: str = "", length: int = 1000, temp: float = 0.8, top_k: int | None = None,
-                      top_p: float | None = None, stop: str | Sequence[str] = (), seed: int | None = None) -> list[str]:
+    def generate_many(
+        self,
+        n: int,
+        prime: str = "",
+        length: int = 1000,
+        temp: float = 0.8,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        stop: str | Sequence[str] = (),
+        seed: int | None = None,
+    ) -> list[str]:
         """``n`` samples generated together as one batch (much faster than ``n`` calls), as
         ``charrnn sample --num-samples N`` makes them."""
         if not isinstance(n, int) or n < 1:
@@ -136,8 +173,16 @@ class Model:
         vocabulary are an error."""
         return score_text(self.net, self.vocab, text)[0]
 
-    def _options(self, prime: str, length: int, temp: float, top_k: int | None, top_p: float | None,
-                 stop: str | Sequence[str], seed: int | None) -> tuple[SampleOptions, list[int]]:
+    def _options(
+        self,
+        prime: str,
+        length: int,
+        temp: float,
+        top_k: int | None,
+        top_p: float | None,
+        stop: str | Sequence[str],
+        seed: int | None,
+    ) -> tuple[SampleOptions, list[int]]:
         stops = [stop] if isinstance(stop, str) else list(stop)
         opts = SampleOptions(length=length, temp=temp, top_k=top_k, top_p=top_p, seed=seed, stops=stops)
         opts.check()

@@ -10,9 +10,26 @@ from charrnn.cli.app import app
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "corpora"))
 from catalogue import SHARED  # noqa: E402  (where the shared corpora are: corpora/catalogue.py)
+
 # A tiny model underfits, so it keeps the tiny preset's light weight decay, not the default's 0.1.
-TINY = ["--layers", "1", "--hidden", "32", "--embed", "16", "--seq-len", "16", "--batch-size", "8", "--dropout", "0", "--lr", "1e-2",
-        "--weight-decay", "0.01"]
+TINY = [
+    "--layers",
+    "1",
+    "--hidden",
+    "32",
+    "--embed",
+    "16",
+    "--seq-len",
+    "16",
+    "--batch-size",
+    "8",
+    "--dropout",
+    "0",
+    "--lr",
+    "1e-2",
+    "--weight-decay",
+    "0.01",
+]
 
 
 def run_cli(*args: str, input: str | None = None):
@@ -42,7 +59,12 @@ def shared(name: str) -> Path:
 @pytest.fixture(scope="session")
 def repetitive_corpus(tmp_path_factory) -> Path:
     """A small text with strong structure, so a tiny model learns it in seconds."""
-    lines = [f"{name}: the {thing} is {adj}.\n" for name in ("ANNA", "BORIS", "CLARA") for thing in ("sea", "lamp", "door") for adj in ("open", "dark")]
+    lines = [
+        f"{name}: the {thing} is {adj}.\n"
+        for name in ("ANNA", "BORIS", "CLARA")
+        for thing in ("sea", "lamp", "door")
+        for adj in ("open", "dark")
+    ]
     path = tmp_path_factory.mktemp("corpus") / "play.txt"
     path.write_text("".join(lines) * 40)
     return path

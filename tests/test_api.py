@@ -25,8 +25,9 @@ def test_train_returns_the_run_and_trains_as_the_command_does(tmp_path, repetiti
     assert run.steps == 40 and run.best_val_bpc == run.summary["best_val_bpc"] < 4.5
     assert "charrnn training summary" not in capfd.readouterr().err  # no progress bar or table by default
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()]
-    r = run_cli("train", repetitive_corpus, "--out", tmp_path / "cli", "--steps", "40", "--eval-every", "20", *flags,
-                "--quiet")
+    r = run_cli(
+        "train", repetitive_corpus, "--out", tmp_path / "cli", "--steps", "40", "--eval-every", "20", *flags, "--quiet"
+    )
     assert r.exit_code == 0, r.stderr
     cli = [json.loads(line) for line in (tmp_path / "cli" / "metrics.jsonl").read_text().splitlines()]
     api = [json.loads(line) for line in (run.dir / "metrics.jsonl").read_text().splitlines()]
@@ -47,10 +48,17 @@ def test_train_errors_are_charrnn_errors(tmp_path, repetitive_corpus):
         charrnn.train(repetitive_corpus, tmp_path / "a", preset="huge")
 
 
-@pytest.mark.parametrize("flag, text, value", [
-    ("--layers", "0", 0), ("--steps", "many", "many"), ("--dropout", "1.5", 1.5), ("--lr", "0", 0),
-    ("--vocab", "words", "words"), ("--device", "tpu", "tpu"),
-])
+@pytest.mark.parametrize(
+    "flag, text, value",
+    [
+        ("--layers", "0", 0),
+        ("--steps", "many", "many"),
+        ("--dropout", "1.5", 1.5),
+        ("--lr", "0", 0),
+        ("--vocab", "words", "words"),
+        ("--device", "tpu", "tpu"),
+    ],
+)
 def test_train_errors_are_the_commands_messages(tmp_path, repetitive_corpus, flag, text, value):
     r = run_proc("train", repetitive_corpus, "--out", tmp_path / "cli", flag, text)
     assert r.returncode == 2, r.stderr
@@ -61,8 +69,10 @@ def test_train_errors_are_the_commands_messages(tmp_path, repetitive_corpus, fla
 
 
 def test_import_api_imports_neither_the_command_line_nor_typer_or_click():
-    code = ("import sys, charrnn.api; print(sorted(m for m in sys.modules "
-            "if m.split('.')[0] in ('typer', 'click') or m.startswith('charrnn.cli')))")
+    code = (
+        "import sys, charrnn.api; print(sorted(m for m in sys.modules "
+        "if m.split('.')[0] in ('typer', 'click') or m.startswith('charrnn.cli')))"
+    )
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert p.stdout.strip() == "[]", p.stderr
 

@@ -46,8 +46,9 @@ def _show_version(value: bool) -> None:
 
 @app.callback()
 def _options(
-    version: bool = typer.Option(False, "--version", is_eager=True, callback=_show_version,
-                                 help="Show the version and exit."),
+    version: bool = typer.Option(
+        False, "--version", is_eager=True, callback=_show_version, help="Show the version and exit."
+    ),
 ) -> None:
     """Train character-level recurrent language models on any text and sample from them."""
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -34,23 +33,31 @@ def evaluate(
     text: list[str] = typer.Argument(..., help="Text files or directories, or - for stdin."),
     as_json: bool = typer.Option(False, "--json", help="One machine-readable JSON line."),
     skip_unknown: bool = typer.Option(
-        False, "--skip-unknown", help="Drop (and count) characters outside the vocabulary."),
-    keep_gutenberg: Optional[bool] = typer.Option(
-        None, "--keep-gutenberg/--no-keep-gutenberg",
+        False, "--skip-unknown", help="Drop (and count) characters outside the vocabulary."
+    ),
+    keep_gutenberg: bool | None = typer.Option(
+        None,
+        "--keep-gutenberg/--no-keep-gutenberg",
         help="Score a Project Gutenberg e-book's header and licence too, or only its text (default: as the model "
-        "was trained)."),
+        "was trained).",
+    ),
     dynamic: bool = typer.Option(
-        False, "--dynamic", help="Also score it with dynamic evaluation: a copy of the model takes a gradient step "
-        "after each segment it has scored."),
-    segment: Optional[int] = typer.Option(None, help="Tokens per dynamic-evaluation segment (default 50)."),
-    dynamic_lr: Optional[float] = typer.Option(
-        None, help="Step size of the dynamic update (default: rms 3e-4, sgd 0.3)."),
-    dynamic_decay: Optional[float] = typer.Option(
-        None, help="Pull back toward the trained weights per step, 0..1 (default: rms 0.003, sgd 0.003)."),
-    dynamic_method: Optional[str] = typer.Option(None, help="rms (Krause et al. 2018, default) | sgd."),
-    stats_text: Optional[str] = typer.Option(
-        None, help="Training-like text for the rms update's gradient statistics (default: the start of the "
-        "checkpoint's own training corpus)."),
+        False,
+        "--dynamic",
+        help="Also score it with dynamic evaluation: a copy of the model takes a gradient step "
+        "after each segment it has scored.",
+    ),
+    segment: int | None = typer.Option(None, help="Tokens per dynamic-evaluation segment (default 50)."),
+    dynamic_lr: float | None = typer.Option(None, help="Step size of the dynamic update (default: rms 3e-4, sgd 0.3)."),
+    dynamic_decay: float | None = typer.Option(
+        None, help="Pull back toward the trained weights per step, 0..1 (default: rms 0.003, sgd 0.003)."
+    ),
+    dynamic_method: str | None = typer.Option(None, help="rms (Krause et al. 2018, default) | sgd."),
+    stats_text: str | None = typer.Option(
+        None,
+        help="Training-like text for the rms update's gradient statistics (default: the start of the "
+        "checkpoint's own training corpus).",
+    ),
 ) -> None:
     """Bits per character (and per token, and perplexity) of any text under a trained model."""
     try:
@@ -83,7 +90,8 @@ def export(
     checkpoint_path: Path = typer.Argument(..., metavar="CHECKPOINT", help=CHECKPOINT_HELP),
     output: Path = typer.Option(Path("model.onnx"), "--output", "-o", help="File to write."),
     fmt: str = typer.Option(
-        "onnx", "--format", help="onnx (the only format for now; needs: pip install 'charrnn[onnx]')."),
+        "onnx", "--format", help="onnx (the only format for now; needs: pip install 'charrnn[onnx]')."
+    ),
 ) -> None:
     """Write a trained model as an ONNX graph (vocabulary and settings in its metadata) for
     onnxruntime and other runtimes outside Python."""
@@ -97,9 +105,10 @@ def export(
 
 def plot(
     runs: list[Path] = typer.Argument(
-        ..., metavar="RUN_DIR...", help="Run directories (or their metrics.jsonl files) to overlay."),
+        ..., metavar="RUN_DIR...", help="Run directories (or their metrics.jsonl files) to overlay."
+    ),
     output: Path = typer.Option(Path("curves.png"), "--output", "-o", help="Image to write: .png, .svg or .pdf."),
-    title: Optional[str] = typer.Option(None, help="Figure title."),
+    title: str | None = typer.Option(None, help="Figure title."),
 ) -> None:
     """Train and val bits/char against step and wall time, several runs overlaid (needs matplotlib)."""
     try:
@@ -115,7 +124,8 @@ def viz(
     text: str = typer.Argument(..., help="Text file to read through the model, or - for stdin."),
     output: Path = typer.Option(Path("viz.html"), "--output", "-o", help="HTML page to write."),
     unit: list[str] = typer.Option(
-        [], help="LAYER:UNIT (from 0; cell state for LSTMs) or LAYER:UNIT:h|c to offer on the page (repeatable)."),
+        [], help="LAYER:UNIT (from 0; cell state for LSTMs) or LAYER:UNIT:h|c to offer on the page (repeatable)."
+    ),
     length: int = typer.Option(2000, min=1, max=50_000, help="Characters of the text to show."),
     offset: int = typer.Option(0, min=0, help="Characters of the text to skip first."),
     top: int = typer.Option(5, min=1, max=100, help="Units listed per feature."),

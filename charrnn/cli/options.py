@@ -5,11 +5,12 @@ the ones the library declares and the Python API checks with."""
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, Mapping, Optional, TypeVar, get_origin
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar, get_origin
 
 import typer
 
-from charrnn.sampling.options import Option
+from charrnn.options import Option
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -35,5 +36,5 @@ def parameter(option: Option) -> inspect.Parameter:
     else:
         info = typer.Option(option.default, *option.flags, min=option.min, max=option.max, help=option.help)
     optional = option.default is None and get_origin(option.type) is not list
-    annotation = Optional[option.type] if optional else option.type
+    annotation = option.type | None if optional else option.type
     return inspect.Parameter(option.name, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=annotation)

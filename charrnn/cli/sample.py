@@ -24,7 +24,7 @@ def sample(**options: Any) -> None:
         fail(str(e))
     except BrokenPipeError:
         detach_stdout()
-        raise typer.Exit(0)
+        raise typer.Exit(0) from None
     except OSError as e:
         # stdout full (a disk or /dev/full): say so on stderr, never inside the output file.
         detach_stdout()
@@ -56,10 +56,25 @@ class _Out:
         sys.stdout.flush()
 
 
-def _sample(checkpoint_path: Path | None, prime: str | None, prime_file: Path | None, unknown: str,
-            stops: list[str], separator: str, as_json: bool, beam_width: int | None, num_samples: int,
-            fmt: str | None, output: Path | None, title: str | None, author: str | None, adapt: list[str],
-            adapt_steps: int | None, save_adapted: Path | None, **o: Any) -> None:
+def _sample(
+    checkpoint_path: Path | None,
+    prime: str | None,
+    prime_file: Path | None,
+    unknown: str,
+    stops: list[str],
+    separator: str,
+    as_json: bool,
+    beam_width: int | None,
+    num_samples: int,
+    fmt: str | None,
+    output: Path | None,
+    title: str | None,
+    author: str | None,
+    adapt: list[str],
+    adapt_steps: int | None,
+    save_adapted: Path | None,
+    **o: Any,
+) -> None:
     from charrnn.screenplay.typeset import writer
 
     if not adapt and (adapt_steps is not None or save_adapted is not None):
@@ -89,8 +104,18 @@ def _sample(checkpoint_path: Path | None, prime: str | None, prime_file: Path | 
         model = adapted.model
         if not prime_ids:  # the sample reads the passage's end and continues its last line
             prime_ids, prime_text = adapted.context, adapted.last_line
-    write_samples(document or _Out(), model, vocab, opts, prime_ids, prime_text, num_samples, unescape(separator),
-                  as_json, beam_width)
+    write_samples(
+        document or _Out(),
+        model,
+        vocab,
+        opts,
+        prime_ids,
+        prime_text,
+        num_samples,
+        unescape(separator),
+        as_json,
+        beam_width,
+    )
 
 
 def _prime_text(prime: str | None, prime_file: Path | None) -> str:

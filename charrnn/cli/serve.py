@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -12,35 +12,49 @@ from charrnn.errors import CharrnnError
 
 def serve(
     checkpoints: list[str] = typer.Argument(
-        None, metavar="[CHECKPOINT|RUN_DIR]...",
-        help="Models to serve, each named by its run directory (default: the newest run under ./checkpoints)."),
+        None,
+        metavar="[CHECKPOINT|RUN_DIR]...",
+        help="Models to serve, each named by its run directory (default: the newest run under ./checkpoints).",
+    ),
     host: str = typer.Option("127.0.0.1", help="Address to listen on (loopback only unless asked)."),
     port: int = typer.Option(8000, min=0, max=65535, help="Port to listen on (0: any free port, shown on start)."),
-    api_key: Optional[str] = typer.Option(
-        None, envvar="CHARRNN_API_KEY",
-        help="Require Authorization: Bearer KEY on /v1 requests (or set CHARRNN_API_KEY)."),
+    api_key: str | None = typer.Option(
+        None,
+        envvar="CHARRNN_API_KEY",
+        help="Require Authorization: Bearer KEY on /v1 requests (or set CHARRNN_API_KEY).",
+    ),
     max_tokens: int = typer.Option(4096, min=1, max=10**7, help="The most tokens one completion may ask for."),
     max_concurrent: int = typer.Option(
-        64, min=1, max=100_000, help="Requests served at once; more are answered 429 with Retry-After."),
+        64, min=1, max=100_000, help="Requests served at once; more are answered 429 with Retry-After."
+    ),
     device: str = typer.Option("cpu", help="cpu | cuda | mps | auto."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No line per request on stderr (the start line stays)."),
 ) -> None:
     """Serve models over an OpenAI-compatible API (POST /v1/completions), with a playground page at /."""
     try:
-        _serve(checkpoints, device, host, port, api_key=api_key, max_tokens=max_tokens, max_concurrent=max_concurrent,
-               quiet=quiet)
+        _serve(
+            checkpoints,
+            device,
+            host,
+            port,
+            api_key=api_key,
+            max_tokens=max_tokens,
+            max_concurrent=max_concurrent,
+            quiet=quiet,
+        )
     except CharrnnError as e:
         fail(str(e))
 
 
 def _serve(checkpoints: list[str] | None, device: str, host: str, port: int, **settings: Any) -> None:
     try:
-        from charrnn.serving import http as server
+        from charrnn.serving.listen import run
+        from charrnn.serving.models import ServerState, load_models
     except ImportError as e:
         if e.name not in ("fastapi", "uvicorn", "starlette"):
             raise
         raise CharrnnError("charrnn serve needs the serve extra: pip install 'charrnn[serve]'") from None
     from charrnn.runtime.device import pick_device
 
-    state = server.ServerState(server.load_models(checkpoints or []), device=str(pick_device(device)), **settings)
-    server.run(state, host, port)
+    state = ServerState(load_models(checkpoints or []), device=str(pick_device(device)), **settings)
+    run(state, host, port)

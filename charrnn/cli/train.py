@@ -35,7 +35,7 @@ def _train(corpus: list[str], out: Path | None, quiet: bool, **options: Any) -> 
     except Interrupted as e:
         if world.main:
             print(f"stopped: saved {e.path}; continue with: charrnn train --resume {e.path.parent}", file=sys.stderr)
-        raise typer.Exit(e.exit_code)
+        raise typer.Exit(e.exit_code) from None
     if done.main:
         summary(done.result, quiet)
         if not quiet:

@@ -82,8 +82,9 @@ def _pair(ids: np.ndarray, a: int, segment: int) -> tuple[np.ndarray, np.ndarray
     return ids[a:b], ids[a + 1 : b + 1]
 
 
-def gradient_stats(model: CharRNN, ids: np.ndarray, segment: int, tick: Callable[[], None] = lambda: None
-                   ) -> list[torch.Tensor]:
+def gradient_stats(
+    model: CharRNN, ids: np.ndarray, segment: int, tick: Callable[[], None] = lambda: None
+) -> list[torch.Tensor]:
     """Mean squared gradient of every weight over the segments of ``ids`` (the training text),
     read as one stream like dynamic evaluation reads, with the trained weights throughout."""
     if len(ids) < 2:
@@ -129,7 +130,8 @@ class Adapter:
             self.scale: list[torch.Tensor] | float = [lr / (r + eps) for r in rms]
             # Krause et al. clip the decay so that no weight overshoots its trained value.
             self.pull: list[torch.Tensor] | float = (
-                [(decay * r / mean).clamp_(max=1.0) for r in rms] if mean > 0 else decay)
+                [(decay * r / mean).clamp_(max=1.0) for r in rms] if mean > 0 else decay
+            )
         else:
             self.scale, self.pull = lr, decay
 
@@ -161,8 +163,9 @@ class Adapter:
             self._update(torch.autograd.grad(loss / len(targets), self.params))
         return float(loss.detach()), detach_state(state)
 
-    def pass_over(self, ids: np.ndarray, tick: Callable[[], None] = lambda: None, max_steps: int | None = None
-                  ) -> float:
+    def pass_over(
+        self, ids: np.ndarray, tick: Callable[[], None] = lambda: None, max_steps: int | None = None
+    ) -> float:
         """Read ``ids`` from a zero state, a step after every segment; the nats of its predictions."""
         seg = self.rule.segment
         total, state = 0.0, None
@@ -288,11 +291,25 @@ def stats_ids(ckpt: dict, vocab, path: str | None = None) -> np.ndarray:
     return ids
 
 
-def rule_from_flags(dynamic: bool, method: str | None, lr: float | None, decay: float | None, segment: int | None,
-                    flag: str = "--dynamic") -> Rule | None:
+def rule_from_flags(
+    dynamic: bool,
+    method: str | None,
+    lr: float | None,
+    decay: float | None,
+    segment: int | None,
+    flag: str = "--dynamic",
+) -> Rule | None:
     """The rule the command line asks for, or None without ``flag``; its options alone are an error."""
-    given = [name for name, v in (("--dynamic-method", method), ("--dynamic-lr", lr), ("--dynamic-decay", decay),
-                                  ("--segment", segment)) if v is not None]
+    given = [
+        name
+        for name, v in (
+            ("--dynamic-method", method),
+            ("--dynamic-lr", lr),
+            ("--dynamic-decay", decay),
+            ("--segment", segment),
+        )
+        if v is not None
+    ]
     if not dynamic:
         if given:
             raise CharrnnError(f"{given[0]} applies only with {flag}")

@@ -69,8 +69,14 @@ def _unbound() -> str | None:
 
 
 def torch_gates(
-    ifo: torch.Tensor, g: torch.Tensor, i: torch.Tensor, f: torch.Tensor, o: torch.Tensor,
-    c: torch.Tensor, h: torch.Tensor, up: torch.Tensor | None,
+    ifo: torch.Tensor,
+    g: torch.Tensor,
+    i: torch.Tensor,
+    f: torch.Tensor,
+    o: torch.Tensor,
+    c: torch.Tensor,
+    h: torch.Tensor,
+    up: torch.Tensor | None,
 ) -> None:
     """One LSTM layer's gates (views of its i, f, o, g buffer, bias added) and cell update in
     place, by torch's calls: what ``lstm_cell`` must equal, and where it cannot be used."""

@@ -67,8 +67,9 @@ class Stepper:
                 else:
                     self.b_ih = [a + b for a, b in zip(b_ih, b_hh)]
                     # Layers above the first: one product of [x, h] with the stacked matrices.
-                    self.w_cat = [None] + [_stacked(p(f"weight_ih_l{i}"), p(f"weight_hh_l{i}"), blocks)
-                                           for i in range(1, cfg.layers)]
+                    self.w_cat = [None] + [
+                        _stacked(p(f"weight_ih_l{i}"), p(f"weight_hh_l{i}"), blocks) for i in range(1, cfg.layers)
+                    ]
             # Layer 0's input product depends only on the token: precompute it for every token.
             self.table = torch.addmm(self.b_ih[0], model.embed.weight.detach().float(), self.w_ih[0])
             self.w_out = model.head.weight.detach().float().t().contiguous()
@@ -122,16 +123,18 @@ class Stepper:
                 g = self._mm(self.b_ih[i], torch.cat([x, h], 1), self.w_cat[i])
             if kind == "lstm":
                 gates = torch.sigmoid(g[:, : 3 * H])
-                c = torch.addcmul(gates[:, H : 2 * H] * c_all[i], gates[:, :H], torch.tanh(g[:, 3 * H :]),
-                                  out=c_next[i])
+                c = torch.addcmul(
+                    gates[:, H : 2 * H] * c_all[i], gates[:, :H], torch.tanh(g[:, 3 * H :]), out=c_next[i]
+                )
                 x = torch.mul(gates[:, 2 * H :], torch.tanh(c), out=h_next[i])
             else:
                 x = torch.tanh(g, out=h_next[i])
         logits = self._mm(self.b_out, x, self.w_out)
         return logits, ((h_next, c_next) if paired else h_next)
 
-    def _custom_step(self, tokens: torch.Tensor, h_all: torch.Tensor, c_all: torch.Tensor
-                     ) -> tuple[torch.Tensor, State]:
+    def _custom_step(
+        self, tokens: torch.Tensor, h_all: torch.Tensor, c_all: torch.Tensor
+    ) -> tuple[torch.Tensor, State]:
         """Peephole and CIFG: the layers' own step functions (float32 only)."""
         hs, cs = [], []
         x = None
@@ -180,4 +183,3 @@ def _stacked(ih: torch.Tensor, hh: torch.Tensor, blocks: list[slice]) -> torch.T
     _transposed(ih, blocks, out[: ih.shape[1]])
     _transposed(hh, blocks, out[ih.shape[1] :])
     return out
-

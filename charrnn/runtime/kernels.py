@@ -76,4 +76,3 @@ def gate_function_addresses() -> tuple[int, int]:
     if not (expf8 and tanh):
         raise LookupError(f"torch's expf/tanh are at a null address in {library.name}")
     return expf8, tanh
-

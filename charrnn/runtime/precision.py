@@ -116,7 +116,8 @@ def resolve(name: str, device: torch.device, model: str = "lstm") -> Precision:
         if device.type == "cpu" and not cpu_computes(dtype):
             need = "AVX-512-BF16 or AMX" if dtype == torch.bfloat16 else "AMX-FP16"
             raise CharrnnError(
-                f"--precision {name}: this CPU lacks {need}, which the fused LSTM needs for it; use float32")
+                f"--precision {name}: this CPU lacks {need}, which the fused LSTM needs for it; use float32"
+            )
         if not torch.amp.is_autocast_available(device.type):
             raise CharrnnError(f"--precision {name}: autocast is not available on {device.type}")
     return Precision(device.type, dtype)
@@ -144,6 +145,8 @@ def step_dtype(name: str, model: str, hidden: int) -> torch.dtype:
     if name == "bfloat16" and model in ("peephole", "cifg"):
         raise CharrnnError(f"--precision bfloat16 samples lstm, gru and rnn models; a {model} model samples in float32")
     if name == "bfloat16" and not (kernels.has_packed_bfloat16() and cpu_computes(torch.bfloat16)):
-        raise CharrnnError("--precision bfloat16: sampling in it needs a CPU with AVX-512-BF16 or AMX and PyTorch "
-                           "with oneDNN; use float32")
+        raise CharrnnError(
+            "--precision bfloat16: sampling in it needs a CPU with AVX-512-BF16 or AMX and PyTorch "
+            "with oneDNN; use float32"
+        )
     return torch.bfloat16 if name == "bfloat16" else torch.float32

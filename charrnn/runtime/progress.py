@@ -132,8 +132,14 @@ def summary(result: dict[str, Any], quiet: bool) -> None:
     ]
     if "first_run" in result:
         f = result["first_run"]
-        rows.insert(3, ("first run", f"{f['steps']:,} steps, {f['elapsed']:.1f} s, stopped early; "
-                                     f"best {fmt(f['best_val_bpc'])} (step {f['best_step']:,})"))
+        rows.insert(
+            3,
+            (
+                "first run",
+                f"{f['steps']:,} steps, {f['elapsed']:.1f} s, stopped early; "
+                f"best {fmt(f['best_val_bpc'])} (step {f['best_step']:,})",
+            ),
+        )
     for k, v in rows:
         table.add_row(k, v)
     stderr.print(table)

@@ -41,7 +41,7 @@ def beam_search(model: CharRNN, vocab, prime_ids: list[int], width: int, length:
         rows, toks = top.indices // V, top.indices % V
         scores = top.values
         seqs = torch.cat([seqs[rows], toks[:, None]], 1)
-        state = map_state(lambda s: s[:, rows], state)
+        state = map_state(lambda s, rows=rows: s[:, rows], state)
         # One step for the beams and the greedy row together.
         both = torch.cat([toks, torch.tensor([g])])
         out, joint = stepper.step(both, join_states([state, greedy_state]))

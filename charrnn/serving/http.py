@@ -10,83 +10,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import os
 import secrets
-import signal
-import socket
 import sys
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 
-import torch
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
-from charrnn.data.vocab import Vocab, encode_prime
+from charrnn.data.vocab import encode_prime
 from charrnn.errors import CharrnnError
-from charrnn.model import checkpoint
-from charrnn.model.network import CharRNN
 from charrnn.serving.engine import Engine, Job
 from charrnn.serving.mailbox import Mailbox, deliver
+from charrnn.serving.models import Served, ServerState
 from charrnn.serving.openai import ApiError, CompletionRequest, choice, completion, parse_completion, sse, usage
 from charrnn.serving.playground import PAGE
 
 MAX_BODY = 1 << 20
 EVENT_INTERVAL = 0.02  # seconds: 50 events a second per stream, smoother than a reader sees
-
-
-@dataclass
-class Served:
-    """One model as the API names it."""
-
-    name: str
-    model: CharRNN
-    vocab: Vocab
-    created: int
-    engine: Engine | None = None
-
-
-@dataclass
-class ServerState:
-    models: dict[str, Served]
-    api_key: str | None = None
-    max_tokens: int = 4096
-    max_concurrent: int = 64
-    quiet: bool = False
-    device: str = "cpu"
-    threads: int = field(default_factory=lambda: model_threads())
-    active: int = 0
-    engines: list[Engine] = field(default_factory=list)
-
-
-def model_threads() -> int:
-    """Torch threads for each model's worker: OMP_NUM_THREADS if set, else every core, since the
-    event loop mostly waits (2-core Xeon, `bench/serve.py`, one client: 1,297 chars/s with two
-    threads against 1,004 with one)."""
-    value = os.environ.get("OMP_NUM_THREADS", "")
-    return int(value) if value.isdigit() and int(value) > 0 else len(os.sched_getaffinity(0))
-
-
-def load_models(paths: list[str]) -> dict[str, Served]:
-    """Each checkpoint or run directory, named by its run directory (or its file's stem).
-
-    This (the event loop's) thread then computes on one torch thread, before it runs any torch
-    operation: once it has run one on an OpenMP team of its own, every step of a worker's team
-    took 1.7-2.3x as long (2-core Xeon, one process, same minute)."""
-    torch.set_num_threads(1)
-    files = [checkpoint.resolve(p) for p in paths] if paths else [checkpoint.latest_run()]
-    served: dict[str, Served] = {}
-    for f in files:
-        name = f.parent.resolve().name if f.name in checkpoint.RUN_FILES else f.stem
-        if name in served:
-            raise CharrnnError(f"two models would both be named {name!r}: give run directories with different names")
-        model, vocab = checkpoint.build_model(checkpoint.load(f))
-        served[name] = Served(name, model, vocab, int(f.stat().st_mtime))
-    return served
 
 
 def create_app(state: ServerState) -> FastAPI:
@@ -378,50 +321,3 @@ class _RequestLog:
                     file=sys.stderr,
                     flush=True,
                 )
-
-
-class _Server(uvicorn.Server):
-    """uvicorn, but a signal first ends every open stream with a last chunk, and the process
-    then exits 0 (uvicorn re-raises the signal after a graceful stop)."""
-
-    def __init__(self, config: uvicorn.Config, state: ServerState, url: str) -> None:
-        super().__init__(config)
-        self.charrnn, self.url = state, url
-
-    def handle_exit(self, sig: int, frame) -> None:
-        for engine in self.charrnn.engines:
-            engine.finish_all()
-        super().handle_exit(sig, frame)
-
-    @contextlib.contextmanager
-    def capture_signals(self):
-        original = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield
-        finally:
-            for sig, handler in original.items():
-                signal.signal(sig, handler)
-
-    async def startup(self, sockets=None) -> None:
-        await super().startup(sockets)
-        if self.started:
-            print(f"charrnn serve: {self.url} (models: {', '.join(self.charrnn.models)})", file=sys.stderr, flush=True)
-
-
-def run(state: ServerState, host: str, port: int) -> None:
-    """Serve until SIGINT or SIGTERM. The socket is bound here, so a port in use is one error
-    line and ``--port 0`` reports the port it got."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as e:
-        sock.close()
-        raise CharrnnError(f"cannot listen on {host}:{port} ({e.strerror or e})") from None
-    shown = f"[{host}]" if family == socket.AF_INET6 else host
-    url = f"http://{shown}:{sock.getsockname()[1]}"
-    config = uvicorn.Config(
-        create_app(state), log_level="warning", access_log=False, timeout_graceful_shutdown=1, lifespan="on"
-    )
-    _Server(config, state, url).run(sockets=[sock])

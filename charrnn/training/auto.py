@@ -90,8 +90,13 @@ def dropout_for(params: int, corpus_tokens: int, passes: float) -> float:
     return next(d for limit, d in DROPOUT_BY_PARAMS_PER_TOKEN if ratio < limit)
 
 
-def choose(corpus_tokens: int, vocab: int, budget: Budget, speed: Callable[[Size], float],
-           ladder: tuple[Size, ...] | None = None) -> Choice:
+def choose(
+    corpus_tokens: int,
+    vocab: int,
+    budget: Budget,
+    speed: Callable[[Size], float],
+    ladder: tuple[Size, ...] | None = None,
+) -> Choice:
     """The largest rung that reads TOKENS_PER_PARAM tokens per parameter in the budget and has
     at most MAX_PARAMS_PER_TOKEN parameters per token of text (the smallest rung if none does).
     ``speed`` is called from the smallest rung up, and not for a rung that could not qualify even
@@ -119,9 +124,18 @@ def choose(corpus_tokens: int, vocab: int, budget: Budget, speed: Callable[[Size
 def apply(cfg: TrainConfig, choice: Choice, given: set[str]) -> TrainConfig:
     """``cfg`` with the choice's settings, except those the user gave as flags."""
     s = choice.size
-    values = dict(layers=s.layers, hidden=s.hidden, embed=s.embed, seq_len=s.seq_len, batch_size=s.batch_size,
-                  lr=s.lr, weight_decay=s.weight_decay, dropout=choice.dropout, retrain_dropout=choice.retrain_dropout,
-                  retrain_length=1.5 if s.hidden >= 384 else 1.0)
+    values = dict(
+        layers=s.layers,
+        hidden=s.hidden,
+        embed=s.embed,
+        seq_len=s.seq_len,
+        batch_size=s.batch_size,
+        lr=s.lr,
+        weight_decay=s.weight_decay,
+        dropout=choice.dropout,
+        retrain_dropout=choice.retrain_dropout,
+        retrain_length=1.5 if s.hidden >= 384 else 1.0,
+    )
     if "dropout" in given:
         values.pop("retrain_dropout")  # a dropout the user chose holds for both runs
     for name, value in values.items():
@@ -130,8 +144,15 @@ def apply(cfg: TrainConfig, choice: Choice, given: set[str]) -> TrainConfig:
     return cfg
 
 
-def describe(choice: Choice, cfg: TrainConfig, corpus_tokens: int, unit: str, given: set[str],
-             timed: str, from_checkpoint: bool = False) -> str:
+def describe(
+    choice: Choice,
+    cfg: TrainConfig,
+    corpus_tokens: int,
+    unit: str,
+    given: set[str],
+    timed: str,
+    from_checkpoint: bool = False,
+) -> str:
     """The one line that says what auto chose and why."""
     budget = Budget(cfg.time, cfg.steps, cfg.epochs).describe()
     speed = f" at ~{float(f'{choice.speed:.3g}'):,.0f} {unit}s/s {timed}" if choice.speed is not None else ""
@@ -139,17 +160,28 @@ def describe(choice: Choice, cfg: TrainConfig, corpus_tokens: int, unit: str, gi
     kept = sorted(given & {*SIZE_FLAGS, "dropout", "seq_len", "batch_size", "lr", "weight_decay"})
     overrides = f" (given: {', '.join('--' + k.replace('_', '-') for k in kept)})" if kept else ""
     overrides += " (size of the --init-from checkpoint)" if from_checkpoint else ""
-    return (f"auto: {cfg.model.upper()} {cfg.layers}x{cfg.hidden}, dropout {cfg.dropout:g}, "
-            f"batch {cfg.batch_size} x seq {cfg.seq_len} — {_count(corpus_tokens)} {unit}s, "
-            f"{budget}{speed}{passes}{overrides}")
+    return (
+        f"auto: {cfg.model.upper()} {cfg.layers}x{cfg.hidden}, dropout {cfg.dropout:g}, "
+        f"batch {cfg.batch_size} x seq {cfg.seq_len} — {_count(corpus_tokens)} {unit}s, "
+        f"{budget}{speed}{passes}{overrides}"
+    )
 
 
 def _count(n: float) -> str:
     return f"{n / 1e6:.3g}M" if n >= 1e6 else f"{n / 1e3:.3g}k" if n >= 1e3 else f"{n:.0f}"
 
 
-def resolve(cfg: TrainConfig, given: set[str], corpus_tokens: int, vocab: int, unit: str, device: torch.device,
-            world: World, init: dict | None, log: Callable[[str], None]) -> TrainConfig:
+def resolve(
+    cfg: TrainConfig,
+    given: set[str],
+    corpus_tokens: int,
+    vocab: int,
+    unit: str,
+    device: torch.device,
+    world: World,
+    init: dict | None,
+    log: Callable[[str], None],
+) -> TrainConfig:
     """Fill ``cfg`` (the auto preset's) with what auto chooses for this corpus, budget and machine.
 
     Sizes given as flags, or fixed by the checkpoint a fine-tune starts from, are kept; auto then
@@ -160,18 +192,15 @@ def resolve(cfg: TrainConfig, given: set[str], corpus_tokens: int, vocab: int, u
     """
     from dataclasses import replace
 
-    from charrnn.model.network import ModelConfig, check_cell
+    from charrnn.model.network import check_cell
     from charrnn.runtime import distributed, precision
     from charrnn.training.speed import Speeds
 
-    theirs = ModelConfig.from_dict(init["model_config"]).to_dict() if init is not None else {}
-    fixed = {k: theirs[k] for k in (*SIZE_FLAGS, "tie") if k in theirs and k not in given}
-    for name, value in fixed.items():
-        setattr(cfg, name, value)
-    kept = given | set(fixed)
+    kept, fixed = _keep_given_sizes(cfg, given, init)
     shape = {k: getattr(cfg, k) for k in ("seq_len", "batch_size") if k in kept}
-    ladder = tuple(replace(s, cell=check_cell(cfg.model), **shape) for s in LADDER
-                   if device.type == "cuda" or not s.gpu_only)
+    ladder = tuple(
+        replace(s, cell=check_cell(cfg.model), **shape) for s in LADDER if device.type == "cuda" or not s.gpu_only
+    )
     speeds = Speeds(device, precision.resolve(cfg.precision, device, cfg.model), vocab, world.size, cfg.model)
     budget = Budget(cfg.time, cfg.steps, cfg.epochs)
     sized = bool(kept & {"layers", "hidden", "embed"})
@@ -179,11 +208,13 @@ def resolve(cfg: TrainConfig, given: set[str], corpus_tokens: int, vocab: int, u
         choice = _for_size(cfg, kept, corpus_tokens, vocab, budget, speeds, ladder)
     else:
         choice = choose(corpus_tokens, vocab, budget, speeds, ladder)
-    rung, dropout, retrain = distributed.max_all(world, -1.0 if sized else float(ladder.index(choice.size)),
-                                                 choice.dropout, choice.retrain_dropout)
+    # Under torchrun every rank takes the largest rung and dropout any rank chose.
+    rung, dropout, retrain = distributed.max_all(
+        world, -1.0 if sized else float(ladder.index(choice.size)), choice.dropout, choice.retrain_dropout
+    )
     if not sized and ladder[int(rung)] != choice.size:
-        choice = _for_size(_with_size(cfg, ladder[int(rung)]), {"layers", "hidden", "embed"}, corpus_tokens, vocab,
-                           budget, speeds, ladder)
+        size = _with_size(cfg, ladder[int(rung)])
+        choice = _for_size(size, {"layers", "hidden", "embed"}, corpus_tokens, vocab, budget, speeds, ladder)
     choice = replace(choice, dropout=dropout, retrain_dropout=retrain)
     cfg = apply(cfg, choice, kept)
     cfg.check()
@@ -194,13 +225,32 @@ def resolve(cfg: TrainConfig, given: set[str], corpus_tokens: int, vocab: int, u
     return cfg
 
 
+def _keep_given_sizes(cfg: TrainConfig, given: set[str], init: dict | None) -> tuple[set[str], dict]:
+    """The size settings auto must keep: those given as flags, and those of the checkpoint a
+    fine-tune starts from (set on ``cfg`` here); and the latter alone."""
+    from charrnn.model.network import ModelConfig
+
+    theirs = ModelConfig.from_dict(init["model_config"]).to_dict() if init is not None else {}
+    fixed = {k: theirs[k] for k in (*SIZE_FLAGS, "tie") if k in theirs and k not in given}
+    for name, value in fixed.items():
+        setattr(cfg, name, value)
+    return given | set(fixed), fixed
+
+
 def _with_size(cfg: TrainConfig, size: Size) -> TrainConfig:
     cfg.layers, cfg.hidden, cfg.embed = size.layers, size.hidden, size.embed
     return cfg
 
 
-def _for_size(cfg: TrainConfig, kept: set[str], corpus_tokens: int, vocab: int, budget: Budget,
-              speed: Callable[[Size], float], ladder: tuple[Size, ...]) -> Choice:
+def _for_size(
+    cfg: TrainConfig,
+    kept: set[str],
+    corpus_tokens: int,
+    vocab: int,
+    budget: Budget,
+    speed: Callable[[Size], float],
+    ladder: tuple[Size, ...],
+) -> Choice:
     """The choice for a size fixed by flags or a checkpoint: the settings of the rung nearest
     its width (its depth and embedding as given, else the rung's), its dropout from how often it
     will read the text."""

@@ -64,7 +64,13 @@ def extend_checkpoint(
         normaliser = float(logits[0, :, :old_size].float().logsumexp(-1).mean()) if x.shape[1] else 0.0
         model.head.bias[old_size:] = torch.from_numpy(log_freq).float() + normaliser
     if log is not None:
-        log(f"note: the corpus has {len(added)} character(s) the checkpoint lacks; added them to the vocabulary "
-            f"(ids {old_size}-{vocab.size - 1}): {describe_chars(list(added))}")
-    return {**ckpt, "model_config": cfg.to_dict(), "vocab": vocab.to_state(),
-            "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+        log(
+            f"note: the corpus has {len(added)} character(s) the checkpoint lacks; added them to the vocabulary "
+            f"(ids {old_size}-{vocab.size - 1}): {describe_chars(list(added))}"
+        )
+    return {
+        **ckpt,
+        "model_config": cfg.to_dict(),
+        "vocab": vocab.to_state(),
+        "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()},
+    }

@@ -57,8 +57,10 @@ class RunLock:
             except OSError:
                 holder = _read(fd)
                 os.close(fd)
-                raise CharrnnError(f"{self.run_dir} is in use by process {holder.get('pid', '?')} "
-                                   f"(started {holder.get('started', '?')})") from None
+                raise CharrnnError(
+                    f"{self.run_dir} is in use by process {holder.get('pid', '?')} "
+                    f"(started {holder.get('started', '?')})"
+                ) from None
             # The holder before us may have removed the file between our open and our lock:
             # then we hold a lock on a file nobody else can see, so start over.
             if _same_file(fd, self.path):
@@ -66,8 +68,10 @@ class RunLock:
             os.close(fd)
         stale = _read(fd)
         if stale.get("pid"):
-            self.note(f"note: {self.run_dir} was locked by process {stale['pid']} "
-                      f"(started {stale.get('started', '?')}), which is gone; taking the lock over")
+            self.note(
+                f"note: {self.run_dir} was locked by process {stale['pid']} "
+                f"(started {stale.get('started', '?')}), which is gone; taking the lock over"
+            )
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps({"pid": os.getpid(), "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}).encode(), 0)
         self.fd = fd

@@ -30,8 +30,15 @@ TENSORBOARD_TAGS = {"train_bpc": "bpc/train", "val_bpc": "bpc/val", "lr": "lr", 
 class Metrics:
     """metrics.jsonl, its TensorBoard mirror, and the train loss gathered between lines."""
 
-    def __init__(self, out: Path, world: World, position: RunState, device: torch.device,
-                 chars_per_step: float, chars_per_token: float) -> None:
+    def __init__(
+        self,
+        out: Path,
+        world: World,
+        position: RunState,
+        device: torch.device,
+        chars_per_step: float,
+        chars_per_token: float,
+    ) -> None:
         self.path = out / "metrics.jsonl"
         self.out = out
         self.world = world

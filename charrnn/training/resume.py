@@ -43,8 +43,14 @@ class RunCheckpoint:
     rows: slice  # this rank's streams of the batch
     device: torch.device
 
-    def save(self, path: Path, position: RunState, hidden: State | None, scaler: torch.amp.GradScaler,
-             with_resume: bool = True) -> Path:
+    def save(
+        self,
+        path: Path,
+        position: RunState,
+        hidden: State | None,
+        scaler: torch.amp.GradScaler,
+        with_resume: bool = True,
+    ) -> Path:
         """Write the checkpoint (rank 0 only); with resume state every rank must call it (it gathers)."""
         if not all(torch.isfinite(p).all() for p in self.model.parameters()):
             raise CharrnnError(f"refusing to save non-finite weights to {path}")
@@ -53,8 +59,9 @@ class RunCheckpoint:
             checkpoint.save(payload, path)
         return path
 
-    def payload(self, position: RunState, hidden: State | None, scaler: torch.amp.GradScaler,
-                with_resume: bool) -> dict[str, Any]:
+    def payload(
+        self, position: RunState, hidden: State | None, scaler: torch.amp.GradScaler, with_resume: bool
+    ) -> dict[str, Any]:
         """The checkpoint's contents: the model, its vocabulary and settings, the corpus, the
         scores, and with ``with_resume`` what a resumed run continues from."""
         data = self.data
@@ -64,8 +71,12 @@ class RunCheckpoint:
             "state_dict": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             "train_config": self.cfg.to_dict(),
             # files: the first names, to show; paths: as given, for --resume to read again
-            "corpus": {"key": data.key, "files": data.names[:100], "paths": data.paths,
-                       "vocab_given": data.vocab_given},
+            "corpus": {
+                "key": data.key,
+                "files": data.names[:100],
+                "paths": data.paths,
+                "vocab_given": data.vocab_given,
+            },
             "step": position.step,
             "val_bpc": position.last_val,
             "best_val_bpc": position.best_val,

@@ -64,12 +64,16 @@ def fit_retraining(trainer: Trainer, retrain: bool = True) -> dict[str, Any]:
     steps, fits = plan
     if not fits or not retrain:
         if not trainer.quiet:
-            trainer.log(f"a new run of --steps {steps} --dropout {dropout:g}, with the learning rate decaying "
-                        "over them, may reach a lower val bpc")
+            trainer.log(
+                f"a new run of --steps {steps} --dropout {dropout:g}, with the learning rate decaying "
+                "over them, may reach a lower val bpc"
+            )
         return first
     if not trainer.quiet:
-        trainer.log(f"training again from scratch for {steps:,} steps with dropout {dropout:g}, the learning rate "
-                    f"decaying over them (this run's files are in {trainer.out / FIRST_RUN})")
+        trainer.log(
+            f"training again from scratch for {steps:,} steps with dropout {dropout:g}, the learning rate "
+            f"decaying over them (this run's files are in {trainer.out / FIRST_RUN})"
+        )
     aside = trainer.out / FIRST_RUN
     if trainer.world.main:
         aside.mkdir(exist_ok=True)
@@ -81,9 +85,16 @@ def fit_retraining(trainer: Trainer, retrain: bool = True) -> dict[str, Any]:
     # A time budget also bounds the second run: with more dropout its steps cost a little more.
     left = cfg.time - first["elapsed"] if cfg.time else None
     summary = {k: first[k] for k in ("steps", "elapsed", "best_val_bpc", "best_step")}
-    again = type(trainer)(replace(cfg, steps=steps, epochs=None, time=left, dropout=dropout, first_run=summary),
-                    trainer.data, trainer.out, quiet=trainer.quiet, log=trainer.log, init_from=trainer.init_from,
-                    world=trainer.world, device=trainer.device)
+    again = type(trainer)(
+        replace(cfg, steps=steps, epochs=None, time=left, dropout=dropout, first_run=summary),
+        trainer.data,
+        trainer.out,
+        quiet=trainer.quiet,
+        log=trainer.log,
+        init_from=trainer.init_from,
+        world=trainer.world,
+        device=trainer.device,
+    )
     return _keep_better(again, summary, again.fit())
 
 

@@ -44,8 +44,9 @@ def demo_corpus() -> list[str]:
     return found
 
 
-def settings(paths: list[str], preset: str | None, out: Path | None, resume: bool, time: str | None,
-             flags: dict[str, Any]) -> tuple[list[str], TrainConfig, Path | None, dict[str, Any] | None]:
+def settings(
+    paths: list[str], preset: str | None, out: Path | None, resume: bool, time: str | None, flags: dict[str, Any]
+) -> tuple[list[str], TrainConfig, Path | None, dict[str, Any] | None]:
     """The corpus paths, the configuration, the run directory (None: the default) and, for
     ``resume``, the run's last.pt. A resumed run keeps its own settings under any flag given now."""
     from charrnn.data.corpus import STDIN
@@ -81,9 +82,18 @@ def settings(paths: list[str], preset: str | None, out: Path | None, resume: boo
     return paths, cfg, Path(run_dir), resume_ckpt
 
 
-def train_run(corpus: Sequence[str] | None = None, *, preset: str | None = None, out: Path | None = None,
-              resume: bool = False, init_from: Path | None = None, time: str | None = None, quiet: bool = False,
-              log: Callable[[str], None] = _stderr, **flags: Any) -> Finished:
+def train_run(
+    corpus: Sequence[str] | None = None,
+    *,
+    preset: str | None = None,
+    out: Path | None = None,
+    resume: bool = False,
+    init_from: Path | None = None,
+    time: str | None = None,
+    quiet: bool = False,
+    log: Callable[[str], None] = _stderr,
+    **flags: Any,
+) -> Finished:
     """Train as ``charrnn train`` does; ``flags`` are its options by their Python names.
 
     Raises ``CharrnnError`` for bad input and ``train.Interrupted`` when a signal stopped the run
@@ -120,8 +130,10 @@ def _train(paths, cfg, out, preset, resume_ckpt, init_from, quiet, log, world, g
     device = pick_device(cfg.device)
     precision.resolve(cfg.precision, device, cfg.model)  # before preparing the corpus, which can take minutes
     if preset in GPU_PRESETS and device.type == "cpu" and world.main:
-        log(f"warning: --preset {preset} is sized for a GPU; on a CPU its steps are slow (~25 s each on 2 cores), "
-            "so --preset small or medium will learn more in the same time")
+        log(
+            f"warning: --preset {preset} is sized for a GPU; on a CPU its steps are slow (~25 s each on 2 cores), "
+            "so --preset small or medium will learn more in the same time"
+        )
     if world.active:
         if STDIN in paths:
             raise CharrnnError("a corpus from stdin cannot be shared between torchrun ranks; give a file")
@@ -134,10 +146,20 @@ def _train(paths, cfg, out, preset, resume_ckpt, init_from, quiet, log, world, g
         data = _prepare(paths, cfg, out, init, resume_ckpt, quiet, log, world)
         if resume_ckpt is None and (preset or DEFAULT_PRESET) == "auto":
             unit = "char" if data.vocab.kind == "char" else "token"
-            cfg = auto.resolve(cfg, given, len(data.train), data.vocab.size, unit, device, world, init,
-                               log if world.main and not quiet else lambda message: None)
-        trainer = Trainer(cfg, data, out, quiet=quiet, log=log, resume=resume_ckpt, init_from=init, world=world,
-                          device=device)
+            cfg = auto.resolve(
+                cfg,
+                given,
+                len(data.train),
+                data.vocab.size,
+                unit,
+                device,
+                world,
+                init,
+                log if world.main and not quiet else lambda message: None,
+            )
+        trainer = Trainer(
+            cfg, data, out, quiet=quiet, log=log, resume=resume_ckpt, init_from=init, world=world, device=device
+        )
         # A resumed first run goes on to a second one only if it knows it is a first run (versions
         # before first_run did not say) and has its starting weights (a fine-tune's are not saved).
         retrain = resume_ckpt is None or (
@@ -165,7 +187,12 @@ def _prepare(paths, cfg, out, init, resume_ckpt, quiet, log, world):
     data = distributed.main_first(
         world,
         lambda: prepare(
-            paths, out / ".cache", cfg.val_frac, spec, vocab=fixed, show_progress=not quiet and world.main,
+            paths,
+            out / ".cache",
+            cfg.val_frac,
+            spec,
+            vocab=fixed,
+            show_progress=not quiet and world.main,
             keep_gutenberg=cfg.keep_gutenberg,
         ),
     )
@@ -175,6 +202,8 @@ def _prepare(paths, cfg, out, init, resume_ckpt, quiet, log, world):
         if data.left_out:
             names = list(data.left_out)
             books = names[0] if len(names) == 1 else f"{len(names)} books ({describe(names)})"
-            log(f"note: {books}: training on the text only, without Project Gutenberg's header and licence "
-                f"({sum(data.left_out.values()):,} characters; --keep-gutenberg keeps them)")
+            log(
+                f"note: {books}: training on the text only, without Project Gutenberg's header and licence "
+                f"({sum(data.left_out.values()):,} characters; --keep-gutenberg keeps them)"
+            )
     return data

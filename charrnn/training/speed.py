@@ -61,8 +61,15 @@ class Speeds:
     and ``seconds`` how long the timing took, which the run's time budget pays for.
     """
 
-    def __init__(self, device: torch.device, precision: Precision, vocab: int, ranks: int = 1, model: str = "lstm",
-                 cache: Path | None = None) -> None:
+    def __init__(
+        self,
+        device: torch.device,
+        precision: Precision,
+        vocab: int,
+        ranks: int = 1,
+        model: str = "lstm",
+        cache: Path | None = None,
+    ) -> None:
         self.device, self.precision, self.vocab, self.ranks, self.model = device, precision, vocab, ranks, model
         self.cache = cache or cache_path()
         self.measured = 0
@@ -73,8 +80,15 @@ class Speeds:
         """Tokens per second of all ranks together (each steps its share of the batch)."""
         rows = max(1, size.batch_size // self.ranks)
         # The vocabulary to the next power of two: the head's cost moves with it, a few characters don't.
-        shape = (self.model, size.layers, size.hidden, size.embed, size.seq_len, rows,
-                 1 << max(0, self.vocab - 1).bit_length())
+        shape = (
+            self.model,
+            size.layers,
+            size.hidden,
+            size.embed,
+            size.seq_len,
+            rows,
+            1 << max(0, self.vocab - 1).bit_length(),
+        )
         key = _key(self.device, self.precision, shape)
         if key not in self._known:
             start = time.monotonic()
@@ -110,8 +124,9 @@ def time_steps(shape: tuple, device: torch.device, precision: Precision) -> floa
     kernels on the first)."""
     kind, layers, hidden, embed, seq_len, rows, vocab = shape
     torch.manual_seed(0)
-    model = CharRNN(ModelConfig(vocab_size=vocab, model=kind, layers=layers, hidden=hidden, embed=embed,
-                                dropout=0.0)).to(device)
+    model = CharRNN(
+        ModelConfig(vocab_size=vocab, model=kind, layers=layers, hidden=hidden, embed=embed, dropout=0.0)
+    ).to(device)
     # TrainConfig's default rates (the trainer sets the learning rate every step): they change
     # what a step computes, not what it costs.
     opt = make_optimizer(model, lr=3e-3, weight_decay=0.01)

@@ -89,7 +89,8 @@ class Trainer:
         self.rows = world.rows(cfg.batch_size)
         self.val = self.data.val[: cfg.val_tokens] if cfg.val_tokens else self.data.val
         self.eval_every = cfg.eval_every or default_eval_every(
-            self.batches.windows, cfg.batch_size * cfg.seq_len, tokens_read(self.val))
+            self.batches.windows, cfg.batch_size * cfg.seq_len, tokens_read(self.val)
+        )
         self.model_cfg = ModelConfig(
             vocab_size=self.data.vocab.size,
             model=cfg.model,
@@ -108,10 +109,18 @@ class Trainer:
         self.opt = make_optimizer(self.model, cfg.lr, cfg.weight_decay)
         self.precision = precision.resolve(cfg.precision, self.device, cfg.model)
         self.scaler = self.precision.scaler()
-        self.validation = Validation(self.model, self.val, self.data.vocab.count_chars(self.val[1:]), self.device,
-                                     world, self.precision, cfg.patience)
-        self.checkpoints = RunCheckpoint(cfg, self.data, self.model_cfg, self.model, self.opt, world, self.batch_size,
-                                         self.rows, self.device)
+        self.validation = Validation(
+            self.model,
+            self.val,
+            self.data.vocab.count_chars(self.val[1:]),
+            self.device,
+            world,
+            self.precision,
+            cfg.patience,
+        )
+        self.checkpoints = RunCheckpoint(
+            cfg, self.data, self.model_cfg, self.model, self.opt, world, self.batch_size, self.rows, self.device
+        )
         # Where the run stands, and the hidden state carried from one window to the next.
         self.position = RunState()
         self.hidden: State | None = None
@@ -131,14 +140,13 @@ class Trainer:
         if world.active:
             if self.batch_size < world.size:
                 raise CharrnnError(
-                    f"--batch-size {self.batch_size} is smaller than the {world.size} ranks; each needs a stream")
+                    f"--batch-size {self.batch_size} is smaller than the {world.size} ranks; each needs a stream"
+                )
             if cfg.batch_size % world.size:
                 raise CharrnnError(f"--batch-size {cfg.batch_size} must divide evenly over {world.size} ranks")
             self.batch_size -= self.batch_size % world.size
         if self.batch_size < cfg.batch_size:
-            self.log(
-                f"warning: corpus is short; using --batch-size {self.batch_size} instead of {cfg.batch_size}"
-            )
+            self.log(f"warning: corpus is short; using --batch-size {self.batch_size} instead of {cfg.batch_size}")
             cfg.batch_size = self.batch_size
 
     def _parallel(self, model: CharRNN) -> torch.nn.Module:
@@ -203,11 +211,21 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         if not os.access(self.out, os.W_OK):
             raise CharrnnError(f"--out {self.out}: directory is not writable")
-        metrics = Metrics(self.out, self.world, self.position, self.device, self.chars_per_step,
-                          self.data.chars_per_token)
+        metrics = Metrics(
+            self.out, self.world, self.position, self.device, self.chars_per_step, self.data.chars_per_token
+        )
         metrics.open(cfg.tensorboard, self.resume is not None)
-        step = TrainStep(self.net, self.opt, self.scaler, self.precision, cfg.grad_clip, self.world, token_loss,
-                         self.log, self.out / "best.pt")
+        step = TrainStep(
+            self.net,
+            self.opt,
+            self.scaler,
+            self.precision,
+            cfg.grad_clip,
+            self.world,
+            token_loss,
+            self.log,
+            self.out / "best.pt",
+        )
         # Signals reach only the main thread (a notebook or a server may train in another).
         signals = (signal.SIGINT, signal.SIGTERM) if threading.current_thread() is threading.main_thread() else ()
         old = {s: signal.signal(s, self._on_signal) for s in signals}

@@ -62,8 +62,9 @@ class TrainStep:
     def __post_init__(self) -> None:
         self.params = list(self.net.parameters())
 
-    def __call__(self, position: RunState, x: torch.Tensor, y: torch.Tensor, state: State | None
-                 ) -> tuple[torch.Tensor | None, State | None]:
+    def __call__(
+        self, position: RunState, x: torch.Tensor, y: torch.Tensor, state: State | None
+    ) -> tuple[torch.Tensor | None, State | None]:
         """The loss of an applied step (None if skipped) and the state to carry into the next."""
         with self.precision.autocast():
             logits, new_state = self.net(x, state)

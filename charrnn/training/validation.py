@@ -48,8 +48,16 @@ def default_eval_every(windows: int, step_tokens: int, val_read: int) -> int:
 class Validation:
     """Scores the model on (the first ``--val-tokens`` of) the validation split and keeps the best."""
 
-    def __init__(self, model: CharRNN, ids: np.ndarray, chars: int, device: torch.device, world: World,
-                 precision: Precision, patience: int) -> None:
+    def __init__(
+        self,
+        model: CharRNN,
+        ids: np.ndarray,
+        chars: int,
+        device: torch.device,
+        world: World,
+        precision: Precision,
+        patience: int,
+    ) -> None:
         self.model = model
         self.ids = ids
         # Characters the validation predictions cover, so val is in bits per character.
@@ -87,6 +95,8 @@ class Validation:
         return bool(self.patience) and position.epoch >= 1 and position.since_best >= self.patience
 
     def stop_message(self, position: RunState) -> str:
-        return (f"stopping early at step {position.step:,}: val bpc has not improved in {position.since_best} "
-                f"validations (best {position.best_val:.4f} at step {position.best_step:,}, kept in best.pt; "
-                "--patience 0 trains on)")
+        return (
+            f"stopping early at step {position.step:,}: val bpc has not improved in {position.since_best} "
+            f"validations (best {position.best_val:.4f} at step {position.best_step:,}, kept in best.pt; "
+            "--patience 0 trains on)"
+        )

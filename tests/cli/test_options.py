@@ -12,8 +12,32 @@ from charrnn.sampling.options import SAMPLE_OPTIONS
 from charrnn.training.config import PRESETS, TRAIN_OPTIONS
 
 TABLES = [("train", TRAIN_OPTIONS), ("sample", SAMPLE_OPTIONS)]
-TEXTS = ["-1", "0", "1", "3", "16", "17", "0.5", "0.95", "0.96", "5.0", "5.", "1e3", "1e308", "nan", "inf", "-inf",
-         "99999999999999999999", "abc", "", " 7 ", "1_000", "+2", "0x10", "٣"]
+TEXTS = [
+    "-1",
+    "0",
+    "1",
+    "3",
+    "16",
+    "17",
+    "0.5",
+    "0.95",
+    "0.96",
+    "5.0",
+    "5.",
+    "1e3",
+    "1e308",
+    "nan",
+    "inf",
+    "-inf",
+    "99999999999999999999",
+    "abc",
+    "",
+    " 7 ",
+    "1_000",
+    "+2",
+    "0x10",
+    "٣",
+]
 
 
 def params(command):
@@ -66,7 +90,8 @@ def test_coerce_takes_python_values_as_their_text():
         TRAIN_OPTIONS["layers"].coerce(2.5)
     assert TRAIN_OPTIONS["tie"].coerce(1) is True and TRAIN_OPTIONS["time"].coerce(90) == "90"
     assert TRAIN_OPTIONS["init_from"].coerce("base/best.pt") == TRAIN_OPTIONS["init_from"].coerce(
-        TRAIN_OPTIONS["out"].coerce("base") / "best.pt")
+        TRAIN_OPTIONS["out"].coerce("base") / "best.pt"
+    )
 
 
 def test_the_choices_are_the_ones_the_library_accepts():

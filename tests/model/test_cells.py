@@ -341,8 +341,9 @@ def test_weight_drop_masks_recurrent_weights_in_training_only(cell):
 
 
 def test_weight_drop_trains_through_the_cli(repetitive_corpus, tmp_path):
-    r = run_cli("train", repetitive_corpus, *TINY, "--weight-drop", "0.25", "--steps", "150", "--out", tmp_path,
-        "--quiet")
+    r = run_cli(
+        "train", repetitive_corpus, *TINY, "--weight-drop", "0.25", "--steps", "150", "--out", tmp_path, "--quiet"
+    )
     assert r.exit_code == 0, r.stderr
     lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     best = min(line["val_bpc"] for line in lines if line["val_bpc"] is not None)

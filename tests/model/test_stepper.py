@@ -34,8 +34,9 @@ class ForwardStepper:
 def _model(cell: str, hidden: int = 24, scale: float = 0.3):
     torch.manual_seed(3)
     vocab = CharVocab.build("abcdefghij klmnop\n")
-    model = CharRNN(ModelConfig(vocab_size=vocab.size, model=cell, layers=2, hidden=hidden, embed=12,
-        dropout=0.2)).eval()
+    model = CharRNN(
+        ModelConfig(vocab_size=vocab.size, model=cell, layers=2, hidden=hidden, embed=12, dropout=0.2)
+    ).eval()
     with torch.no_grad():
         for p in model.parameters():
             p.normal_(0, scale)

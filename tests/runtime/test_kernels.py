@@ -15,8 +15,13 @@ needs_onednn = pytest.mark.skipif(not ONEDNN, reason="this torch has no oneDNN: 
 # float32 on any CPU, so each is checked in float32 everywhere and in bfloat16 where it is used.
 DTYPES = [
     torch.float32,
-    pytest.param(torch.bfloat16, marks=pytest.mark.skipif(
-        not (ONEDNN and cpu_computes(torch.bfloat16)), reason="this CPU has no bfloat16 products (AVX-512-BF16, AMX)")),
+    pytest.param(
+        torch.bfloat16,
+        marks=pytest.mark.skipif(
+            not (ONEDNN and cpu_computes(torch.bfloat16)),
+            reason="this CPU has no bfloat16 products (AVX-512-BF16, AMX)",
+        ),
+    ),
 ]
 # One rounding of the result apart at most: float32's, or bfloat16's (8 bits of mantissa).
 ROUNDING = {torch.float32: dict(rtol=1e-5, atol=1e-5), torch.bfloat16: dict(rtol=2**-7, atol=1e-4)}
@@ -46,8 +51,12 @@ def test_linear_pointwise_is_F_linear(dtype):
     x, _, plain = _operands(dtype)
     got = kernels.packed_product(x, plain)
     assert got.dtype == dtype and got.shape == (3, 24), "torch.ops.mkldnn._linear_pointwise: a changed result"
-    torch.testing.assert_close(got.float(), F.linear(x, plain).float(), **ROUNDING[dtype],
-                               msg=lambda m: f"torch.ops.mkldnn._linear_pointwise differs from F.linear: {m}")
+    torch.testing.assert_close(
+        got.float(),
+        F.linear(x, plain).float(),
+        **ROUNDING[dtype],
+        msg=lambda m: f"torch.ops.mkldnn._linear_pointwise differs from F.linear: {m}",
+    )
 
 
 @needs_onednn
@@ -59,8 +68,12 @@ def test_reorder_linear_weight_multiplies_the_same(dtype):
     x, w, plain = _operands(dtype)
     packed = kernels.pack_bfloat16(w) if dtype == torch.bfloat16 else reorder(w.t().contiguous(), 1)
     got = kernels.packed_product(x, packed)
-    torch.testing.assert_close(got.float(), F.linear(x, plain).float(), **ROUNDING[dtype],
-                               msg=lambda m: f"a matrix packed by torch.ops.mkldnn._reorder_linear_weight: {m}")
+    torch.testing.assert_close(
+        got.float(),
+        F.linear(x, plain).float(),
+        **ROUNDING[dtype],
+        msg=lambda m: f"a matrix packed by torch.ops.mkldnn._reorder_linear_weight: {m}",
+    )
 
 
 @pytest.mark.parametrize("feature", ["amx_tile", "avx512_bf16", "amx_fp16"])
@@ -73,9 +86,11 @@ def test_cpu_feature_checks_answer(feature):
     assert kernels.cpu_supports(feature) is check()
 
 
-@pytest.mark.skipif(torch.backends.cpu.get_cpu_capability() != "AVX2",
-                    reason=f"torch runs its {torch.backends.cpu.get_cpu_capability()} kernels here, and charrnn binds "
-                           "its gate kernels to torch's expf and tanh only where they are the AVX2 ones")
+@pytest.mark.skipif(
+    torch.backends.cpu.get_cpu_capability() != "AVX2",
+    reason=f"torch runs its {torch.backends.cpu.get_cpu_capability()} kernels here, and charrnn binds "
+    "its gate kernels to torch's expf and tanh only where they are the AVX2 ones",
+)
 def test_gate_function_symbols_resolve():
     """libtorch_cpu's ``Sleef_expf8_u10`` and ``vmsTanh`` (``kernels.gate_function_addresses``).
     That the kernels bound to them give torch's sigmoid and tanh bit for bit is

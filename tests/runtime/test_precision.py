@@ -34,8 +34,22 @@ def test_bfloat16_training_really_autocasts(repetitive_corpus, tmp_path, capable
     runs = {}
     for name in ("float32", "bfloat16"):
         out = tmp_path / name
-        r = run_cli("train", repetitive_corpus, *TINY, "--model", "peephole", "--precision", name, "--steps", "60",
-                    "--eval-every", "20", "--out", out, "--quiet")
+        r = run_cli(
+            "train",
+            repetitive_corpus,
+            *TINY,
+            "--model",
+            "peephole",
+            "--precision",
+            name,
+            "--steps",
+            "60",
+            "--eval-every",
+            "20",
+            "--out",
+            out,
+            "--quiet",
+        )
         assert r.exit_code == 0, r.stderr
         runs[name] = val_curve(out)
         hidden = torch.load(out / "last.pt", weights_only=True)["resume"]["hidden"]
@@ -48,11 +62,27 @@ def test_bfloat16_training_really_autocasts(repetitive_corpus, tmp_path, capable
 def test_loss_scale_overflow_is_skipped_not_treated_as_divergence(repetitive_corpus, tmp_path, capable_cpu):
     """float16 with a loss scale far too high: the scaler must back off on its own, without the
     non-finite-step handling halving the learning rate or stopping the run."""
-    cfg = make_config(None, dict(model="peephole", layers=1, hidden=32, embed=16, seq_len=16, batch_size=8, dropout=0.0,
-                                 lr=1e-2, weight_decay=0.01, steps=40, eval_every=20, precision="float16"))
+    cfg = make_config(
+        None,
+        dict(
+            model="peephole",
+            layers=1,
+            hidden=32,
+            embed=16,
+            seq_len=16,
+            batch_size=8,
+            dropout=0.0,
+            lr=1e-2,
+            weight_decay=0.01,
+            steps=40,
+            eval_every=20,
+            precision="float16",
+        ),
+    )
     logged = []
-    trainer = Trainer(cfg, prepare([str(repetitive_corpus)], None, cfg.val_frac), tmp_path, quiet=True,
-        log=logged.append)
+    trainer = Trainer(
+        cfg, prepare([str(repetitive_corpus)], None, cfg.val_frac), tmp_path, quiet=True, log=logged.append
+    )
     assert trainer.scaler.is_enabled()
     trainer.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**40)
     result = trainer.fit()
@@ -67,8 +97,14 @@ def test_loss_scale_overflow_is_skipped_not_treated_as_divergence(repetitive_cor
 
 @pytest.mark.parametrize(
     "device, name, scales",
-    [("cpu", "float32", False), ("cpu", "bfloat16", False), ("cpu", "float16", True),
-     ("cuda", "bfloat16", True), ("cuda", "float16", True), ("cuda", "float32", False)],
+    [
+        ("cpu", "float32", False),
+        ("cpu", "bfloat16", False),
+        ("cpu", "float16", True),
+        ("cuda", "bfloat16", True),
+        ("cuda", "float16", True),
+        ("cuda", "float32", False),
+    ],
 )
 def test_which_runs_scale_the_loss(device, name, scales):
     # cuDNN's RNNs run in float16 under any CUDA autocast, so CUDA scales even for bfloat16.
@@ -77,13 +113,26 @@ def test_which_runs_scale_the_loss(device, name, scales):
 
 
 def test_precision_errors(repetitive_corpus, tmp_path, monkeypatch):
-    r = run_cli("train", repetitive_corpus, *TINY, "--precision", "float8", "--steps", "2", "--out", tmp_path,
-        "--quiet")
+    r = run_cli(
+        "train", repetitive_corpus, *TINY, "--precision", "float8", "--steps", "2", "--out", tmp_path, "--quiet"
+    )
     assert r.exit_code == 2 and r.stderr.startswith("error: unknown precision 'float8'")
     monkeypatch.setattr(precision, "cpu_computes", lambda dtype: False)
     # --device cpu: on a GPU machine the default device would be the GPU, which needs no such CPU.
-    r = run_cli("train", repetitive_corpus, *TINY, "--precision", "bfloat16", "--steps", "2", "--device", "cpu",
-                "--out", tmp_path, "--quiet")
+    r = run_cli(
+        "train",
+        repetitive_corpus,
+        *TINY,
+        "--precision",
+        "bfloat16",
+        "--steps",
+        "2",
+        "--device",
+        "cpu",
+        "--out",
+        tmp_path,
+        "--quiet",
+    )
     assert r.exit_code == 2 and "lacks AVX-512-BF16 or AMX" in r.stderr and len(r.stderr.splitlines()) == 1
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
     with pytest.raises(CharrnnError, match="no bfloat16 support"):
@@ -92,8 +141,13 @@ def test_precision_errors(repetitive_corpus, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize(
     "device, model, amx, expected",
-    [("cpu", "lstm", True, torch.bfloat16), ("cpu", "lstm", False, None), ("cpu", "gru", True, None),
-     ("cpu", "peephole", True, None), ("cuda", "lstm", True, None)],
+    [
+        ("cpu", "lstm", True, torch.bfloat16),
+        ("cpu", "lstm", False, None),
+        ("cpu", "gru", True, None),
+        ("cpu", "peephole", True, None),
+        ("cuda", "lstm", True, None),
+    ],
 )
 def test_auto_picks_bfloat16_only_for_the_fused_lstm_on_amx(monkeypatch, device, model, amx, expected):
     monkeypatch.setattr(precision, "cpu_has_amx", lambda: amx)
@@ -106,8 +160,9 @@ def test_auto_picks_bfloat16_only_for_the_fused_lstm_on_amx(monkeypatch, device,
 def test_default_run_trains_in_what_auto_picks_for_this_cpu(repetitive_corpus, tmp_path):
     """No monkeypatching: on an AMX CPU this trains oneDNN's bfloat16 LSTM for real, elsewhere float32."""
     out = tmp_path / "run"
-    r = run_cli("train", repetitive_corpus, *TINY, "--steps", "60", "--eval-every", "20", "--device", "cpu",
-        "--out", out)
+    r = run_cli(
+        "train", repetitive_corpus, *TINY, "--steps", "60", "--eval-every", "20", "--device", "cpu", "--out", out
+    )
     assert r.exit_code == 0, r.stderr
     picked = "bfloat16" if precision.cpu_has_amx() else "float32"
     assert f"device cpu, {picked} (--precision auto)" in r.stderr
@@ -136,8 +191,9 @@ def test_only_bfloat16_picked_by_auto_validates_under_autocast():
     assert not validates_in_autocast(precision.Precision("cuda", torch.bfloat16, chosen_by_auto=True))
 
 
-@pytest.mark.parametrize("cap, amx", [("AVX512_CORE_BF16", False), ("avx2", False), ("AVX512_CORE_AMX", True),
-    ("ALL", True)])
+@pytest.mark.parametrize(
+    "cap, amx", [("AVX512_CORE_BF16", False), ("avx2", False), ("AVX512_CORE_AMX", True), ("ALL", True)]
+)
 def test_a_onednn_isa_cap_below_amx_counts_as_no_amx(monkeypatch, cap, amx):
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
     monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: True)

@@ -5,16 +5,15 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import run_cli
 
+from charrnn.data.vocab import CharVocab
 from charrnn.model.network import CharRNN, ModelConfig
+from charrnn.model.stepper import Stepper
 from charrnn.sampling.beam import beam_search
 from charrnn.sampling.generate import generate
 from charrnn.sampling.options import SampleOptions
 from charrnn.sampling.pick import RowFilters, filter_logits, pick
-from charrnn.model.stepper import Stepper
-from charrnn.data.vocab import CharVocab
-
-from conftest import run_cli
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn", "peephole", "cifg"])
@@ -98,7 +97,7 @@ def test_batched_samples_reproducible_with_seed(trained_run):
     a = run_cli("sample", trained_run, "--num-samples", "4", "--length", "50", "--seed", "3", "--json")
     b = run_cli("sample", trained_run, "--num-samples", "4", "--length", "50", "--seed", "3", "--json")
     assert a.exit_code == 0 and a.stdout == b.stdout
-    rows = [json.loads(l) for l in a.stdout.splitlines()]
+    rows = [json.loads(line) for line in a.stdout.splitlines()]
     assert len(rows) == 4 and all(len(r["text"]) == 50 for r in rows)
     assert len({r["text"] for r in rows}) > 1
 
@@ -138,11 +137,15 @@ def test_out_of_range_flags(trained_run, flag):
 def test_closed_pipe_ends_quietly(trained_run):
     p = subprocess.run(
         f"{sys.executable} -m charrnn sample {trained_run} --length 200000 | head -c 10",
-        shell=True, capture_output=True, executable="/bin/bash",
+        shell=True,
+        capture_output=True,
+        executable="/bin/bash",
     )
     assert p.returncode == 0 and len(p.stdout) == 10 and p.stderr == b""
     p = subprocess.run(
         f"set -o pipefail; {sys.executable} -m charrnn sample {trained_run} --length 200000 | head -3",
-        shell=True, capture_output=True, executable="/bin/bash",
+        shell=True,
+        capture_output=True,
+        executable="/bin/bash",
     )
     assert p.returncode == 0 and p.stderr == b""

@@ -11,7 +11,6 @@ import time
 import httpx
 import openai
 import pytest
-
 from conftest import run_cli
 from servers import Server
 
@@ -54,11 +53,14 @@ def test_completion_matches_charrnn_sample(client, model, trained_run):
     assert "ANNA" + c.text == sample(trained_run, "--seed", "5", "--prime", "ANNA", "--length", "80")
 
 
-@pytest.mark.parametrize("options, flags", [
-    ({"temperature": 1.3, "top_p": 0.9}, ["--temp", "1.3", "--top-p", "0.9"]),
-    ({"temperature": 0.5, "top_k": 3}, ["--temp", "0.5", "--top-k", "3"]),
-    ({"temperature": 0}, ["--greedy"]),
-])
+@pytest.mark.parametrize(
+    "options, flags",
+    [
+        ({"temperature": 1.3, "top_p": 0.9}, ["--temp", "1.3", "--top-p", "0.9"]),
+        ({"temperature": 0.5, "top_k": 3}, ["--temp", "0.5", "--top-k", "3"]),
+        ({"temperature": 0}, ["--greedy"]),
+    ],
+)
 def test_options_match_charrnn_sample(client, model, trained_run, options, flags):
     r = client.completions.create(model=model, prompt="", max_tokens=60, seed=11, extra_body=options)
     assert r.choices[0].text == sample(trained_run, "--seed", "11", "--length", "60", *flags)
@@ -75,7 +77,9 @@ def test_streaming_gives_the_same_text(client, model):
 def test_n_choices_are_seeds_s_to_s_plus_n(client, model, trained_run):
     r = client.completions.create(model=model, prompt="BORIS", max_tokens=40, seed=20, n=3, echo=True)
     assert [c.index for c in r.choices] == [0, 1, 2]
-    rows = run_cli("sample", trained_run, "--prime", "BORIS", "--length", "40", "--seed", "20", "--num-samples", "3", "--json")
+    rows = run_cli(
+        "sample", trained_run, "--prime", "BORIS", "--length", "40", "--seed", "20", "--num-samples", "3", "--json"
+    )
     assert [c.text for c in r.choices] == [json.loads(line)["text"] for line in rows.stdout.splitlines()]
     assert r.usage.completion_tokens == 120 and r.usage.prompt_tokens == 5
 
@@ -83,8 +87,11 @@ def test_n_choices_are_seeds_s_to_s_plus_n(client, model, trained_run):
 def test_several_prompts_and_stream_usage(client, model):
     r = client.completions.create(model=model, prompt=["ANNA", "CLARA"], max_tokens=10, n=2, seed=1)
     assert sorted(c.index for c in r.choices) == [0, 1, 2, 3] and r.usage.prompt_tokens == 9
-    chunks = list(client.completions.create(model=model, prompt="ANNA", max_tokens=10, stream=True,
-                                            stream_options={"include_usage": True}))
+    chunks = list(
+        client.completions.create(
+            model=model, prompt="ANNA", max_tokens=10, stream=True, stream_options={"include_usage": True}
+        )
+    )
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 10
 
 
@@ -92,8 +99,12 @@ def test_stop_strings(client, model, trained_run):
     r = client.completions.create(model=model, prompt="ANNA", max_tokens=2000, seed=2, stop=["BORIS", "lamp"])
     c = r.choices[0]
     assert c.finish_reason == "stop" and "BORIS" not in c.text and "lamp" not in c.text and len(c.text) < 2000
-    assert "ANNA" + c.text == sample(trained_run, "--seed", "2", "--prime", "ANNA", "--length", "2000", "--stop", "BORIS", "--stop", "lamp")
-    streamed = client.completions.create(model=model, prompt="ANNA", max_tokens=2000, seed=2, stop=["BORIS", "lamp"], stream=True)
+    assert "ANNA" + c.text == sample(
+        trained_run, "--seed", "2", "--prime", "ANNA", "--length", "2000", "--stop", "BORIS", "--stop", "lamp"
+    )
+    streamed = client.completions.create(
+        model=model, prompt="ANNA", max_tokens=2000, seed=2, stop=["BORIS", "lamp"], stream=True
+    )
     assert "".join(x.choices[0].text for x in streamed) == c.text
 
 
@@ -103,7 +114,9 @@ def test_errors_are_the_clients_own_exceptions(server, client, model):
     with pytest.raises(openai.NotFoundError, match="nosuch"):
         client.completions.create(model="nosuch", prompt="A")
     with pytest.raises(openai.AuthenticationError):
-        openai.OpenAI(base_url=f"{server.url}/v1", api_key="wrong", max_retries=0).completions.create(model=model, prompt="A")
+        openai.OpenAI(base_url=f"{server.url}/v1", api_key="wrong", max_retries=0).completions.create(
+            model=model, prompt="A"
+        )
     with pytest.raises(openai.BadRequestError, match="/v1/completions"):
         client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}])
     with pytest.raises(openai.BadRequestError, match="'☃'"):
@@ -113,7 +126,9 @@ def test_errors_are_the_clients_own_exceptions(server, client, model):
 
 def test_sse_framing(server, model):
     body = {"model": model, "prompt": "ANNA", "max_tokens": 30, "stream": True, "echo": True, "seed": 4}
-    with httpx.stream("POST", f"{server.url}/v1/completions", json=body, headers={"Authorization": f"Bearer {KEY}"}) as r:
+    with httpx.stream(
+        "POST", f"{server.url}/v1/completions", json=body, headers={"Authorization": f"Bearer {KEY}"}
+    ) as r:
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
         raw = r.read().decode()
     events = raw.split("\n\n")
@@ -152,7 +167,11 @@ BAD = [
 
 @pytest.mark.parametrize("body, param", BAD)
 def test_bad_input_is_a_400_in_openai_form(server, body, param):
-    kw = {"content": body, "headers": {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}} if isinstance(body, bytes) else {}
+    kw = (
+        {"content": body, "headers": {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}}
+        if isinstance(body, bytes)
+        else {}
+    )
     r = httpx.post(f"{server.url}/v1/completions", timeout=30, **kw) if kw else post(server, body)
     assert r.status_code == 400, r.text
     error = r.json()["error"]
@@ -163,10 +182,26 @@ def test_bad_input_is_a_400_in_openai_form(server, body, param):
 
 
 def test_unknown_skip_unknown_fields_and_routes(server, model):
-    r = post(server, {"model": model, "prompt": "ANNA ☃", "unknown": "skip", "max_tokens": 5, "echo": True,
-                      "frequency_penalty": 0.5, "user": "x", "logit_bias": {}})
+    r = post(
+        server,
+        {
+            "model": model,
+            "prompt": "ANNA ☃",
+            "unknown": "skip",
+            "max_tokens": 5,
+            "echo": True,
+            "frequency_penalty": 0.5,
+            "user": "x",
+            "logit_bias": {},
+        },
+    )
     assert r.status_code == 200 and r.json()["choices"][0]["text"].startswith("ANNA ")
-    assert post(server, {"prompt": "A", "max_tokens": 0}).json()["choices"][0] == {"text": "", "index": 0, "logprobs": None, "finish_reason": "length"}
+    assert post(server, {"prompt": "A", "max_tokens": 0}).json()["choices"][0] == {
+        "text": "",
+        "index": 0,
+        "logprobs": None,
+        "finish_reason": "length",
+    }
     for method, path, code in (("GET", "/v1/completions", 405), ("GET", "/nope", 404)):
         r = httpx.request(method, f"{server.url}{path}", headers={"Authorization": f"Bearer {KEY}"})
         assert r.status_code == code and r.json()["error"]["message"]
@@ -179,6 +214,7 @@ def test_limits_and_auth(server):
     def chunked():
         for _ in range(20):
             yield b" " * 100_000
+
     r = httpx.post(f"{server.url}/v1/completions", content=chunked(), headers={"Authorization": f"Bearer {KEY}"})
     assert r.status_code == 413
     for key in (None, "wrong", KEY + "x"):
@@ -199,14 +235,18 @@ def test_one_log_line_per_request(server):
 def test_seeded_requests_beside_others_equal_them_alone(server, model):
     seeds = [31, 32, 33, 34, 35]
     alone = [post(server, {"prompt": "ANNA", "max_tokens": 300, "seed": s}).json()["choices"][0]["text"] for s in seeds]
-    noise = [{"prompt": p, "max_tokens": 600, "temperature": t} for p, t in (("BORIS", 1.5), ("", 0.3), ("CLARA", 1.0))] * 4
+    noise = [
+        {"prompt": p, "max_tokens": 600, "temperature": t} for p, t in (("BORIS", 1.5), ("", 0.3), ("CLARA", 1.0))
+    ] * 4
     results: dict = {}
 
     def call(i, body):
         results[i] = post(server, body).json()["choices"][0]["text"]
 
     threads = [threading.Thread(target=call, args=(f"n{i}", b)) for i, b in enumerate(noise)]
-    threads += [threading.Thread(target=call, args=(s, {"prompt": "ANNA", "max_tokens": 300, "seed": s})) for s in seeds]
+    threads += [
+        threading.Thread(target=call, args=(s, {"prompt": "ANNA", "max_tokens": 300, "seed": s})) for s in seeds
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -235,7 +275,9 @@ def _stream_lengths(url, lengths):
 
     def one(i, n):
         body = {"prompt": "ANNA", "max_tokens": n, "stream": True}
-        with httpx.stream("POST", f"{url}/v1/completions", json=body, headers={"Authorization": f"Bearer {KEY}"}, timeout=60) as r:
+        with httpx.stream(
+            "POST", f"{url}/v1/completions", json=body, headers={"Authorization": f"Bearer {KEY}"}, timeout=60
+        ) as r:
             events = r.read().decode().split("\n\n")
         got[i] = sum(len(json.loads(e[6:])["choices"][0]["text"]) for e in events if e.startswith("data: {"))
 
@@ -264,15 +306,23 @@ def test_32_simultaneous_streams_complete(server):
 
 def test_clients_that_hang_up_leave_the_server_idle(server):
     for _ in range(50):
-        with httpx.stream("POST", f"{server.url}/v1/completions", json={"prompt": "ANNA", "max_tokens": 5000, "stream": True},
-                          headers={"Authorization": f"Bearer {KEY}"}) as r:
+        with httpx.stream(
+            "POST",
+            f"{server.url}/v1/completions",
+            json={"prompt": "ANNA", "max_tokens": 5000, "stream": True},
+            headers={"Authorization": f"Bearer {KEY}"},
+        ) as r:
             next(r.iter_bytes())
     health = _idle(server.url)
     assert (health["active_requests"], health["active_rows"]) == (0, 0)
     with httpx.Client() as c:  # and a non-streamed request whose client gives up
         with pytest.raises(httpx.ReadTimeout):
-            c.post(f"{server.url}/v1/completions", json={"prompt": "A", "max_tokens": 5000, "n": 8},
-                   headers={"Authorization": f"Bearer {KEY}"}, timeout=0.05)
+            c.post(
+                f"{server.url}/v1/completions",
+                json={"prompt": "A", "max_tokens": 5000, "n": 8},
+                headers={"Authorization": f"Bearer {KEY}"},
+                timeout=0.05,
+            )
     assert _idle(server.url)["active_rows"] == 0
 
 
@@ -296,9 +346,15 @@ def test_busy_server_answers_429_and_stops_on_signal(trained_run):
             t.start()
         assert all(r.wait(20) for r in ready)
         r = httpx.post(f"{s.url}/v1/completions", json={"prompt": "A"})
-        assert r.status_code == 429 and r.headers["retry-after"] == "1" and r.json()["error"]["code"] == "rate_limit_exceeded"
+        assert (
+            r.status_code == 429
+            and r.headers["retry-after"] == "1"
+            and r.json()["error"]["code"] == "rate_limit_exceeded"
+        )
         with pytest.raises(openai.RateLimitError):
-            openai.OpenAI(base_url=f"{s.url}/v1", api_key="x", max_retries=0).completions.create(model=s.models[0], prompt="A")
+            openai.OpenAI(base_url=f"{s.url}/v1", api_key="x", max_retries=0).completions.create(
+                model=s.models[0], prompt="A"
+            )
         code, seconds = s.stop(signal.SIGTERM)
         for t in threads:
             t.join(5)
@@ -317,7 +373,10 @@ def test_models_by_run_name_default_newest_and_sigint(tmp_path, trained_run):
         assert s.models == ["newer"]
     with Server(tmp_path / "checkpoints" / "older", tmp_path / "checkpoints" / "newer" / "best.pt") as s:
         assert s.models == ["older", "newer"]
-        assert httpx.post(f"{s.url}/v1/completions", json={"model": "newer", "prompt": "A", "max_tokens": 3}).status_code == 200
+        assert (
+            httpx.post(f"{s.url}/v1/completions", json={"model": "newer", "prompt": "A", "max_tokens": 3}).status_code
+            == 200
+        )
         code, seconds = s.stop(signal.SIGINT)
         assert code == 0 and seconds < 2
 
@@ -325,20 +384,40 @@ def test_models_by_run_name_default_newest_and_sigint(tmp_path, trained_run):
 def test_cli_errors_are_one_line(tmp_path, trained_run):
     holder = Server(trained_run)
     try:
-        r = subprocess.run([sys.executable, "-m", "charrnn", "serve", str(trained_run), "--port", str(holder.port)],
-                           capture_output=True, text=True, timeout=60)
+        r = subprocess.run(
+            [sys.executable, "-m", "charrnn", "serve", str(trained_run), "--port", str(holder.port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert r.returncode == 2 and r.stderr.startswith("error: cannot listen") and r.stderr.count("\n") == 1
     finally:
         holder.stop()
-    r = subprocess.run([sys.executable, "-c", "import sys; sys.modules['fastapi'] = None; from charrnn.cli.app import main; "
-                        "sys.argv = ['charrnn', 'serve']; main()"], capture_output=True, text=True, cwd=tmp_path, timeout=60)
-    assert r.returncode == 2 and r.stderr == "error: charrnn serve needs the serve extra: pip install 'charrnn[serve]'\n"
-    r = subprocess.run([sys.executable, "-m", "charrnn", "serve"], capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; sys.modules['fastapi'] = None; from charrnn.cli.app import main; "
+            "sys.argv = ['charrnn', 'serve']; main()",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert (
+        r.returncode == 2 and r.stderr == "error: charrnn serve needs the serve extra: pip install 'charrnn[serve]'\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-m", "charrnn", "serve"], capture_output=True, text=True, cwd=tmp_path, timeout=60
+    )
     assert r.returncode == 2 and r.stderr.startswith("error: no trained model found")
 
 
 def test_num_samples_rows_are_lone_runs_with_seeds_s_to_s_plus_n(trained_run):
-    rows = run_cli("sample", trained_run, "--length", "120", "--seed", "40", "--num-samples", "3", "--json", "--top-p", "0.95")
+    rows = run_cli(
+        "sample", trained_run, "--length", "120", "--seed", "40", "--num-samples", "3", "--json", "--top-p", "0.95"
+    )
     texts = [json.loads(line)["text"] for line in rows.stdout.splitlines()]
     assert texts == [sample(trained_run, "--length", "120", "--seed", str(40 + i), "--top-p", "0.95") for i in range(3)]
     assert len(set(texts)) == 3

@@ -136,8 +136,24 @@ def test_auto_is_the_default_preset():
 
 def test_explicit_flags_win_and_the_choice_is_one_line(tmp_path, repetitive_corpus, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    r = run_cli("train", repetitive_corpus, "--layers", "1", "--hidden", "24", "--embed", "8", "--seq-len", "16",
-                "--batch-size", "4", "--steps", "3", "--out", tmp_path / "run")
+    r = run_cli(
+        "train",
+        repetitive_corpus,
+        "--layers",
+        "1",
+        "--hidden",
+        "24",
+        "--embed",
+        "8",
+        "--seq-len",
+        "16",
+        "--batch-size",
+        "4",
+        "--steps",
+        "3",
+        "--out",
+        tmp_path / "run",
+    )
     assert r.exit_code == 0, r.stderr
     lines = [line for line in r.stderr.splitlines() if line.startswith("auto:")]
     assert len(lines) == 1
@@ -173,8 +189,9 @@ def test_named_presets_and_resumed_runs_skip_auto(tmp_path, repetitive_corpus):
 
 
 def test_a_fine_tune_keeps_the_checkpoints_size(tmp_path, trained_run, repetitive_corpus):
-    r = run_cli("train", repetitive_corpus, "--init-from", trained_run / "best.pt", "--steps", "2",
-                "--out", tmp_path / "tuned")
+    r = run_cli(
+        "train", repetitive_corpus, "--init-from", trained_run / "best.pt", "--steps", "2", "--out", tmp_path / "tuned"
+    )
     assert r.exit_code == 0, r.stderr
     assert "LSTM 1x32" in next(line for line in r.stderr.splitlines() if line.startswith("auto:"))
 
@@ -184,8 +201,10 @@ def test_dropout_rule_is_a_step_in_params_per_token():
     assert auto.dropout_for(1_000_000, 100_000, passes=1.5) == 0  # reads its text barely once
     assert auto.dropout_for(3_000_000, 1_000_000, passes=10) == 0.2
     assert auto.dropout_for(3_000_000, 80_000, passes=20) == 0.3
-    assert math.isclose(choose(80_000, VOCAB, Budget(seconds=120), AMX).retrain_dropout,
-                        min(0.5, choose(80_000, VOCAB, Budget(seconds=120), AMX).dropout + 0.1))
+    assert math.isclose(
+        choose(80_000, VOCAB, Budget(seconds=120), AMX).retrain_dropout,
+        min(0.5, choose(80_000, VOCAB, Budget(seconds=120), AMX).dropout + 0.1),
+    )
 
 
 def resolved(given: dict, corpus_tokens: int = 60_000_000, device: str = "cpu"):

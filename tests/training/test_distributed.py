@@ -20,8 +20,18 @@ FLAGS = [*TINY, "--steps", "12", "--eval-every", "6", "--device", "cpu", "--prec
 
 def torchrun(nproc: int, *args, timeout: int = 240) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
-           "-m", "charrnn", "train", *map(str, args)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        str(nproc),
+        "-m",
+        "charrnn",
+        "train",
+        *map(str, args),
+    ]
     return subprocess.run(cmd, capture_output=True, env=env, timeout=timeout)
 
 
@@ -66,8 +76,20 @@ def test_two_ranks_match_one_process(tmp_path, repetitive_corpus):
 
 
 def test_batch_must_divide_over_ranks(tmp_path, repetitive_corpus):
-    p = torchrun(2, repetitive_corpus, *TINY, "--batch-size", "7", "--steps", "2", "--device", "cpu", "--quiet",
-                 "--out", tmp_path / "o")
+    p = torchrun(
+        2,
+        repetitive_corpus,
+        *TINY,
+        "--batch-size",
+        "7",
+        "--steps",
+        "2",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--out",
+        tmp_path / "o",
+    )
     assert p.returncode != 0
     assert b"must divide evenly over 2 ranks" in p.stderr
 

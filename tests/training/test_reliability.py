@@ -54,8 +54,21 @@ def test_sigkill_many_times(tmp_path, repetitive_corpus):
 def test_second_ctrl_c_quits_at_once(tmp_path, repetitive_corpus):
     out = tmp_path / "run"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "charrnn", "train", str(repetitive_corpus), *TINY, "--steps", "100000", "--out",
-            str(out), "--quiet", "--eval-every", "5"],
+        [
+            sys.executable,
+            "-m",
+            "charrnn",
+            "train",
+            str(repetitive_corpus),
+            *TINY,
+            "--steps",
+            "100000",
+            "--out",
+            str(out),
+            "--quiet",
+            "--eval-every",
+            "5",
+        ],
         stderr=subprocess.PIPE,
     )
     deadline = time.monotonic() + 60
@@ -109,10 +122,24 @@ def test_fuzz_corpus_loader(tmp_path):
 
 
 NUMERIC = {
-    "--layers": int, "--hidden": int, "--embed": int, "--dropout": float, "--weight-drop": float, "--seq-len": int,
+    "--layers": int,
+    "--hidden": int,
+    "--embed": int,
+    "--dropout": float,
+    "--weight-drop": float,
+    "--seq-len": int,
     "--batch-size": int,
-    "--lr": float, "--min-lr": float, "--warmup": int, "--weight-decay": float, "--grad-clip": float,
-    "--steps": int, "--epochs": float, "--eval-every": int, "--log-every": int, "--val-frac": float, "--seed": int,
+    "--lr": float,
+    "--min-lr": float,
+    "--warmup": int,
+    "--weight-decay": float,
+    "--grad-clip": float,
+    "--steps": int,
+    "--epochs": float,
+    "--eval-every": int,
+    "--log-every": int,
+    "--val-frac": float,
+    "--seed": int,
 }
 ABSURD = ["-1", "0", "1e308", "nan", "inf", "-inf", "99999999999999999999", "abc", "", "0.5", "3"]
 
@@ -150,8 +177,9 @@ def test_non_finite_loss_skips_steps_then_stops_naming_last_good(tmp_path, repet
         loss = real(*a, **k)
         return loss * float("nan") if calls["n"] > 12 else loss
 
-    cfg = make_config("tiny", {"layers": 1, "hidden": 16, "embed": 8, "seq_len": 16, "batch_size": 4,
-        "steps": 100, "eval_every": 5})
+    cfg = make_config(
+        "tiny", {"layers": 1, "hidden": 16, "embed": 8, "seq_len": 16, "batch_size": 4, "steps": 100, "eval_every": 5}
+    )
     data = prepare([str(repetitive_corpus)], None, 0.1)
     trainer = Trainer(cfg, data, tmp_path / "run", quiet=True)
     from types import SimpleNamespace
@@ -168,8 +196,11 @@ def test_non_finite_loss_skips_steps_then_stops_naming_last_good(tmp_path, repet
 
 def test_full_stdout_is_reported_on_stderr(trained_run):
     with open("/dev/full", "w") as full:
-        p = subprocess.run([sys.executable, "-m", "charrnn", "sample", str(trained_run), "--length", "100000"],
-                           stdout=full, stderr=subprocess.PIPE)
+        p = subprocess.run(
+            [sys.executable, "-m", "charrnn", "sample", str(trained_run), "--length", "100000"],
+            stdout=full,
+            stderr=subprocess.PIPE,
+        )
     assert p.returncode == 1 and p.stderr.startswith(b"error: ") and p.stderr.count(b"\n") == 1
 
 

@@ -60,13 +60,15 @@ def test_time_budget_and_short_corpus_batch(tmp_path, repetitive_corpus):
 def test_gpu_preset_on_a_cpu_warns_and_still_trains(tmp_path, repetitive_corpus):
     # The preset is named, its sizes overridden: the warning is about the preset chosen.
     little = ["--layers", "1", "--hidden", "16", "--embed", "8", "--batch-size", "4", "--seq-len", "8", "--steps", "2"]
-    r = run_cli("train", repetitive_corpus, "--preset", "large", *little, "--device", "cpu", "--out",
-        tmp_path / "o", "--quiet")
+    r = run_cli(
+        "train", repetitive_corpus, "--preset", "large", *little, "--device", "cpu", "--out", tmp_path / "o", "--quiet"
+    )
     assert r.exit_code == 0, r.stderr
     assert "--preset large is sized for a GPU" in r.stderr
     assert r.stdout == ""
-    r = run_cli("train", repetitive_corpus, "--preset", "small", *little, "--device", "cpu", "--out",
-        tmp_path / "p", "--quiet")
+    r = run_cli(
+        "train", repetitive_corpus, "--preset", "small", *little, "--device", "cpu", "--out", tmp_path / "p", "--quiet"
+    )
     assert r.exit_code == 0, r.stderr
     assert "sized for a GPU" not in r.stderr
 
@@ -76,9 +78,31 @@ def _params(path):
 
 
 def test_interrupted_run_resumes_bit_identical(tmp_path, repetitive_corpus):
-    args = ["train", str(repetitive_corpus), "--layers", "2", "--hidden", "24", "--embed", "8", "--seq-len", "16",
-            "--batch-size", "4", "--dropout", "0.1", "--steps", "300", "--eval-every", "40", "--log-every", "10",
-            "--quiet", "--seed", "7"]
+    args = [
+        "train",
+        str(repetitive_corpus),
+        "--layers",
+        "2",
+        "--hidden",
+        "24",
+        "--embed",
+        "8",
+        "--seq-len",
+        "16",
+        "--batch-size",
+        "4",
+        "--dropout",
+        "0.1",
+        "--steps",
+        "300",
+        "--eval-every",
+        "40",
+        "--log-every",
+        "10",
+        "--quiet",
+        "--seed",
+        "7",
+    ]
     straight = tmp_path / "straight"
     r = run_cli(*args, "--out", straight)
     assert r.exit_code == 0, r.stderr
@@ -98,8 +122,10 @@ def test_interrupted_run_resumes_bit_identical(tmp_path, repetitive_corpus):
     assert r.exit_code == 0, r.stderr
     a, b = _params(straight / "last.pt"), _params(cut / "last.pt")
     assert all(torch.equal(a[k], b[k]) for k in a)
-    strip = lambda p: [{k: v for k, v in json.loads(line).items() if k not in ("chars_per_s", "elapsed")}
-                       for line in (p / "metrics.jsonl").read_text().splitlines()]
+    strip = lambda p: [
+        {k: v for k, v in json.loads(line).items() if k not in ("chars_per_s", "elapsed")}
+        for line in (p / "metrics.jsonl").read_text().splitlines()
+    ]
     assert strip(straight) == strip(cut)
 
 
@@ -141,8 +167,18 @@ def test_resume_refuses_different_model(tmp_path, trained_run, repetitive_corpus
 def test_init_from_grows_the_vocabulary_by_the_new_characters(tmp_path, trained_run):
     other = tmp_path / "other.txt"
     other.write_text("xyz qqq zzz\n" * 100)
-    r = run_cli("train", other, *TINY, "--steps", "2", "--init-from", trained_run / "best.pt", "--out",
-        tmp_path / "o", "--quiet")
+    r = run_cli(
+        "train",
+        other,
+        *TINY,
+        "--steps",
+        "2",
+        "--init-from",
+        trained_run / "best.pt",
+        "--out",
+        tmp_path / "o",
+        "--quiet",
+    )
     assert r.exit_code == 0, r.stderr
     chars = torch.load(tmp_path / "o" / "last.pt", weights_only=True)["vocab"]["chars"]
     assert chars.endswith("qxyz")
@@ -151,19 +187,22 @@ def test_init_from_grows_the_vocabulary_by_the_new_characters(tmp_path, trained_
 def test_init_from_fine_tunes_subset_corpus(tmp_path, trained_run):
     sub = tmp_path / "sub.txt"
     sub.write_text("ANNA: the sea is dark.\n" * 40)
-    r = run_cli("train", sub, *TINY, "--steps", "5", "--init-from", trained_run / "best.pt", "--out",
-        tmp_path / "o", "--quiet")
+    r = run_cli(
+        "train", sub, *TINY, "--steps", "5", "--init-from", trained_run / "best.pt", "--out", tmp_path / "o", "--quiet"
+    )
     assert r.exit_code == 0, r.stderr
 
 
 def test_fine_tuning_and_resume_may_change_regularisation_and_a_fine_tune_resumes(
-        tmp_path, trained_run, repetitive_corpus):
+    tmp_path, trained_run, repetitive_corpus
+):
     sub = tmp_path / "sub.txt"
     sub.write_text("ANNA: the sea is dark.\n" * 40)
     out = tmp_path / "o"
     more = ["--dropout", "0.3", "--weight-drop", "0.2"]
-    r = run_cli("train", sub, *TINY, *more, "--steps", "5", "--init-from", trained_run / "best.pt", "--out",
-        out, "--quiet")
+    r = run_cli(
+        "train", sub, *TINY, *more, "--steps", "5", "--init-from", trained_run / "best.pt", "--out", out, "--quiet"
+    )
     assert r.exit_code == 0, r.stderr
     saved = torch.load(out / "last.pt", weights_only=True)["model_config"]
     assert saved["dropout"] == 0.3 and saved["weight_drop"] == 0.2
@@ -354,8 +393,9 @@ def test_no_early_stop_before_the_run_has_read_its_text(tmp_path):
     """A val bpc that stalls in the first pass is not memorising (every batch is new text):
     the run goes on, and no second run is suggested."""
     corpus = _shifted(tmp_path / "shifted.txt", 18_000)  # a pass is 140 steps
-    r = run_cli("train", corpus, *TINY, "--eval-every", "5", "--patience", "2", "--out", tmp_path / "run",
-        "--steps", "60")
+    r = run_cli(
+        "train", corpus, *TINY, "--eval-every", "5", "--patience", "2", "--out", tmp_path / "run", "--steps", "60"
+    )
     assert r.exit_code == 0, r.stderr
     vals = _vals(tmp_path / "run" / "metrics.jsonl")
     assert [s for s, _ in vals] == list(range(5, 65, 5))
@@ -374,8 +414,21 @@ def test_the_second_run_takes_the_presets_dropout_unless_dropout_was_given(tmp_p
     assert make_config("small", {"dropout": 0.1}).retrain_dropout is None  # the user's dropout holds for both runs
     at = TINY.index("--dropout")
     out = tmp_path / "run"
-    flags = [*TINY[:at], *TINY[at + 2 :], "--preset", "small", "--lr", "3e-2", "--eval-every", "5", "--patience", "3",
-             "--out", out, "--quiet"]
+    flags = [
+        *TINY[:at],
+        *TINY[at + 2 :],
+        "--preset",
+        "small",
+        "--lr",
+        "3e-2",
+        "--eval-every",
+        "5",
+        "--patience",
+        "3",
+        "--out",
+        out,
+        "--quiet",
+    ]
     r = run_cli("train", noise, *flags, "--steps", "2000")
     assert r.exit_code == 0, r.stderr
     first = checkpoint.load(out / "first" / "last.pt")
@@ -420,8 +473,19 @@ def test_validation_reads_at_most_val_tokens_of_the_split(tmp_path, repetitive_c
     for limit, read in ((300, 300), (0, len(val))):
         out = tmp_path / str(limit)
         # float32, as evaluate() below scores (an AMX CPU would validate in bfloat16)
-        r = run_cli("train", repetitive_corpus, *TINY, "--steps", "4", "--val-tokens", limit, "--precision", "float32",
-                    "--out", out)
+        r = run_cli(
+            "train",
+            repetitive_corpus,
+            *TINY,
+            "--steps",
+            "4",
+            "--val-tokens",
+            limit,
+            "--precision",
+            "float32",
+            "--out",
+            out,
+        )
         assert r.exit_code == 0, r.stderr
         assert ("on the first 300 (--val-tokens 0 for all)" in r.stderr) == (limit == 300)
         model, _ = checkpoint.build_model(ckpt := checkpoint.load(out / "best.pt"))
@@ -480,8 +544,18 @@ def test_validation_comes_once_per_pass_on_a_small_corpus(tmp_path, repetitive_c
 
     passes = Batches(prepare([str(repetitive_corpus)], None, 0.1).train, 8, 16).windows
     assert passes < 200  # the default 200 steps would be several passes over this text
-    r = run_cli("train", repetitive_corpus, *TINY, "--steps", str(2 * passes + 3), "--patience", "0", "--out",
-        tmp_path, "--quiet")
+    r = run_cli(
+        "train",
+        repetitive_corpus,
+        *TINY,
+        "--steps",
+        str(2 * passes + 3),
+        "--patience",
+        "0",
+        "--out",
+        tmp_path,
+        "--quiet",
+    )
     assert r.exit_code == 0, r.stderr
     lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [line["step"] for line in lines if line["val_bpc"] is not None] == [passes, 2 * passes, 2 * passes + 3]

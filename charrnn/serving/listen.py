@@ -1,0 +1,62 @@
+"""Listening: the socket bound up front (a port in use is one error line), uvicorn serving the app,
+and signals that end every open stream with a last chunk before the process exits."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import socket
+import sys
+
+import uvicorn
+
+from charrnn.errors import CharrnnError
+from charrnn.serving.http import create_app
+from charrnn.serving.models import ServerState
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, but a signal first ends every open stream with a last chunk, and the process
+    then exits 0 (uvicorn re-raises the signal after a graceful stop)."""
+
+    def __init__(self, config: uvicorn.Config, state: ServerState, url: str) -> None:
+        super().__init__(config)
+        self.charrnn, self.url = state, url
+
+    def handle_exit(self, sig: int, frame) -> None:
+        for engine in self.charrnn.engines:
+            engine.finish_all()
+        super().handle_exit(sig, frame)
+
+    @contextlib.contextmanager
+    def capture_signals(self):
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
+
+    async def startup(self, sockets=None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            print(f"charrnn serve: {self.url} (models: {', '.join(self.charrnn.models)})", file=sys.stderr, flush=True)
+
+
+def run(state: ServerState, host: str, port: int) -> None:
+    """Serve until SIGINT or SIGTERM. The socket is bound here, so a port in use is one error
+    line and ``--port 0`` reports the port it got."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise CharrnnError(f"cannot listen on {host}:{port} ({e.strerror or e})") from None
+    shown = f"[{host}]" if family == socket.AF_INET6 else host
+    url = f"http://{shown}:{sock.getsockname()[1]}"
+    config = uvicorn.Config(
+        create_app(state), log_level="warning", access_log=False, timeout_graceful_shutdown=1, lifespan="on"
+    )
+    _Server(config, state, url).run(sockets=[sock])

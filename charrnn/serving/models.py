@@ -1,0 +1,64 @@
+"""The models a server serves and the settings it serves them with."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import torch
+
+from charrnn.data.vocab import Vocab
+from charrnn.errors import CharrnnError
+from charrnn.model import checkpoint
+from charrnn.model.network import CharRNN
+from charrnn.serving.engine import Engine
+
+
+@dataclass
+class Served:
+    """One model as the API names it."""
+
+    name: str
+    model: CharRNN
+    vocab: Vocab
+    created: int
+    engine: Engine | None = None
+
+
+@dataclass
+class ServerState:
+    models: dict[str, Served]
+    api_key: str | None = None
+    max_tokens: int = 4096
+    max_concurrent: int = 64
+    quiet: bool = False
+    device: str = "cpu"
+    threads: int = field(default_factory=lambda: model_threads())
+    active: int = 0
+    engines: list[Engine] = field(default_factory=list)
+
+
+def model_threads() -> int:
+    """Torch threads for each model's worker: OMP_NUM_THREADS if set, else every core, since the
+    event loop mostly waits (2-core Xeon, `bench/serve.py`, one client: 1,297 chars/s with two
+    threads against 1,004 with one)."""
+    value = os.environ.get("OMP_NUM_THREADS", "")
+    return int(value) if value.isdigit() and int(value) > 0 else len(os.sched_getaffinity(0))
+
+
+def load_models(paths: list[str]) -> dict[str, Served]:
+    """Each checkpoint or run directory, named by its run directory (or its file's stem).
+
+    This (the event loop's) thread then computes on one torch thread, before it runs any torch
+    operation: once it has run one on an OpenMP team of its own, every step of a worker's team
+    took 1.7-2.3x as long (2-core Xeon, one process, same minute)."""
+    torch.set_num_threads(1)
+    files = [checkpoint.resolve(p) for p in paths] if paths else [checkpoint.latest_run()]
+    served: dict[str, Served] = {}
+    for f in files:
+        name = f.parent.resolve().name if f.name in checkpoint.RUN_FILES else f.stem
+        if name in served:
+            raise CharrnnError(f"two models would both be named {name!r}: give run directories with different names")
+        model, vocab = checkpoint.build_model(checkpoint.load(f))
+        served[name] = Served(name, model, vocab, int(f.stat().st_mtime))
+    return served
