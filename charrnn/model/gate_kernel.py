@@ -23,6 +23,7 @@ import torch
 
 from charrnn.runtime.kernels import gate_function_addresses
 
+_lstm_row: ModuleType | None  # the extension, typed by _lstm_row.pyi
 try:
     from charrnn.model import _lstm_row
 except ImportError:  # installed without a C compiler: the sampler keeps torch's calls
@@ -102,6 +103,9 @@ def _agrees(hidden: int) -> bool:
     """Gates from a narrow to a saturating spread, with infinities, signed zeros, a subnormal and
     exp's overflow edge among them, through the kernel and through torch: every gate, cell and
     output bit equal (any NaN for a NaN), and the sampling's arithmetic."""
+    ext = _lstm_row
+    if ext is None:  # why_not asks only once _unbound() found it; nothing agrees without it
+        return False
     H = hidden
     gen = torch.Generator().manual_seed(H)
     special = torch.tensor([float("inf"), float("-inf"), 0.0, -0.0, 1e-40, 88.8, -88.8, 1e-7])
@@ -111,16 +115,17 @@ def _agrees(hidden: int) -> bool:
         bias = torch.randn(1, 4 * H, generator=gen)
         cell = torch.randn(1, H, generator=gen) * scale
         ours = [gates.clone(), cell.clone(), torch.empty(1, H), torch.empty(1, H)]
-        _lstm_row.lstm_cell(ours[0].data_ptr(), bias.data_ptr(), *(t.data_ptr() for t in ours[1:]), H)
+        g_, c_, h_, up_ = (t.data_ptr() for t in ours)
+        ext.lstm_cell(g_, bias.data_ptr(), c_, h_, up_, H)
         gates.add_(bias)
         h = torch.empty(1, H)
         torch_gates(*gate_views(gates, cell, h, None))
         if not all(_same(a, b) for a, b in zip(ours, (gates, cell, h, h))):
             return False
-    return _sampling_agrees(gen)
+    return _sampling_agrees(ext, gen)
 
 
-def _sampling_agrees(gen: torch.Generator) -> bool:
+def _sampling_agrees(ext: ModuleType, gen: torch.Generator) -> bool:
     """``add``, ``temper`` and ``race`` against numpy's addition, division and argmax
     (``SingleRow``'s and ``temperature_pick``'s), with an overflowing quotient, a zero draw, a
     NaN and an infinity among them."""
@@ -134,10 +139,10 @@ def _sampling_agrees(gen: torch.Generator) -> bool:
             want_sum = np.add(z.numpy(), b.numpy())
             want_scaled = np.divide(z.numpy(), np.float32(0.7))
             want = int(np.divide(p.numpy(), d.numpy()).argmax())
-        _lstm_row.temper(0.7, z.data_ptr(), scaled.data_ptr(), z.numel())
-        _lstm_row.add(z.data_ptr(), b.data_ptr(), z.numel())
+        ext.temper(0.7, z.data_ptr(), scaled.data_ptr(), z.numel())
+        ext.add(z.data_ptr(), b.data_ptr(), z.numel())
         quotients = p.clone()
-        winner = _lstm_row.race(quotients.data_ptr(), d.data_ptr(), p.numel())
+        winner = ext.race(quotients.data_ptr(), d.data_ptr(), p.numel())
         same = _same(scaled, torch.from_numpy(want_scaled)) and _same(z, torch.from_numpy(want_sum))
         if not same or winner != want:
             return False

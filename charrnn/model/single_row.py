@@ -46,18 +46,26 @@ from charrnn.runtime.kernels import packed_product
 
 
 class _Layer(NamedTuple):
-    """A layer's buffers: its product's input, weights and gates (torch and numpy views), the
-    views torch's gate calls take, and the kernel's addresses."""
+    """A layer with a float32 product: numpy views of its input, weights and gates, the views
+    torch's gate calls take, and the kernel's addresses."""
+
+    inp_: np.ndarray
+    w_: np.ndarray
+    g_: np.ndarray
+    views: tuple
+    pointers: tuple[int, int, int, int]  # gates, cell, h, the upper layer's copy of h (or 0)
+
+
+class _PackedLayer(NamedTuple):
+    """A layer with a bfloat16 product: its input, the input's bfloat16 copy, the packed weights
+    and its gates, the views torch's gate calls take, and the kernel's addresses."""
 
     inp: torch.Tensor
-    low: torch.Tensor | None  # the input in bfloat16, for a bfloat16 product
+    low: torch.Tensor
     w: torch.Tensor
     g: torch.Tensor
     views: tuple
-    pointers: tuple[int, int, int, int]  # gates, cell, h, the upper layer's copy of h (or 0)
-    inp_: np.ndarray
-    w_: np.ndarray | None
-    g_: np.ndarray
+    pointers: tuple[int, int, int, int]
 
 
 class SingleRow:
@@ -80,7 +88,9 @@ class SingleRow:
         self.rows = list(stepper.table.unsqueeze(1).unbind(0))
         # The gate arithmetic in one call per layer where it is torch's to the bit (charrnn.model.gate_kernel).
         self.kernels = gate_kernel.kernels(H)
+        # Every layer's product has the Stepper's precision: one of these lists is empty.
         self.layers: list[_Layer] = []
+        self.packed: list[_PackedLayer] = []
         self.tops = []  # each layer's h
         for i in range(L):
             own = self.xh[i, :, H:] if i > 0 or L == 1 else self.xh[1, :, :H]
@@ -92,17 +102,19 @@ class SingleRow:
             # The gates in place: i, f, o through one sigmoid, g through one tanh.
             views = gate_kernel.gate_views(g, self.c[i], own, up)
             pointers = (g.data_ptr(), self.c[i].data_ptr(), own.data_ptr(), 0 if up is None else up.data_ptr())
-            low = torch.empty(inp.shape, dtype=torch.bfloat16) if bf16 else None
-            w_ = None if bf16 else w.numpy()
-            self.layers.append(_Layer(inp, low, w, g, views, pointers, inp.numpy(), w_, g.numpy()))
+            if bf16:
+                low = torch.empty(inp.shape, dtype=torch.bfloat16)
+                self.packed.append(_PackedLayer(inp, low, w, g, views, pointers))
+            else:
+                self.layers.append(_Layer(inp.numpy(), w.numpy(), g.numpy(), views, pointers))
             self.tops.append(own)
         # numpy views for the float32 products (see stepper.row_product): the token rows, the
-        # biases (None for layer 0, whose bias is its token's row), and the output layer,
-        # float32 in either precision; and their addresses, for the kernels.
+        # biases (layer 0's is already in its token's row, which a step adds instead), and the
+        # output layer, float32 in either precision; and their addresses, for the kernels.
         self.rows_ = [row.numpy() for row in self.rows]
-        self.biases_ = [None] + [b.numpy() for b in stepper.b_ih[1:]]
+        self.biases_ = [b.numpy() for b in stepper.b_ih]
         self.row_pointers = [row.data_ptr() for row in self.rows]
-        self.bias_pointers = [None] + [b.data_ptr() for b in stepper.b_ih[1:]]
+        self.bias_pointers = [b.data_ptr() for b in stepper.b_ih]
         self.out_ = (self.tops[-1].numpy(), stepper.w_out.numpy(), stepper.b_out.numpy(), self.logits.numpy())
         self.out_pointers = (self.logits.data_ptr(), stepper.b_out.data_ptr(), self.logits.shape[-1])
 
@@ -113,22 +125,25 @@ class SingleRow:
     def step(self, token: int) -> torch.Tensor:
         """The logits after ``token`` (a view of the one buffer every step overwrites)."""
         st, kernels = self.stepper, self.kernels
-        for i, (inp, low, w, g, views, pointers, inp_, w_, g_) in enumerate(self.layers):
-            # The layer's product, and its bias unless the kernel adds it (a float32 product).
-            bias = 0
-            if low is not None:
+        # Each layer's product and bias, then its gates; the kernel adds a float32 product's bias.
+        if self.packed:
+            for i, (inp, low, w, g, views, pointers) in enumerate(self.packed):
                 low.copy_(inp)
                 row = self.rows[token] if i == 0 else st.b_ih[i]
                 torch.add(row, packed_product(low, w), out=g)
-            elif kernels is None:
-                np.add(row_product(inp_, w_, g_), self.rows_[token] if i == 0 else self.biases_[i], out=g_)
-            else:
-                row_product(inp_, w_, g_)
-                bias = self.row_pointers[token] if i == 0 else self.bias_pointers[i]
-            if kernels is None:
-                gate_kernel.torch_gates(*views)
-            else:
-                kernels.lstm_cell(pointers[0], bias, *pointers[1:], st.hidden)
+                if kernels is None:
+                    gate_kernel.torch_gates(*views)
+                else:
+                    kernels.lstm_cell(pointers[0], 0, *pointers[1:], st.hidden)
+        else:
+            for i, (inp_, w_, g_, views, pointers) in enumerate(self.layers):
+                if kernels is None:
+                    np.add(row_product(inp_, w_, g_), self.rows_[token] if i == 0 else self.biases_[i], out=g_)
+                    gate_kernel.torch_gates(*views)
+                else:
+                    row_product(inp_, w_, g_)
+                    bias = self.row_pointers[token] if i == 0 else self.bias_pointers[i]
+                    kernels.lstm_cell(pointers[0], bias, *pointers[1:], st.hidden)
         top_, w_out_, b_out_, logits_ = self.out_
         row_product(top_, w_out_, logits_)
         if kernels is None:

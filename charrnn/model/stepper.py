@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from charrnn.model.cells import CUSTOM_CELLS, cifg_step, peephole_step
-from charrnn.model.network import LSTM_FAMILY, CharRNN, State
+from charrnn.model.network import CharRNN, State
 from charrnn.runtime.kernels import pack_bfloat16, packed_product
 from charrnn.runtime.precision import step_dtype
 
@@ -49,10 +49,12 @@ class Stepper:
             p = lambda name: getattr(rnn, name).detach().float()
             w = lambda name: _gate_order(p(name), blocks)
             t = lambda name: _transposed(p(name), blocks)
-            # Above the first layer an LSTM or RNN step reads only its [x, h] matrix.
+            # Above the first layer an LSTM or RNN step reads only its [x, h] matrix: there these
+            # hold the first layer's alone (its input matrix goes into the token table).
             stacked = self.kind not in CUSTOM_CELLS and self.kind != "gru"
-            self.w_hh = [t(f"weight_hh_l{i}") if i == 0 or not stacked else None for i in range(cfg.layers)]
-            self.w_ih = [t(f"weight_ih_l{i}") if i == 0 or not stacked else None for i in range(cfg.layers)]
+            apart = 1 if stacked else cfg.layers
+            self.w_hh = [t(f"weight_hh_l{i}") for i in range(apart)]
+            self.w_ih = [t(f"weight_ih_l{i}") for i in range(apart)]
             if self.kind in CUSTOM_CELLS:
                 # One bias per layer already; the recurrent product stays inside the step function.
                 self.b_ih = [w(f"bias_l{i}") for i in range(cfg.layers)]
@@ -66,8 +68,9 @@ class Stepper:
                     self.b_ih, self.b_hh = b_ih, b_hh
                 else:
                     self.b_ih = [a + b for a, b in zip(b_ih, b_hh)]
-                    # Layers above the first: one product of [x, h] with the stacked matrices.
-                    self.w_cat = [None] + [
+                    # Layers above the first: one product of [x, h] with the stacked matrices. Each
+                    # layer's matrix for its product: the first layer's multiplies h alone.
+                    self.w_cat = [self.w_hh[0]] + [
                         _stacked(p(f"weight_ih_l{i}"), p(f"weight_hh_l{i}"), blocks) for i in range(1, cfg.layers)
                     ]
             # Layer 0's input product depends only on the token: precompute it for every token.
@@ -75,11 +78,11 @@ class Stepper:
             self.w_out = model.head.weight.detach().float().t().contiguous()
             self.b_out = model.head.bias.detach().float().clone()
             if self.dtype == torch.bfloat16:
-                self.w_hh = [m if m is None else pack_bfloat16(m) for m in self.w_hh]
+                self.w_hh = [pack_bfloat16(m) for m in self.w_hh]
                 if self.kind == "gru":
                     self.w_ih = [pack_bfloat16(m) for m in self.w_ih]
                 else:
-                    self.w_cat = [None] + [pack_bfloat16(m) for m in self.w_cat[1:]]
+                    self.w_cat = [self.w_hh[0]] + [pack_bfloat16(m) for m in self.w_cat[1:]]
 
     @staticmethod
     def _mm(bias: torch.Tensor, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -98,19 +101,34 @@ class Stepper:
     def step(self, tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         """Logits for the next token after ``tokens`` (batch,), and the new state.
 
-        The new state is written layer by layer into fresh tensors (no stacking at the end)."""
+        The new state is written layer by layer into fresh tensors (no stacking at the end).
+        A pair is the LSTM family's (h, c) (``state_tensors`` tells them apart the same way)."""
         H, L, kind = self.hidden, self.layers, self.kind
-        paired = kind in LSTM_FAMILY
-        h_all, c_all = state if paired else (state, None)
-        if kind in CUSTOM_CELLS:
-            return self._custom_step(tokens, h_all, c_all)
-        h_next = torch.empty_like(h_all)
-        c_next = torch.empty_like(c_all) if paired else None
-        x = None
+        # Each layer's input: the first's is its token's row of the table (its input product, bias
+        # included), each layer's output is the input of the one above.
+        x = torch.embedding(self.table, tokens)
+        if isinstance(state, tuple):
+            h_all, c_all = state
+            if kind in CUSTOM_CELLS:
+                return self._custom_step(x, h_all, c_all)
+            h_next, c_next = torch.empty_like(h_all), torch.empty_like(c_all)
+            for i in range(L):
+                h = h_all[i]
+                if i == 0:
+                    g = self._mm(x, h, self.w_hh[0])
+                else:
+                    g = self._mm(self.b_ih[i], torch.cat([x, h], 1), self.w_cat[i])
+                gates = torch.sigmoid(g[:, : 3 * H])
+                c = torch.addcmul(
+                    gates[:, H : 2 * H] * c_all[i], gates[:, :H], torch.tanh(g[:, 3 * H :]), out=c_next[i]
+                )
+                x = torch.mul(gates[:, 2 * H :], torch.tanh(c), out=h_next[i])
+            return self._mm(self.b_out, x, self.w_out), (h_next, c_next)
+        h_next = torch.empty_like(state)
         for i in range(L):
-            h = h_all[i]
+            h = state[i]
             if kind == "gru":
-                gi = torch.embedding(self.table, tokens) if i == 0 else self._mm(self.b_ih[i], x, self.w_ih[i])
+                gi = x if i == 0 else self._mm(self.b_ih[i], x, self.w_ih[i])
                 gh = self._mm(self.b_hh[i], h, self.w_hh[i])
                 r = torch.sigmoid(gi[:, :H] + gh[:, :H])
                 z = torch.sigmoid(gi[:, H : 2 * H] + gh[:, H : 2 * H])
@@ -118,28 +136,18 @@ class Stepper:
                 x = torch.add(n, z * (h - n), out=h_next[i])
                 continue
             if i == 0:
-                g = self._mm(torch.embedding(self.table, tokens), h, self.w_hh[0])
+                g = self._mm(x, h, self.w_hh[0])
             else:
                 g = self._mm(self.b_ih[i], torch.cat([x, h], 1), self.w_cat[i])
-            if kind == "lstm":
-                gates = torch.sigmoid(g[:, : 3 * H])
-                c = torch.addcmul(
-                    gates[:, H : 2 * H] * c_all[i], gates[:, :H], torch.tanh(g[:, 3 * H :]), out=c_next[i]
-                )
-                x = torch.mul(gates[:, 2 * H :], torch.tanh(c), out=h_next[i])
-            else:
-                x = torch.tanh(g, out=h_next[i])
-        logits = self._mm(self.b_out, x, self.w_out)
-        return logits, ((h_next, c_next) if paired else h_next)
+            x = torch.tanh(g, out=h_next[i])
+        return self._mm(self.b_out, x, self.w_out), h_next
 
-    def _custom_step(
-        self, tokens: torch.Tensor, h_all: torch.Tensor, c_all: torch.Tensor
-    ) -> tuple[torch.Tensor, State]:
-        """Peephole and CIFG: the layers' own step functions (float32 only)."""
+    def _custom_step(self, x: torch.Tensor, h_all: torch.Tensor, c_all: torch.Tensor) -> tuple[torch.Tensor, State]:
+        """Peephole and CIFG: the layers' own step functions (float32 only), from the first
+        layer's input ``x`` (its tokens' rows of the table)."""
         hs, cs = [], []
-        x = None
         for i in range(self.layers):
-            gx = torch.embedding(self.table, tokens) if i == 0 else self._mm(self.b_ih[i], x, self.w_ih[i])
+            gx = x if i == 0 else self._mm(self.b_ih[i], x, self.w_ih[i])
             # The step functions take W_hh as the layer stores it, (G*H, H): the transpose
             # of our pre-transposed copy, a view.
             if self.kind == "peephole":
