@@ -57,12 +57,14 @@ class Batch:
         """Add rows whose prompt has been read: their logits and state after it, and their draws
         (``noise`` None, for rows without a seed, draws from the global generator for the whole
         batch at once: only for a batch's one join)."""
-        if self.rows:
+        if self.logits is None or self.state is None:  # no rows yet
+            self.logits, self.state, self.noise = logits, state, noise
+        else:
+            if self.noise is None or noise is None:
+                raise ValueError("rows without a seed join only an empty batch")
             self.logits = torch.cat([self.logits, logits])
             self.state = join_states([self.state, state])
             self.noise.extend(noise)
-        else:
-            self.logits, self.state, self.noise = logits, state, noise
         self.rows += rows
         self._filters = None
 
@@ -81,10 +83,13 @@ class Batch:
         """Every generating row's next token and the text it adds (an event where there is text
         or an end), then one model step for the rows that go on; a row whose key is
         ``cancelled`` leaves without an event (its reader is gone)."""
+        logits, state = self.logits, self.state
+        if logits is None or state is None:
+            raise ValueError("a batch without rows has no step")
         if self._filters is None:
-            self._filters = RowFilters.of([row.options for row in self.rows], self.logits.shape[-1], self.logits.device)
-        race = self.noise.draw().to(self.logits.device) if self.noise is not None else None
-        tokens = pick_rows(self.logits, self._filters, race)
+            self._filters = RowFilters.of([row.options for row in self.rows], logits.shape[-1], logits.device)
+        race = self.noise.draw().to(logits.device) if self.noise is not None else None
+        tokens = pick_rows(logits, self._filters, race)
         events: list[Event] = []
         for row, token in zip(self.rows, tokens.tolist()):
             if row.done:
@@ -97,21 +102,20 @@ class Batch:
                 events.append((row, text, finish))
             row.done = finish is not None
         going = [i for i, row in enumerate(self.rows) if not row.done]
+        if not going:
+            if self.compact:
+                self.clear()
+            return events
         if self.compact and len(going) < len(self.rows):
-            tokens = self._keep(going, tokens)
-        if going:
-            self.logits, self.state = self.stepper.step(tokens, self.state)
+            tokens, state = self._keep(going, tokens, state)
+        self.logits, self.state = self.stepper.step(tokens, state)
         return events
 
-    def _keep(self, going: list[int], tokens: torch.Tensor) -> torch.Tensor:
-        """Only the ``going`` rows stay; their tokens."""
+    def _keep(self, going: list[int], tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        """Only the ``going`` rows (some) stay; their tokens and state."""
         self.rows = [self.rows[i] for i in going]
         self._filters = None
-        if not going:
-            self.logits = self.state = self.noise = None
-            return tokens
         index = torch.tensor(going, device=tokens.device)
-        self.state = select_state(self.state, index)
         if self.noise is not None:
             self.noise.keep(going)
-        return tokens[index]
+        return tokens[index], select_state(state, index)

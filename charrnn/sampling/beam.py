@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from charrnn.errors import CharrnnError
-from charrnn.model.network import CharRNN, join_states, map_state
+from charrnn.model.network import CharRNN, join_states, map_state, select_state
 from charrnn.model.stepper import Stepper
 from charrnn.sampling.generate import start_ids, warm_up
 
@@ -41,7 +41,7 @@ def beam_search(model: CharRNN, vocab, prime_ids: list[int], width: int, length:
         rows, toks = top.indices // V, top.indices % V
         scores = top.values
         seqs = torch.cat([seqs[rows], toks[:, None]], 1)
-        state = map_state(lambda s, rows=rows: s[:, rows], state)
+        state = select_state(state, rows)
         # One step for the beams and the greedy row together.
         both = torch.cat([toks, torch.tensor([g])])
         out, joint = stepper.step(both, join_states([state, greedy_state]))

@@ -180,12 +180,13 @@ def single_row_pick(
     int: plain temperature sampling (the default) through ``temperature_pick``, the very
     operations ``pick_rows`` makes (in ``kernels``, ``charrnn.model.gate_kernel``, where given);
     top-k/top-p call ``pick_rows`` itself with its filters built once, greedy its argmax."""
+    # torch types Tensor.item() as any number, whatever the dtype: a token's (int64) is an int.
     if opts.greedy:
-        return lambda: logits.argmax(-1).item()
+        return lambda: logits.argmax(-1).item()  # type: ignore[return-value]
     if opts.top_k is not None or opts.top_p is not None:
         races = noise.stream() if noise is not None else None
         filters = RowFilters.of([opts], logits.shape[-1], logits.device)
-        return lambda: pick_rows(logits, filters, next(races) if races is not None else None).item()
+        return lambda: pick_rows(logits, filters, next(races) if races is not None else None).item()  # type: ignore[return-value]
     return temperature_pick(logits, opts.temp, noise, kernels)
 
 
@@ -211,8 +212,9 @@ def temperature_pick(
                 own.exponential_()
             return race(at[2], at[3] if draws is None else next(draws), V)
 
-        # The buffers the addresses point into live as long as the function does.
-        choose_fused.buffers = (logits, scaled, probs, own)
+        # The buffers the addresses point into live as long as the function does (an attribute
+        # set through vars: a function's type declares none).
+        vars(choose_fused)["buffers"] = (logits, scaled, probs, own)
         return choose_fused
     races = noise.stream(arrays=True) if noise is not None else None
     logits_, scaled_, probs_, own_ = logits.numpy(), scaled.numpy(), probs.numpy(), own.numpy()

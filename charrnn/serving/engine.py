@@ -142,7 +142,7 @@ class Engine:
         the next ticks (returned), so a tick waits for at most one prompt read and the first
         request's text starts after its own read alone."""
         jobs = [job for group in groups for job in group if not job.cancelled]
-        done = [(job, "", LENGTH) for job in jobs if job.max_tokens <= 0]
+        done: list[Event] = [(job, "", LENGTH) for job in jobs if job.max_tokens <= 0]
         if done:
             self.sink(done)
         jobs = [job for job in jobs if job.max_tokens > 0]
