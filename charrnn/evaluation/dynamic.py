@@ -40,6 +40,8 @@ STATS_TOKENS = 10_000
 # Added to each weight's RMS before dividing, relative to the mean RMS, so that a weight whose
 # gradient was ~0 on the training text (a rare character's embedding) cannot take a huge step.
 EPS_REL = 0.1
+# Dynamic evaluation runs on the CPU.
+_CPU = torch.device("cpu")
 
 
 @dataclass(frozen=True)
@@ -55,8 +57,7 @@ class Rule:
         """The rule with its defaults filled in, refusing values that make no sense."""
         if self.method not in METHODS:
             raise CharrnnError(f"--dynamic-method must be one of {', '.join(METHODS)} (got {self.method!r})")
-        lr = DEFAULT_LR[self.method] if self.lr is None else float(self.lr)
-        decay = DEFAULT_DECAY[self.method] if self.decay is None else float(self.decay)
+        lr, decay = self.rates()
         if not (math.isfinite(lr) and lr >= 0):
             raise CharrnnError(f"--dynamic-lr must be >= 0 (got {self.lr})")
         if not (math.isfinite(decay) and 0 <= decay <= 1):
@@ -64,6 +65,12 @@ class Rule:
         if self.segment < 1:
             raise CharrnnError(f"--segment must be >= 1 (got {self.segment})")
         return replace(self, lr=lr, decay=decay)
+
+    def rates(self) -> tuple[float, float]:
+        """The learning rate and the decay, the method's defaults where None."""
+        lr = DEFAULT_LR[self.method] if self.lr is None else float(self.lr)
+        decay = DEFAULT_DECAY[self.method] if self.decay is None else float(self.decay)
+        return lr, decay
 
     @property
     def needs_stats(self) -> bool:
@@ -96,7 +103,7 @@ def gradient_stats(
     state = None
     count = 0
     for a in _segments(len(ids) - 1, segment):
-        x, y = (_ids(part, "cpu") for part in _pair(ids, a, segment))
+        x, y = (_ids(part, _CPU) for part in _pair(ids, a, segment))
         x = x[None]
         logits, state = model(x, state)
         grads = torch.autograd.grad(F.cross_entropy(logits[0].float(), y), params)
@@ -120,7 +127,8 @@ class Adapter:
         self.params = list(self.model.parameters())
         self.origin = [p.detach().clone() for p in self.params]
         self.steps = 0
-        lr, decay = self.rule.lr, self.rule.decay
+        lr, decay = self.rule.rates()
+        self.lr = lr
         if self.rule.needs_stats:
             if stats is None or len(stats) != len(self.params):
                 raise CharrnnError("the rms update needs the gradient statistics of the training text")
@@ -154,8 +162,8 @@ class Adapter:
 
     def read(self, x: np.ndarray, y: np.ndarray, state: State | None, learn: bool = True) -> tuple[float, State]:
         """Score one segment (nats) with the weights as they stand, then step on its loss."""
-        inputs, targets = _ids(x, "cpu")[None], _ids(y, "cpu")
-        moving = learn and self.rule.lr > 0  # with no step the weights never leave their trained values
+        inputs, targets = _ids(x, _CPU)[None], _ids(y, _CPU)
+        moving = learn and self.lr > 0  # with no step the weights never leave their trained values
         with torch.set_grad_enabled(moving):
             logits, state = self.model(inputs, state)
             loss = F.cross_entropy(logits[0].float(), targets, reduction="sum")
@@ -221,10 +229,11 @@ def compare(
     static = evaluate(model, ids, torch.device("cpu"), chars=chars)
     t1 = time.monotonic()
     segments = len(_segments(len(ids) - 1, rule.segment))
-    with_stats = rule.needs_stats and stats_ids is not None
-    stats_segments = len(_segments(len(stats_ids) - 1, rule.segment)) if with_stats else 0
+    # Without the text an rms rule needs, Adapter says so.
+    stats_text = stats_ids if rule.needs_stats else None
+    stats_segments = len(_segments(len(stats_text) - 1, rule.segment)) if stats_text is not None else 0
     with LateBar("dynamic evaluation", segments + stats_segments, enabled=show_progress) as bar:
-        stats = gradient_stats(model, stats_ids, rule.segment, bar.advance) if rule.needs_stats else None
+        stats = gradient_stats(model, stats_text, rule.segment, bar.advance) if stats_text is not None else None
         adapter = Adapter(model, rule, stats)
         nats = adapter.pass_over(ids, bar.advance)
     t2 = time.monotonic()
@@ -281,14 +290,14 @@ def stats_ids(ckpt: dict, vocab, path: str | None = None) -> np.ndarray:
         if len(ids) < 2:
             raise CharrnnError(f"{path}: too short for the gradient statistics (needs at least 2 tokens)")
         return ids
-    ids = training_sample(ckpt, vocab)
-    if ids is None:
+    sample = training_sample(ckpt, vocab)
+    if sample is None:
         where = ", ".join(ckpt.get("corpus", {}).get("files", [])[:3]) or "unknown"
         raise CharrnnError(
             f"the rms update needs a sample of the training text and the checkpoint's corpus ({where}) "
             "cannot be read here; give one with --stats-text FILE, or use --dynamic-method sgd"
         )
-    return ids
+    return sample
 
 
 def rule_from_flags(
