@@ -120,21 +120,24 @@ def main_first(world: World, fn: Callable[[], T]) -> T:
     """
     if not world.active:
         return fn()
-    result, failure = None, None
-    if world.main:
-        try:
-            result = fn()
-        except CharrnnError as e:
-            failure = e
-    ok = torch.tensor([0 if failure else 1], device=_device())
-    dist.all_reduce(ok, op=dist.ReduceOp.MIN)
-    if failure is not None:
-        raise failure
-    if not bool(ok):
-        raise CharrnnError(f"rank {world.rank}: stopping, rank 0 failed (see its error)")
     if not world.main:
+        if not _all_succeeded(True):
+            raise CharrnnError(f"rank {world.rank}: stopping, rank 0 failed (see its error)")
+        return fn()
+    try:
         result = fn()
+    except CharrnnError:
+        _all_succeeded(False)
+        raise
+    _all_succeeded(True)
     return result
+
+
+def _all_succeeded(ok: bool) -> bool:
+    """Whether every rank says ``ok`` (each rank must call it once)."""
+    flag = torch.tensor([1 if ok else 0], device=_device())
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag)
 
 
 def max_all(world: World, *values: float) -> list[float]:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypedDict
 
 from rich.console import Console
 from rich.progress import (
     BarColumn,
     DownloadColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -19,13 +20,22 @@ from rich.table import Table
 stderr = Console(stderr=True)
 
 
+class _Fields(TypedDict):
+    """The training bar's text fields, as its columns show them."""
+
+    step: str
+    train: str
+    val: str
+    cps: str
+
+
 class TrainProgress:
     """A bar whose completion is the run's progress (by steps, epochs or time budget)."""
 
     def __init__(self, enabled: bool, total_steps: int | None) -> None:
         self.enabled = enabled
         self.total_steps = total_steps
-        self.fields = {"step": "0", "train": "-", "val": "-", "cps": "-"}
+        self.fields: _Fields = {"step": "0", "train": "-", "val": "-", "cps": "-"}
         self._progress = Progress(
             TextColumn("step {task.fields[step]}"),
             BarColumn(),
@@ -85,7 +95,7 @@ class PrepareProgress:
             transient=True,
             disable=not enabled,
         )
-        self._task = None
+        self._task: TaskID | None = None
 
     def __enter__(self) -> PrepareProgress:
         if self.enabled:

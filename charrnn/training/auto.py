@@ -108,7 +108,7 @@ def choose(
         if p > MAX_PARAMS_PER_TOKEN * corpus_tokens:
             break
         # A larger size is never faster: at the last one's speed it reads at most this much.
-        if budget.tokens(size, corpus_tokens, lambda s, last=chosen: speed(last)) < TOKENS_PER_PARAM * p:
+        if budget.tokens(size, corpus_tokens, _at_speed_of(speed, chosen)) < TOKENS_PER_PARAM * p:
             break
         tokens = budget.tokens(size, corpus_tokens, speed)
         if tokens < TOKENS_PER_PARAM * p:
@@ -119,6 +119,11 @@ def choose(
     retrain = min(0.5, dropout + RETRAIN_EXTRA_DROPOUT)
     rate = speed(chosen) if budget.timed else None
     return Choice(chosen, dropout, retrain, passes, rate)
+
+
+def _at_speed_of(speed: Callable[[Size], float], size: Size) -> Callable[[Size], float]:
+    """``speed`` as if every size ran at ``size``'s."""
+    return lambda _: speed(size)
 
 
 def apply(cfg: TrainConfig, choice: Choice, given: set[str]) -> TrainConfig:

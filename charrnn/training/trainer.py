@@ -80,7 +80,8 @@ class Trainer:
         if not world.main:
             self.quiet = True
             self.log = lambda msg: None
-        self.device = self.device or pick_device(cfg.device)
+        # The device given, else the config's: resolved here, once.
+        self.device = device = self.device or pick_device(cfg.device)
         torch.manual_seed(cfg.seed)
         self._fit_batch_size()
         if len(self.data.val) < 2 and cfg.val_frac > 0:
@@ -102,24 +103,24 @@ class Trainer:
             tie=cfg.tie,
         )
         _check_fits_memory(self.model_cfg, cfg)
-        self.model = CharRNN(self.model_cfg).to(self.device)
+        self.model = CharRNN(self.model_cfg).to(device)
         if self.init_from is None and self.resume is None:  # else the loaded weights replace it
             self._init_head_bias()
-        self.net = self._parallel(self.model)
+        self.net = self._parallel(self.model, device)
         self.opt = make_optimizer(self.model, cfg.lr, cfg.weight_decay)
-        self.precision = precision.resolve(cfg.precision, self.device, cfg.model)
+        self.precision = precision.resolve(cfg.precision, device, cfg.model)
         self.scaler = self.precision.scaler()
         self.validation = Validation(
             self.model,
             self.val,
             self.data.vocab.count_chars(self.val[1:]),
-            self.device,
+            device,
             world,
             self.precision,
             cfg.patience,
         )
         self.checkpoints = RunCheckpoint(
-            cfg, self.data, self.model_cfg, self.model, self.opt, world, self.batch_size, self.rows, self.device
+            cfg, self.data, self.model_cfg, self.model, self.opt, world, self.batch_size, self.rows, device
         )
         # Where the run stands, and the hidden state carried from one window to the next.
         self.position = RunState()
@@ -149,12 +150,12 @@ class Trainer:
             self.log(f"warning: corpus is short; using --batch-size {self.batch_size} instead of {cfg.batch_size}")
             cfg.batch_size = self.batch_size
 
-    def _parallel(self, model: CharRNN) -> torch.nn.Module:
+    def _parallel(self, model: CharRNN, device: torch.device) -> torch.nn.Module:
         if not self.world.active:
             return model
         from torch.nn.parallel import DistributedDataParallel
 
-        ids = [self.device.index] if self.device.type == "cuda" else None
+        ids = [device.index] if device.type == "cuda" else None
         return DistributedDataParallel(model, device_ids=ids)
 
     def _init_head_bias(self) -> None:
@@ -211,6 +212,7 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         if not os.access(self.out, os.W_OK):
             raise CharrnnError(f"--out {self.out}: directory is not writable")
+        assert self.device is not None  # __post_init__ resolved it
         metrics = Metrics(
             self.out, self.world, self.position, self.device, self.chars_per_step, self.data.chars_per_token
         )
@@ -301,14 +303,15 @@ class Trainer:
         run's patience is spent."""
         r = self.position
         line = metrics.line(lr, r.epoch + r.window / self.batches.windows, start)
-        if is_eval:
-            line["val_bpc"] = round(self.validation.score(r), 5)
+        val = self.validation.score(r) if is_eval else None
+        if val is not None:
+            line["val_bpc"] = round(val, 5)
         metrics.write(line)
         progress.update(r.step, p, line["train_bpc"], r.last_val, line["chars_per_s"])
         r.elapsed = time.monotonic() - start
         r.loss_sum = 0.0
-        if is_eval:
-            self.validation.keep_best(r, self.save)
+        if val is not None:
+            self.validation.keep_best(r, val, self.save)
         metrics.restart_clock()
         return self.validation.patience_spent(r)
 

@@ -74,10 +74,11 @@ class Validation:
         return result.bpc
 
     @staticmethod
-    def keep_best(position: RunState, save: Callable[..., object]) -> None:
-        """best.pt when val bpc beat the best so far, and last.pt at every validation."""
-        if position.best_val is None or position.last_val < position.best_val:
-            position.best_val, position.best_step, position.since_best = position.last_val, position.step, 0
+    def keep_best(position: RunState, val: float, save: Callable[..., object]) -> None:
+        """best.pt when ``val`` (the val bpc ``score`` just gave) beat the best so far, and
+        last.pt at every validation."""
+        if position.best_val is None or val < position.best_val:
+            position.best_val, position.best_step, position.since_best = val, position.step, 0
             save("best.pt", with_resume=False)
         else:
             position.since_best += 1
