@@ -25,7 +25,7 @@ from charrnn.training.config import TRAIN_OPTIONS
 
 __all__ = ["Model", "Run", "Score", "load", "train"]
 
-PathLike = str | os.PathLike
+PathLike = str | os.PathLike[str]
 # Options of ``charrnn train`` that the API takes another way: the corpus and run directory as
 # arguments, and ``progress`` in place of ``--quiet``.
 _NOT_OPTIONS = ("corpus", "out", "preset", "quiet")

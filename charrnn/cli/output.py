@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from typing import Protocol
 
+from charrnn.data.vocab import Vocab
+from charrnn.model.network import CharRNN
 from charrnn.sampling.beam import beam_search
 from charrnn.sampling.generate import generate
 from charrnn.sampling.options import SampleOptions
@@ -23,8 +25,8 @@ class Out(Protocol):
 
 def write_samples(
     out: Out,
-    model,
-    vocab,
+    model: CharRNN,
+    vocab: Vocab,
     opts: SampleOptions,
     prime_ids: list[int],
     prime_text: str,

@@ -21,7 +21,7 @@ def paths(cache_dir: Path, key: str) -> tuple[Path, Path, Path]:
     return cache_dir / f"{key}.ids", cache_dir / f"{key}.json", cache_dir / f"{key}.vocab"
 
 
-def commit(cache_dir: Path, key: str, ids_tmp: Path, meta: dict) -> None:
+def commit(cache_dir: Path, key: str, ids_tmp: Path, meta: dict[str, Any]) -> None:
     """Rename the ids into place, then write the metadata; the metadata marks the set complete."""
     ids_path, meta_path, vocab_path = paths(cache_dir, key)
     try:

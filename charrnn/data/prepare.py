@@ -16,7 +16,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, overload
 
 import numpy as np
 
@@ -260,7 +260,16 @@ def _train_lines(read: _Reader, cut: int) -> Iterator[str]:
                 yield line
 
 
-def _build(read: _Reader, names, total, key, cache_dir, val_frac, spec, vocab) -> Prepared:
+def _build(
+    read: _Reader,
+    names: list[str],
+    total: int,
+    key: str,
+    cache_dir: Path | None,
+    val_frac: float,
+    spec: VocabSpec,
+    vocab: Vocab | None,
+) -> Prepared:
     bar = read.bar
     bar.phase("scanning", total)
     n_chars, counts = _scan(read)
@@ -268,16 +277,7 @@ def _build(read: _Reader, names, total, key, cache_dir, val_frac, spec, vocab) -
     present = np.flatnonzero(counts)
     chars = "".join(chr(int(p)) for p in present)
     if vocab is None:
-        if spec.kind == "char":
-            vocab = CharVocab(chars)
-        else:
-            if SPACE_MARK in chars:
-                raise CharrnnError(
-                    f"{corpus.describe(read.sources)}: holds {SPACE_MARK!r} (U+2581), which SentencePiece reserves "
-                    "for spaces; use --vocab char for this corpus"
-                )
-            bar.phase(f"training {spec.kind} vocabulary", total)
-            vocab = SubwordVocab.train(spec.kind, spec.pieces, _train_lines(read, cut), len(present))
+        vocab = _new_vocab(read, spec, chars, cut, total)
     else:
         missing = vocab.missing(chars)
         if missing:  # only a subword vocabulary can get here (extended_vocab grew a character one)
@@ -316,7 +316,27 @@ def _build(read: _Reader, names, total, key, cache_dir, val_frac, spec, vocab) -
     return cached
 
 
-def _encode(read: _Reader, vocab: Vocab, cut: int, f: BinaryIO | None):
+def _new_vocab(read: _Reader, spec: VocabSpec, chars: str, cut: int, total: int) -> Vocab:
+    """A new run's vocabulary for the corpus's ``chars``: those characters, or SentencePiece's
+    pieces trained on the training split's lines."""
+    if spec.kind == "char":
+        return CharVocab(chars)
+    if SPACE_MARK in chars:
+        raise CharrnnError(
+            f"{corpus.describe(read.sources)}: holds {SPACE_MARK!r} (U+2581), which SentencePiece reserves "
+            "for spaces; use --vocab char for this corpus"
+        )
+    read.bar.phase(f"training {spec.kind} vocabulary", total)
+    return SubwordVocab.train(spec.kind, spec.pieces, _train_lines(read, cut), len(chars))
+
+
+@overload
+def _encode(read: _Reader, vocab: Vocab, cut: int, f: None) -> tuple[np.ndarray, np.ndarray]: ...
+@overload
+def _encode(read: _Reader, vocab: Vocab, cut: int, f: BinaryIO) -> tuple[int, int]: ...
+def _encode(
+    read: _Reader, vocab: Vocab, cut: int, f: BinaryIO | None
+) -> tuple[np.ndarray, np.ndarray] | tuple[int, int]:
     """Encode the training then the validation text; to ``f`` (returns token counts) or in memory."""
     dtype = id_dtype(vocab.size)
     kept: list[list[np.ndarray]] = [[], []]
@@ -364,7 +384,7 @@ def _cached(cache_dir: Path, key: str, names: list[str]) -> Prepared | None:
     )
 
 
-def _left_out(meta: dict, names: list[str]) -> dict[str, int]:
+def _left_out(meta: dict[str, Any], names: list[str]) -> dict[str, int]:
     """The Gutenberg characters left out, by file name (caches written before they were kept by
     position held names, and older ones none)."""
     if "left_out_at" in meta:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -35,7 +35,7 @@ class Vocab(Protocol):
 
     def count_chars(self, ids: np.ndarray) -> int: ...
 
-    def to_state(self) -> dict: ...
+    def to_state(self) -> dict[str, Any]: ...
 
 
 def id_dtype(size: int) -> np.dtype:
@@ -104,7 +104,7 @@ class CharVocab:
     def count_chars(self, ids: np.ndarray) -> int:
         return len(ids)
 
-    def to_state(self) -> dict:
+    def to_state(self) -> dict[str, Any]:
         return {"kind": self.kind, "chars": self.chars}
 
 
@@ -227,11 +227,11 @@ class SubwordVocab:
             total += int(self._chars[np.asarray(ids[a : a + (1 << 22)], dtype=np.int64)].sum())
         return total
 
-    def to_state(self) -> dict:
+    def to_state(self) -> dict[str, Any]:
         return {"kind": self.kind, "model": self.model}
 
 
-def from_state(state: dict) -> Vocab:
+def from_state(state: dict[str, Any]) -> Vocab:
     """Rebuild the vocabulary saved in a checkpoint."""
     kind = state.get("kind") if isinstance(state, dict) else None
     if kind == "char" and isinstance(state.get("chars"), str):
@@ -241,7 +241,7 @@ def from_state(state: dict) -> Vocab:
     raise CharrnnError(f"unknown vocabulary kind {kind!r} in checkpoint")
 
 
-def encode_prime(vocab, prime: str, unknown: str = "error", what: str = "prime text") -> list[int]:
+def encode_prime(vocab: Vocab, prime: str, unknown: str = "error", what: str = "prime text") -> list[int]:
     """Prime text (or any ``what`` a user gives) as ids; characters outside the vocabulary are
     an error or skipped."""
     missing = vocab.missing(prime)
@@ -252,7 +252,8 @@ def encode_prime(vocab, prime: str, unknown: str = "error", what: str = "prime t
                 "(use --unknown skip to drop them)"
             )
         prime = "".join(c for c in prime if c not in set(missing))
-    return vocab.encode(prime).tolist()
+    ids: list[int] = vocab.encode(prime).tolist()
+    return ids
 
 
 def extended_vocab(vocab: Vocab, chunks: Iterable[str]) -> Vocab:
@@ -267,7 +268,7 @@ def extended_vocab(vocab: Vocab, chunks: Iterable[str]) -> Vocab:
     return CharVocab(vocab.chars + "".join(sorted(seen)))
 
 
-def added_chars(old: dict, new: Vocab) -> str | None:
+def added_chars(old: dict[str, Any], new: Vocab) -> str | None:
     """The characters ``new`` appends to the vocabulary saved as ``old``; None if it is not
     that vocabulary grown (then the checkpoint simply does not fit)."""
     if old.get("kind") != "char" or not isinstance(new, CharVocab):

@@ -10,10 +10,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from charrnn.data import corpus
+from charrnn.data.vocab import Vocab
 from charrnn.errors import CharrnnError
 from charrnn.evaluation.dynamic import Adapter, Rule, gradient_stats, training_sample
 from charrnn.model import checkpoint
@@ -63,9 +65,9 @@ def split_last_line(text: str) -> tuple[str, str]:
 
 
 def adapt(
-    ckpt: dict,
+    ckpt: dict[str, Any],
     model: CharRNN,
-    vocab,
+    vocab: Vocab,
     files: list[str],
     max_steps: int | None = None,
     unknown: str = "error",
@@ -102,9 +104,9 @@ def adapt(
 
 
 def adapt_ids(
-    ckpt: dict,
+    ckpt: dict[str, Any],
     model: CharRNN,
-    vocab,
+    vocab: Vocab,
     ids: np.ndarray,
     max_steps: int = MAX_STEPS,
     rule: Rule = Rule(),
@@ -130,7 +132,7 @@ def adapt_ids(
     return adapter
 
 
-def _check_target(ckpt: dict, path: Path) -> None:
+def _check_target(ckpt: dict[str, Any], path: Path) -> None:
     """Refuse, before any work, a --save-adapted path that would overwrite the checkpoint."""
     source = Path(ckpt["path"])
     if path.exists() and source.exists() and os.path.samefile(path, source):
@@ -139,7 +141,7 @@ def _check_target(ckpt: dict, path: Path) -> None:
         raise CharrnnError(f"--save-adapted {path}: is a directory; give a file name such as {path / 'adapted.pt'}")
 
 
-def save_adapted(ckpt: dict, adapted: Adapted, path: Path) -> None:
+def save_adapted(ckpt: dict[str, Any], adapted: Adapted, path: Path) -> None:
     """Write the adapted copy as an ordinary checkpoint (sample, eval and info read it; a fine-tune
     may start from it), never over the checkpoint it came from."""
     _check_target(ckpt, path)

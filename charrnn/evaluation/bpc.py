@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from charrnn.data.batches import val_streams
+from charrnn.data.vocab import Vocab
 from charrnn.model.network import CharRNN, select_state
 from charrnn.runtime.distributed import World, sum_values
 
@@ -114,7 +115,7 @@ def evaluate(
     return Score(nats=float(total), tokens=n, chars=n if chars is None else chars)
 
 
-def text_ids(vocab, text: str, skip_unknown: bool = False) -> tuple[np.ndarray, int]:
+def text_ids(vocab: Vocab, text: str, skip_unknown: bool = False) -> tuple[np.ndarray, int]:
     """``text`` as ids to score, and how many characters outside the vocabulary were dropped
     (``skip_unknown``; otherwise they are an error)."""
     from charrnn.data.prepare import encode_text
@@ -137,7 +138,7 @@ def text_ids(vocab, text: str, skip_unknown: bool = False) -> tuple[np.ndarray, 
     return ids, skipped
 
 
-def score_text(model: CharRNN, vocab, text: str, skip_unknown: bool = False) -> tuple[Score, int]:
+def score_text(model: CharRNN, vocab: Vocab, text: str, skip_unknown: bool = False) -> tuple[Score, int]:
     """The score of ``text`` (as ``charrnn eval`` reports it) and how many characters outside
     the vocabulary were dropped."""
     ids, skipped = text_ids(vocab, text, skip_unknown)

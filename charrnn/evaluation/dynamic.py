@@ -19,11 +19,13 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from charrnn.data.vocab import Vocab
 from charrnn.errors import CharrnnError
 from charrnn.evaluation.bpc import Score, _ids
 from charrnn.model.network import CharRNN, State, detach_state
@@ -193,7 +195,7 @@ class Comparison:
     dynamic_seconds: float
     rule: Rule
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         """The fields ``charrnn eval --dynamic`` adds to the static report."""
         return {
             "dynamic_bpc": round(self.dynamic.bpc, 5),
@@ -241,7 +243,7 @@ def compare(
     return Comparison(static, dynamic, t1 - t0, t2 - t1, rule)
 
 
-def training_sample(ckpt: dict, vocab, tokens: int = STATS_TOKENS) -> np.ndarray | None:
+def training_sample(ckpt: dict[str, Any], vocab: Vocab, tokens: int = STATS_TOKENS) -> np.ndarray | None:
     """The first ``tokens`` of the text the checkpoint was trained on, read again from its files
     (within the training split); None when they are no longer where the run found them."""
     from charrnn.data import corpus
@@ -273,7 +275,7 @@ def training_sample(ckpt: dict, vocab, tokens: int = STATS_TOKENS) -> np.ndarray
     return ids if len(ids) >= 2 else None
 
 
-def stats_ids(ckpt: dict, vocab, path: str | None = None) -> np.ndarray:
+def stats_ids(ckpt: dict[str, Any], vocab: Vocab, path: str | None = None) -> np.ndarray:
     """The text the rms update's gradient statistics come from: ``path`` if given, else the
     start of the checkpoint's own training text."""
     if path is not None:

@@ -287,7 +287,10 @@ def reference_lstm_step(
     o = σ(W_o·[h, x] + b_o)   C = f ⊙ C_{t-1} + i ⊙ g   h = o ⊙ tanh(C)
     """
     hx = torch.cat([h, x], -1)
-    pre = lambda k: hx @ w[f"W_{k}"].T + w[f"b_{k}"]
+
+    def pre(k: str) -> Tensor:
+        return hx @ w[f"W_{k}"].T + w[f"b_{k}"]
+
     gates = {
         "i": torch.sigmoid(pre("i")),
         "f": torch.sigmoid(pre("f")),

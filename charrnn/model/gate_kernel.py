@@ -17,11 +17,22 @@ from __future__ import annotations
 import functools
 import os
 from types import ModuleType
+from typing import Protocol
 
 import numpy as np
 import torch
 
 from charrnn.runtime.kernels import gate_function_addresses
+
+
+class Kernels(Protocol):
+    """The extension's functions the sampler calls (see _lstm_row.pyi and _lstm_row.c)."""
+
+    def lstm_cell(self, gates: int, bias: int, c: int, h: int, up: int, hidden: int, /) -> None: ...
+    def add(self, a: int, b: int, n: int, /) -> None: ...
+    def temper(self, temp: float, logits: int, scaled: int, n: int, /) -> None: ...
+    def race(self, probs: int, draws: int, n: int, /) -> int: ...
+
 
 _lstm_row: ModuleType | None  # the extension, typed by _lstm_row.pyi
 try:
@@ -38,7 +49,7 @@ _VECTOR_BLOCK = {"AVX2": 16}
 _MAX_HIDDEN = 2048
 
 
-def kernels(hidden: int) -> ModuleType | None:
+def kernels(hidden: int) -> Kernels | None:
     """``_lstm_row`` where its functions are torch's arithmetic for this hidden size, else None."""
     return None if why_not(hidden) else _lstm_row
 
@@ -91,7 +102,20 @@ def torch_gates(
         up.copy_(h)
 
 
-def gate_views(g: torch.Tensor, c: torch.Tensor, h: torch.Tensor, up: torch.Tensor | None) -> tuple:
+# torch_gates's arguments: ifo, g, i, f, o, c, h and up.
+GateViews = tuple[
+    torch.Tensor,
+    torch.Tensor,
+    torch.Tensor,
+    torch.Tensor,
+    torch.Tensor,
+    torch.Tensor,
+    torch.Tensor,
+    torch.Tensor | None,
+]
+
+
+def gate_views(g: torch.Tensor, c: torch.Tensor, h: torch.Tensor, up: torch.Tensor | None) -> GateViews:
     """``torch_gates``'s arguments for a layer's gates buffer ``g`` (1, 4H: i, f, o, g), its cell
     ``c``, its output ``h`` and the upper layer's copy of h ``up`` (or None)."""
     H = c.shape[-1]

@@ -52,7 +52,7 @@ class _Layer(NamedTuple):
     inp_: np.ndarray
     w_: np.ndarray
     g_: np.ndarray
-    views: tuple
+    views: gate_kernel.GateViews
     pointers: tuple[int, int, int, int]  # gates, cell, h, the upper layer's copy of h (or 0)
 
 
@@ -64,7 +64,7 @@ class _PackedLayer(NamedTuple):
     low: torch.Tensor
     w: torch.Tensor
     g: torch.Tensor
-    views: tuple
+    views: gate_kernel.GateViews
     pointers: tuple[int, int, int, int]
 
 

@@ -8,6 +8,8 @@ one matrix-vector product per weight matrix and a handful of element-wise operat
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 
@@ -46,9 +48,9 @@ class Stepper:
             H = cfg.hidden
             lstm_blocks = [slice(0, 2 * H), slice(3 * H, 4 * H), slice(2 * H, 3 * H)]
             blocks = lstm_blocks if self.kind == "lstm" else [slice(None)]
-            p = lambda name: getattr(rnn, name).detach().float()
-            w = lambda name: _gate_order(p(name), blocks)
-            t = lambda name: _transposed(p(name), blocks)
+            p: Callable[[str], torch.Tensor] = lambda name: getattr(rnn, name).detach().float()
+            w: Callable[[str], torch.Tensor] = lambda name: _gate_order(p(name), blocks)
+            t: Callable[[str], torch.Tensor] = lambda name: _transposed(p(name), blocks)
             # Above the first layer an LSTM or RNN step reads only its [x, h] matrix: there these
             # hold the first layer's alone (its input matrix goes into the token table).
             stacked = self.kind not in CUSTOM_CELLS and self.kind != "gru"

@@ -123,7 +123,10 @@ def summary(result: dict[str, Any], quiet: bool) -> None:
     if quiet:
         return
     table = Table(title="charrnn training summary", show_header=False)
-    fmt = lambda v: "-" if v is None else f"{v:.4f}"
+
+    def fmt(v: float | None) -> str:
+        return "-" if v is None else f"{v:.4f}"
+
     steps = f"{result['steps']:,}" + (" (stopped early: val bpc stopped improving)" if result["stopped_early"] else "")
     best = fmt(result["best_val_bpc"])
     if result["best_val_bpc"] is not None:

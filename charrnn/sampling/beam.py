@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from charrnn.data.vocab import Vocab
 from charrnn.errors import CharrnnError
 from charrnn.model.network import CharRNN, join_states, map_state, select_state
 from charrnn.model.stepper import Stepper
@@ -11,7 +12,7 @@ from charrnn.sampling.generate import start_ids, warm_up
 
 
 @torch.no_grad()
-def beam_search(model: CharRNN, vocab, prime_ids: list[int], width: int, length: int) -> tuple[str, float]:
+def beam_search(model: CharRNN, vocab: Vocab, prime_ids: list[int], width: int, length: int) -> tuple[str, float]:
     """The most likely continuation of ``length`` tokens found with ``width`` beams (for a
     subword vocabulary the text is then cut to ``length`` characters).
 

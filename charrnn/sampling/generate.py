@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import torch
 
+from charrnn.data.vocab import Vocab
 from charrnn.model.network import CharRNN, State, map_state
 from charrnn.model.single_row import SingleRow
 from charrnn.model.stepper import Stepper
@@ -16,12 +17,13 @@ from charrnn.sampling.pick import RowNoise, single_row_pick
 from charrnn.sampling.text import RowText
 
 
-def start_ids(vocab, prime_ids: list[int]) -> list[int]:
+def start_ids(vocab: Vocab, prime_ids: list[int]) -> list[int]:
     """What the model reads before generating: the prime, or a newline (start of a line)."""
     if prime_ids:
         return prime_ids
     newline = vocab.missing("\n") == []
-    return vocab.encode("\n").tolist() if newline else [0]
+    ids: list[int] = vocab.encode("\n").tolist() if newline else [0]
+    return ids
 
 
 @torch.no_grad()
@@ -35,7 +37,9 @@ def warm_up(model: CharRNN, ids: list[int], batch: int) -> tuple[torch.Tensor, S
     return logits, map_state(lambda s: s.expand(-1, batch, -1).contiguous(), state)
 
 
-def _single_row(stepper: Stepper, logits: torch.Tensor, state: State, opts: SampleOptions, pieces: list[bytes]):
+def _single_row(
+    stepper: Stepper, logits: torch.Tensor, state: State, opts: SampleOptions, pieces: list[bytes]
+) -> Iterator[tuple[int, str]]:
     """generate's loop for one LSTM row (see ``charrnn.model.single_row``): the same tokens in the
     same order of random draws, with a fraction of the calls per character."""
     row = SingleRow(stepper, logits, state)
@@ -53,7 +57,7 @@ def _single_row(stepper: Stepper, logits: torch.Tensor, state: State, opts: Samp
 
 
 def generate(
-    model: CharRNN, vocab, opts: SampleOptions, prime_ids: list[int], num_samples: int = 1
+    model: CharRNN, vocab: Vocab, opts: SampleOptions, prime_ids: list[int], num_samples: int = 1
 ) -> Iterator[tuple[int, str]]:
     """Yield (row, text) pieces as ``num_samples`` rows are generated together in one batch.
 
@@ -75,7 +79,9 @@ def generate(
 
 
 @torch.no_grad()
-def _rows(stepper: Stepper, logits: torch.Tensor, state: State, opts: SampleOptions, pieces: list[bytes]):
+def _rows(
+    stepper: Stepper, logits: torch.Tensor, state: State, opts: SampleOptions, pieces: list[bytes]
+) -> Iterator[tuple[int, str]]:
     """generate's loop for a batch of rows (or any cell at batch 1), stepped together to the end."""
     num_samples = logits.shape[0]
     noise = None

@@ -9,15 +9,17 @@ own generator (``RowNoise``), so a row's text depends on its seed alone.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from types import ModuleType
-from typing import Literal, overload
+from typing import TYPE_CHECKING, Literal, overload
 
 import numpy as np
 import torch
 
 from charrnn.sampling.options import SampleOptions
+
+if TYPE_CHECKING:
+    from charrnn.model.gate_kernel import Kernels
 
 
 @dataclass(frozen=True)
@@ -40,10 +42,13 @@ class RowFilters:
     @classmethod
     def of(cls, rows: list[SampleOptions], vocab_size: int, device: torch.device | str | None = None) -> RowFilters:
         """The filters for ``rows``: one ``SampleOptions`` per row, or one for them all."""
+
+        def column(values: Sequence[float], dtype: torch.dtype) -> torch.Tensor:
+            return torch.tensor([[v] for v in values], dtype=dtype, device=device)
+
+        greedy = [o.greedy for o in rows]
         # float32 whatever torch's default dtype: one setting's Python floats divide the logits
         # and meet top-p's cumulative sums as float32 too.
-        column = lambda values, dtype: torch.tensor([[v] for v in values], dtype=dtype, device=device)
-        greedy = [o.greedy for o in rows]
         temp = column([1.0 if o.greedy else o.temp for o in rows], torch.float32)
         k = [vocab_size if o.greedy or o.top_k is None else min(o.top_k, vocab_size) for o in rows]
         top_k = column(k, torch.long) if min(k) < vocab_size else None
@@ -174,7 +179,7 @@ class RowNoise:
 
 
 def single_row_pick(
-    opts: SampleOptions, logits: torch.Tensor, noise: RowNoise | None, kernels: ModuleType | None = None
+    opts: SampleOptions, logits: torch.Tensor, noise: RowNoise | None, kernels: Kernels | None = None
 ) -> Callable[[], int]:
     """``pick`` for one row's fixed ``logits`` buffer as a function returning the token as an
     int: plain temperature sampling (the default) through ``temperature_pick``, the very
@@ -191,7 +196,7 @@ def single_row_pick(
 
 
 def temperature_pick(
-    logits: torch.Tensor, temp: float, noise: RowNoise | None, kernels: ModuleType | None = None
+    logits: torch.Tensor, temp: float, noise: RowNoise | None, kernels: Kernels | None = None
 ) -> Callable[[], int]:
     """``pick_rows``'s temperature sampling of the fixed ``logits`` buffer as a function of
     nothing, returning the token: the same division, softmax, division by the Exp(1) draws

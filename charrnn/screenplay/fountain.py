@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass
+from typing import Any
 
 # Characters no screenplay holds and some exporters cannot write: C0/C1 controls (XML 1.0 forbids
 # them in FDX), U+E700-E706 (screenplain's private emphasis markers: a stray end marker crashes
@@ -222,7 +223,7 @@ class Structure:
     headings_parsed: float | None
     mean_scene_chars: float | None
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(self).items()}
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from charrnn.data.vocab import Vocab
 from charrnn.model.network import CharRNN
 from charrnn.model.stepper import Stepper
 from charrnn.sampling.batch import Batch, Row
@@ -56,7 +57,7 @@ class Engine:
     """The worker that owns one model. ``submit`` and ``cancel`` are safe from any thread."""
 
     def __init__(
-        self, model: CharRNN, vocab, sink: Sink, device: torch.device | str = "cpu", threads: int | None = None
+        self, model: CharRNN, vocab: Vocab, sink: Sink, device: torch.device | str = "cpu", threads: int | None = None
     ) -> None:
         self.model = model.eval().to(device)
         self.threads = threads
@@ -174,5 +175,6 @@ def _row(job: Job) -> Row:
 
 def _counted(row: Row) -> Job:
     """The row's job, with the tokens it generated (set once, as it ends)."""
-    row.key.tokens = row.text.count
-    return row.key
+    job: Job = row.key
+    job.tokens = row.text.count
+    return job

@@ -7,6 +7,8 @@ import contextlib
 import signal
 import socket
 import sys
+from collections.abc import Iterator
+from types import FrameType
 
 import uvicorn
 
@@ -23,13 +25,13 @@ class _Server(uvicorn.Server):
         super().__init__(config)
         self.charrnn, self.url = state, url
 
-    def handle_exit(self, sig: int, frame) -> None:
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         for engine in self.charrnn.engines:
             engine.finish_all()
         super().handle_exit(sig, frame)
 
     @contextlib.contextmanager
-    def capture_signals(self):
+    def capture_signals(self) -> Iterator[None]:
         original = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             yield
@@ -37,7 +39,7 @@ class _Server(uvicorn.Server):
             for sig, handler in original.items():
                 signal.signal(sig, handler)
 
-    async def startup(self, sockets=None) -> None:
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         if self.started:
             print(f"charrnn serve: {self.url} (models: {', '.join(self.charrnn.models)})", file=sys.stderr, flush=True)

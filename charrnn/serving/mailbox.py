@@ -24,9 +24,9 @@ class Mailbox:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.items: deque[Item] = deque()  # append and popleft are atomic across threads
-        self.waiter: asyncio.Future | None = None
+        self.waiter: asyncio.Future[None] | None = None
 
-    def post(self, item: Item) -> asyncio.Future | None:
+    def post(self, item: Item) -> asyncio.Future[None] | None:
         """Add an item; the waiting reader's future to wake, if there is one."""
         self.items.append(item)
         return self.waiter
@@ -61,7 +61,7 @@ def deliver(loop: asyncio.AbstractEventLoop, posts: Iterable[tuple[Mailbox, Item
             loop.call_soon_threadsafe(_wake, list(woken.values()))
 
 
-def _wake(futures: list[asyncio.Future]) -> None:
+def _wake(futures: list[asyncio.Future[None]]) -> None:
     for fut in futures:
         if not fut.done():
             fut.set_result(None)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from charrnn.training.config import TrainConfig
 from charrnn.training.sizes import LADDER, Size
@@ -184,7 +184,7 @@ def resolve(
     unit: str,
     device: torch.device,
     world: World,
-    init: dict | None,
+    init: dict[str, Any] | None,
     log: Callable[[str], None],
 ) -> TrainConfig:
     """Fill ``cfg`` (the auto preset's) with what auto chooses for this corpus, budget and machine.
@@ -230,7 +230,9 @@ def resolve(
     return cfg
 
 
-def _keep_given_sizes(cfg: TrainConfig, given: set[str], init: dict | None) -> tuple[set[str], dict]:
+def _keep_given_sizes(
+    cfg: TrainConfig, given: set[str], init: dict[str, Any] | None
+) -> tuple[set[str], dict[str, Any]]:
     """The size settings auto must keep: those given as flags, and those of the checkpoint a
     fine-tune starts from (set on ``cfg`` here); and the latter alone."""
     from charrnn.model.network import ModelConfig

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from charrnn.errors import CharrnnError
 
@@ -95,7 +96,7 @@ class RunLock:
             raise CharrnnError(f"--out {self.run_dir}: directory is not writable ({e.strerror or e})") from None
 
 
-def _read(fd: int) -> dict:
+def _read(fd: int) -> dict[str, Any]:
     try:
         found = json.loads(os.pread(fd, 4096, 0) or b"{}")
     except (OSError, ValueError):

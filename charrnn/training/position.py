@@ -4,6 +4,7 @@ loss sums and history, which ``last.pt`` saves for a bit-identical resume."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -22,4 +23,4 @@ class RunState:
     lr_scale: float = 1.0
     loss_sum: float = 0.0
     loss_count: int = 0
-    history: list[dict] = field(default_factory=list)
+    history: list[dict[str, Any]] = field(default_factory=list)

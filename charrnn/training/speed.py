@@ -48,7 +48,11 @@ def machine() -> str:
     return f"{cpu_model()}{amx}|torch {torch.__version__}|threads {torch.get_num_threads()}"
 
 
-def _key(device: torch.device, precision: Precision, shape: tuple) -> str:
+# A timed model's cell, layers, hidden, embed, seq_len, rows (of a rank's batch) and vocabulary.
+Shape = tuple[str, int, int, int, int, int, int]
+
+
+def _key(device: torch.device, precision: Precision, shape: Shape) -> str:
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
     text = f"{machine()}|{where}|{precision.name}|{shape}"
     return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -80,7 +84,7 @@ class Speeds:
         """Tokens per second of all ranks together (each steps its share of the batch)."""
         rows = max(1, size.batch_size // self.ranks)
         # The vocabulary to the next power of two: the head's cost moves with it, a few characters don't.
-        shape = (
+        shape: Shape = (
             self.model,
             size.layers,
             size.hidden,
@@ -118,7 +122,7 @@ def _read(cache: Path) -> dict[str, float]:
     return {k: v for k, v in known.items() if isinstance(v, (int, float))} if isinstance(known, dict) else {}
 
 
-def time_steps(shape: tuple, device: torch.device, precision: Precision) -> float:
+def time_steps(shape: Shape, device: torch.device, precision: Precision) -> float:
     """Tokens per second of a training step (forward, the trainer's loss, backward, its AdamW) of a
     model of ``shape`` on random tokens, after one untimed step (oneDNN and cuDNN set up their
     kernels on the first)."""

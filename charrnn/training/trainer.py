@@ -192,7 +192,10 @@ class Trainer:
             self.hidden = None
         x, y = self.batches.window(r.window)
         x, y = x[self.rows], y[self.rows]
-        to = lambda a: torch.from_numpy(np.ascontiguousarray(a).astype(np.int64)).to(self.device)
+
+        def to(a: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(np.ascontiguousarray(a).astype(np.int64)).to(self.device)
+
         return to(x), to(y)
 
     def _on_signal(self, signum: int, frame: Any) -> None:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from charrnn.data.vocab import Vocab
 from charrnn.errors import CharrnnError
 from charrnn.model.network import LSTM_FAMILY, CharRNN, state_tensors
 from charrnn.model.stepper import Stepper
@@ -99,7 +100,7 @@ def _piece_texts(pieces: list[bytes], ids: list[int]) -> list[tuple[str, int]]:
 
 
 @torch.no_grad()
-def trace(model: CharRNN, vocab, ids: list[int]) -> Trace:
+def trace(model: CharRNN, vocab: Vocab, ids: list[int]) -> Trace:
     """Read ``ids`` through the model and record what the module docstring lists."""
     if not ids:
         raise CharrnnError("the text is empty")
@@ -214,7 +215,8 @@ def correlations(values: np.ndarray, feature: np.ndarray) -> np.ndarray:
     denom = np.sqrt((x * x).sum(0) * (y * y).sum())
     with np.errstate(invalid="ignore", divide="ignore"):
         r = (x * y[:, None]).sum(0) / denom
-    return np.nan_to_num(r)
+    scores: np.ndarray = np.nan_to_num(r)
+    return scores
 
 
 def rank_units(tr: Trace, top: int = 5) -> dict[str, list[tuple[Unit, float]]]:
