@@ -4,14 +4,19 @@ before the model loads; the text written by ``charrnn.cli.output``."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from charrnn.cli.errors import check_unknown, detach_stdout, fail
 from charrnn.cli.options import takes
 from charrnn.errors import CharrnnError
+
+if TYPE_CHECKING:
+    from charrnn.data.vocab import Vocab
+    from charrnn.model.network import CharRNN
 from charrnn.sampling.options import SAMPLE_OPTIONS, SampleOptions
 
 
@@ -92,19 +97,15 @@ def _sample(
     from charrnn.data.vocab import encode_prime
     from charrnn.model import checkpoint
 
-    path = checkpoint.resolve(checkpoint_path) if checkpoint_path else checkpoint.latest_run()
-    ckpt = checkpoint.load(path)
+    ckpt = checkpoint.load(_model_path(checkpoint_path))
     model, vocab = checkpoint.build_model(ckpt)
     prime_ids = encode_prime(vocab, prime, unknown)
     prime_text = vocab.decode(prime_ids)
     if adapt:
-        from charrnn.evaluation.adapt import adapt as adapt_model
-
-        adapted = adapt_model(ckpt, model, vocab, adapt, adapt_steps, unknown, save_to=save_adapted)
-        model = adapted.model
-        if not prime_ids:  # the sample reads the passage's end and continues its last line
-            prime_ids, prime_text = adapted.context, adapted.last_line
-    write_samples(
+        model, prime_ids, prime_text = _adapted(
+            ckpt, model, vocab, adapt, adapt_steps, unknown, save_adapted, prime_ids, prime_text
+        )
+    texts = write_samples(
         document or _Out(),
         model,
         vocab,
@@ -115,7 +116,70 @@ def _sample(
         unescape(separator),
         as_json,
         beam_width,
+        _copy_report(ckpt) if as_json else None,
     )
+    if not as_json:
+        _warn_if_copied(ckpt, texts)
+
+
+def _adapted(
+    ckpt: dict[str, Any],
+    model: CharRNN,
+    vocab: Vocab,
+    passages: list[str],
+    steps: int | None,
+    unknown: str,
+    save_to: Path | None,
+    prime_ids: list[int],
+    prime_text: str,
+) -> tuple[CharRNN, list[int], str]:
+    """The model adapted to --adapt's passages; without a prime, the sample reads the passage's
+    end and continues its last line."""
+    from charrnn.evaluation.adapt import adapt
+
+    adapted = adapt(ckpt, model, vocab, passages, steps, unknown, save_to=save_to)
+    if not prime_ids:
+        return adapted.model, adapted.context, adapted.last_line
+    return adapted.model, prime_ids, prime_text
+
+
+def _model_path(given: Path | None) -> Path:
+    """The model named, else the newest run, else the bundled base (saying so on stderr)."""
+    from charrnn.model import checkpoint
+
+    if given is not None:
+        return checkpoint.resolve(given)
+    path, note = checkpoint.default_model()
+    if note:
+        print(note, file=sys.stderr)
+    return path
+
+
+def _copy_report(ckpt: dict[str, Any]) -> Callable[[str], dict[str, Any]]:
+    """--json's copy fields for each sample; null where the run's training text is not on disk."""
+    from charrnn.evaluation.copying import run_index
+
+    index = run_index(ckpt)
+    if index is None:
+        return lambda text: {"longest_copied": None, "copied_fraction": None}
+    return lambda text: index.copying(text).as_dict()
+
+
+def _warn_if_copied(ckpt: dict[str, Any], texts: list[str]) -> None:
+    """A plain sample's one warning on stderr when it repeats a long passage of its training text
+    (a small corpus memorised reads as new text); checked after the text is out."""
+    from charrnn.evaluation.copying import WARN_SPAN, run_index
+
+    index = run_index(ckpt)
+    if index is None:
+        return
+    longest = max(index.copying(text).longest for text in texts)
+    if longest > WARN_SPAN:
+        print(
+            f"warning: this sample repeats {longest:,} characters of the training text verbatim; "
+            "the model has memorised it (more text, or --base english, helps; sample --json reports it)",
+            file=sys.stderr,
+        )
 
 
 def _prime_text(prime: str | None, prime_file: Path | None) -> str:
