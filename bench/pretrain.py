@@ -1,13 +1,18 @@
-"""The English base model's recipe: pretrain on ../shared/corpora/pg-english/, resumable in chunks.
+"""The English base model's recipe: pretrain on ../shared/corpora/pg-english/, resumable in chunks,
+then package what ships in the wheel (charrnn/base/english.pt).
 
     python bench/pretrain.py --out checkpoints/base-english --chunk 2h   # again until it says done
+    python bench/pretrain.py --out checkpoints/base-english --package    # -> charrnn/base/english.pt
 
-Each call trains until the chunk's time is up (then the run saves last.pt and the next call
-resumes it exactly) or the run is finished. The corpus is the manifest's books, each checked
+Each training call trains until the chunk's time is up (then the run saves last.pt and the next
+call resumes it exactly) or the run is finished. The corpus is the manifest's books, each checked
 against its sha256, in the manifest's order with four held-back books last: the validation split
 is exactly those books (two plays, two novels), so the base's val bpc is on text it never read.
 The run is seeded and stops at a fixed step count, so on one kind of CPU every chunking of it
-gives the same weights bit for bit.
+gives the same weights bit for bit. Packaging stores the last step's weights in bfloat16 (half
+the bytes; the model still computes in float32) with what the run was in its metadata, scores
+the held-back books with those very weights, and writes only deterministic values, so the file
+is byte for byte what the recipe makes on the same kind of CPU.
 """
 
 from __future__ import annotations
@@ -16,7 +21,6 @@ import argparse
 import csv
 import hashlib
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -29,7 +33,7 @@ import catalogue  # noqa: E402
 PG = catalogue.SHARED / "pg-english"
 # Held back for validation, by e-book number: two plays and two novels of the corpus's kinds.
 HELD_BACK = ("3618", "2542", "2852", "768")
-STEPS = 12_000
+STEPS = 6_000
 FLAGS = [
     "--preset",
     "small",
@@ -78,7 +82,7 @@ def books() -> tuple[list[Path], list[Path], str]:
     return train, held, hashlib.sha256(manifest.read_bytes()).hexdigest()
 
 
-def chars(paths: list[Path]) -> int:
+def chars_of(paths: list[Path]) -> int:
     return sum(len(p.read_text(encoding="utf-8")) for p in paths)
 
 
@@ -88,9 +92,9 @@ def train_chunk(out: Path, seconds: float | None) -> int:
     if (out / "last.pt").is_file():
         args = ["train", "--resume", str(out)]
     else:
-        total = chars(train) + chars(held)
+        total = chars_of(train) + chars_of(held)
         # The last val_frac of the text is validation: exactly the held-back books' characters.
-        args = ["train", *map(str, train + held), *FLAGS, "--val-frac", repr(chars(held) / total), "--out", str(out)]
+        args = ["train", *map(str, train + held), *FLAGS, "--val-frac", repr(chars_of(held) / total), "--out", str(out)]
     proc = subprocess.Popen([sys.executable, "-m", "charrnn", *args])
     try:
         proc.wait(timeout=seconds)
@@ -100,31 +104,94 @@ def train_chunk(out: Path, seconds: float | None) -> int:
     return proc.returncode
 
 
+def held_back_bpc(state: dict, model_config: dict, vocab_state: dict, held: list[Path]) -> float:
+    """Bits per character of the held-back books under these weights (computed in float32)."""
+    import torch
+
+    from charrnn.data import corpus
+    from charrnn.data.vocab import from_state
+    from charrnn.evaluation.bpc import evaluate
+    from charrnn.model.network import CharRNN, ModelConfig
+
+    model = CharRNN(ModelConfig.from_dict(model_config))
+    model.load_state_dict(state)
+    vocab = from_state(vocab_state)
+    sources = corpus.open_sources([str(p) for p in held])
+    try:
+        ids = vocab.encode(corpus.read_text(sources))
+    finally:
+        corpus.release(sources)
+    return evaluate(model.eval(), ids, torch.device("cpu")).bpc
+
+
+def package(out: Path, to: Path) -> dict:
+    """Write the shipped base model from the finished run in ``out``; its metadata."""
+    import torch
+
+    from charrnn._version import __version__
+    from charrnn.model import checkpoint
+    from charrnn.runtime.device import cpu_model
+
+    run = checkpoint.load(out / "last.pt")
+    if run["step"] != STEPS:
+        sys.exit(f"error: {out} is at step {run['step']:,} of {STEPS:,}; train on before packaging")
+    train, held, manifest = books()
+    weights = {k: v.to(torch.bfloat16) for k, v in run["state_dict"].items()}
+    bpc = held_back_bpc({k: v.float() for k, v in weights.items()}, run["model_config"], run["vocab"], held)
+    exact = held_back_bpc(run["state_dict"], run["model_config"], run["vocab"], held)
+    read = STEPS * 32 * 100
+    meta = {
+        "name": "english",
+        "corpus": f"pg-english: {len(train)} public-domain Project Gutenberg books read, {len(held)} held back",
+        "manifest_sha256": manifest,
+        "held_back": [p.name for p in held],
+        "steps": STEPS,
+        "chars_read": read,
+        "passes": round(read / chars_of(train), 3),
+        "trained_on": f"{cpu_model()}, torch {torch.__version__}, float32, charrnn {run.get('charrnn_version')}",
+        "held_back_bpc": round(bpc, 4),
+        "held_back_bpc_float32": round(exact, 4),
+        "stored": "bfloat16 weights, computed in float32",
+        "recipe": "python bench/pretrain.py --out checkpoints/base-english; python bench/pretrain.py --package",
+        "packaged_by": f"charrnn {__version__}",
+    }
+    cfg = run["train_config"]
+    shipped = {
+        "model_config": run["model_config"],
+        "vocab": run["vocab"],
+        "state_dict": weights,
+        "train_config": {k: cfg[k] for k in ("model", "layers", "hidden", "embed", "seq_len", "batch_size", "lr")},
+        "step": STEPS,
+        "val_bpc": round(bpc, 4),
+        "best_val_bpc": round(bpc, 4),
+        "base": meta,
+    }
+    to.parent.mkdir(parents=True, exist_ok=True)
+    checkpoint.save(shipped, to)
+    return meta
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("checkpoints/base-english"))
+    parser.add_argument("--chunk", help="stop (resumably) after this long, e.g. 2h (default: run to the end)")
+    parser.add_argument("--package", action="store_true", help="write the shipped model from the finished run")
     parser.add_argument(
-        "--chunk", default=None, help="stop (resumably) after this long, e.g. 2h (default: run to the end)"
+        "--to", type=Path, default=Path(__file__).resolve().parents[1] / "charrnn" / "base" / "english.pt"
     )
     a = parser.parse_args()
-    from charrnn.config import parse_duration
+    if a.package:
+        meta = package(a.out, a.to)
+        print(json.dumps({"bench": "pretrain", "packaged": str(a.to), "bytes": a.to.stat().st_size, **meta}))
+        return
+    from charrnn.training.config import parse_duration
 
     seconds = parse_duration(a.chunk) if a.chunk else None
     start = time.monotonic()
     code = train_chunk(a.out, seconds)
     state = "chunk" if code == 128 + signal.SIGTERM else "done" if code == 0 else "failed"
-    print(
-        json.dumps(
-            {
-                "bench": "pretrain",
-                "out": str(a.out),
-                "state": state,
-                "exit": code,
-                "seconds": round(time.monotonic() - start, 1),
-                "pid": os.getpid(),
-            }
-        )
-    )
+    took = round(time.monotonic() - start, 1)
+    print(json.dumps({"bench": "pretrain", "out": str(a.out), "state": state, "exit": code, "seconds": took}))
     sys.exit(0 if state != "failed" else 1)
 
 

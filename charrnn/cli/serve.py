@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import typer
@@ -54,7 +55,13 @@ def _serve(checkpoints: list[str] | None, device: str, host: str, port: int, **s
         if e.name not in ("fastapi", "uvicorn", "starlette"):
             raise
         raise CharrnnError("charrnn serve needs the serve extra: pip install 'charrnn[serve]'") from None
+    from charrnn.model.checkpoint import default_model
     from charrnn.runtime.device import pick_device
 
-    state = ServerState(load_models(checkpoints or []), device=str(pick_device(device)), **settings)
+    if not checkpoints:
+        path, note = default_model()
+        if note:
+            print(note, file=sys.stderr)
+        checkpoints = [str(path)]
+    state = ServerState(load_models(checkpoints), device=str(pick_device(device)), **settings)
     run(state, host, port)

@@ -20,6 +20,9 @@ from charrnn.runtime.files import write_atomic
 FORMAT = "charrnn"
 VERSION = 1
 RUN_FILES = ("best.pt", "last.pt")
+# The name that stands for the English base model shipped in the package (where no file or
+# directory of that name exists): ``charrnn info base``, ``charrnn sample base``, ``load("base")``.
+BASE = "base"
 
 
 def save(obj: dict[str, Any], path: Path) -> None:
@@ -41,9 +44,21 @@ def copy(src: Path, dst: Path) -> None:
         write_atomic(Path(dst), lambda f: shutil.copyfileobj(source, f), "checkpoint")
 
 
+def bundled_base() -> Path:
+    """The English base model in the installed package (charrnn/base/english.pt)."""
+    from importlib.resources import files
+
+    return Path(str(files("charrnn") / "base" / "english.pt"))
+
+
 def resolve(path: str | Path) -> Path:
-    """A checkpoint file, or a run directory's best.pt (falling back to last.pt)."""
+    """A checkpoint file, a run directory's best.pt (falling back to last.pt), or for ``base``
+    (unless a file or directory has that name) the bundled English base model."""
     p = Path(path)
+    if str(path) == BASE and not p.exists():
+        if not bundled_base().is_file():
+            raise CharrnnError(f"this installation lacks the bundled base model ({bundled_base()})")
+        return bundled_base()
     if p.is_dir():
         for name in RUN_FILES:
             if (p / name).is_file():
@@ -61,6 +76,21 @@ def latest_run(root: Path = Path("checkpoints")) -> Path:
         raise CharrnnError(f"no trained model found under ./{root}; train one first with: charrnn train CORPUS.txt")
     newest_dir = max(found, key=lambda f: f.stat().st_mtime).parent
     return resolve(newest_dir)
+
+
+def default_model(root: Path = Path("checkpoints")) -> tuple[Path, str | None]:
+    """The model a command uses when none is named: the newest run under ``root``, else the
+    bundled base model, with a note saying so (a new user sees English before training)."""
+    try:
+        return latest_run(root), None
+    except CharrnnError:
+        if not bundled_base().is_file():
+            raise
+    note = (
+        f"note: no trained model under ./{root}; using the bundled English base model "
+        "(train your own with: charrnn train FILE)"
+    )
+    return bundled_base(), note
 
 
 def load(path: str | Path) -> dict[str, Any]:
@@ -142,4 +172,22 @@ def describe(ckpt: dict[str, Any]) -> list[tuple[str, str]]:
         rows.append(("characters", describe_chars(list(vocab.chars), limit=200)))
     else:
         rows.append(("tokenizer", f"SentencePiece {vocab.kind}, byte fallback, whitespace kept"))
-    return rows
+    return rows + _base_rows(ckpt.get("base"))
+
+
+def _base_rows(base: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """What a base model was pretrained on, how, and how well (the bundled model's metadata)."""
+    if not base:
+        return []
+    return [
+        ("base model", f"{base['name']}: {base['corpus']}"),
+        ("corpus sha256", f"{base['manifest_sha256']} (MANIFEST.tsv)"),
+        ("held back", ", ".join(base["held_back"])),
+        ("pretraining", f"{base['steps']:,} steps, {base['chars_read']:,} characters read ({base['passes']} passes)"),
+        ("trained on", base["trained_on"]),
+        (
+            "held-back bpc",
+            f"{base['held_back_bpc']:.4f} ({base['stored']}; float32 weights {base['held_back_bpc_float32']:.4f})",
+        ),
+        ("recipe", base["recipe"]),
+    ]

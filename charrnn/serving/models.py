@@ -47,13 +47,14 @@ def model_threads() -> int:
 
 
 def load_models(paths: list[str]) -> dict[str, Served]:
-    """Each checkpoint or run directory, named by its run directory (or its file's stem).
+    """Each checkpoint or run directory, named by its run directory (or its file's stem: the
+    bundled base model is ``english``).
 
     This (the event loop's) thread then computes on one torch thread, before it runs any torch
     operation: once it has run one on an OpenMP team of its own, every step of a worker's team
     took 1.7-2.3x as long (2-core Xeon, one process, same minute)."""
     torch.set_num_threads(1)
-    files = [checkpoint.resolve(p) for p in paths] if paths else [checkpoint.latest_run()]
+    files = [checkpoint.resolve(p) for p in paths]
     served: dict[str, Served] = {}
     for f in files:
         name = f.parent.resolve().name if f.name in checkpoint.RUN_FILES else f.stem

@@ -261,6 +261,12 @@ _RUN_OPTIONS = {
         flags=("--resume",),
     ),
     "init_from": Option("Start from this checkpoint's weights (fine-tuning); a fresh run otherwise.", type=Path),
+    "base": Option(
+        "english: start from the bundled English base model (LSTM 2x512) | none: from random weights. Default: "
+        "--preset auto decides from how well the base reads the corpus; other presets start from random weights.",
+        type=str,
+        choices=("english", "none"),
+    ),
     "quiet": Option("No progress bar or summary.", type=bool, default=False, flags=("--quiet", "-q")),
 }
 # Every option of ``charrnn train``, in the order its --help lists them. Their defaults are None
@@ -300,6 +306,7 @@ TRAIN_OPTIONS = command_options(
         "out",
         "resume",
         "init_from",
+        "base",
         "tensorboard",
         "quiet",
     ),

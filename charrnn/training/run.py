@@ -25,6 +25,10 @@ def _stderr(message: str) -> None:
     print(message, file=sys.stderr)
 
 
+def _quiet(message: str) -> None:
+    """A log that says nothing (--quiet, and ranks other than 0)."""
+
+
 @dataclass
 class Finished:
     """What a finished run left: its summary (as the CLI's table shows it), where, and how."""
@@ -89,6 +93,7 @@ def train_run(
     out: Path | None = None,
     resume: bool = False,
     init_from: Path | None = None,
+    base: str | None = None,
     time: str | None = None,
     quiet: bool = False,
     log: Callable[[str], None] = _stderr,
@@ -112,19 +117,34 @@ def train_run(
     if out.exists() and not out.is_dir():
         raise CharrnnError(f"--out {out}: exists and is not a directory")
     given = {k for k, v in flags.items() if v is not None} | ({"time"} if time is not None else set())
+    _check_base(base, resume, init_from, cfg, given)
     with RunLock(out, log) if world.main else contextlib.nullcontext():
-        result = _train(paths, cfg, out, preset, resume_ckpt, init_from, quiet, log, world, given)
+        result = _train(paths, cfg, out, preset, resume_ckpt, init_from, base, quiet, log, world, given)
     return Finished(result, out, cfg, world.main)
 
 
-def _train(paths, cfg, out, preset, resume_ckpt, init_from, quiet, log, world, given) -> dict[str, Any]:
+def _check_base(base: str | None, resume: bool, init_from: Path | None, cfg: TrainConfig, given: set[str]) -> None:
+    """--base fits a new character-level run of the base's own size; refused otherwise."""
+    if base is not None and base not in ("english", "none"):
+        raise CharrnnError(f"--base must be english or none (got {base!r})")
+    if base is None or base == "none":
+        return
+    if resume:
+        raise CharrnnError("--base applies to a new run; a resumed run goes on from its own weights")
+    if init_from is not None:
+        raise CharrnnError("give --base or --init-from, not both")
+    if cfg.vocab != "char":
+        raise CharrnnError(f"--base {base} is a character model: not with --vocab {cfg.vocab}")
+
+
+def _train(paths, cfg, out, preset, resume_ckpt, init_from, base, quiet, log, world, given) -> dict[str, Any]:
     from charrnn.data.corpus import STDIN
-    from charrnn.model import checkpoint
     from charrnn.runtime import distributed, precision
     from charrnn.runtime.device import pick_device
     from charrnn.training import auto
     from charrnn.training.config import DEFAULT_PRESET, GPU_PRESETS
     from charrnn.training.retrain import fit_retraining
+    from charrnn.training.start import FINE_TUNE_LR
     from charrnn.training.trainer import Trainer
 
     device = pick_device(cfg.device)
@@ -140,7 +160,8 @@ def _train(paths, cfg, out, preset, resume_ckpt, init_from, quiet, log, world, g
         device = distributed.rank_device(world, device)
     if world.main and resume_ckpt is None and (out / "last.pt").exists():
         log(f"note: {out} already holds a run; starting a new one over it (use --resume to continue it)")
-    init = checkpoint.load(init_from) if init_from is not None else None
+    say = log if world.main and not quiet else _quiet
+    init = _starting_point(init_from, base, preset, resume_ckpt, cfg, given, paths, say)
     distributed.start(world, device)
     try:
         data = _prepare(paths, cfg, out, init, resume_ckpt, quiet, log, world)
@@ -155,8 +176,10 @@ def _train(paths, cfg, out, preset, resume_ckpt, init_from, quiet, log, world, g
                 device,
                 world,
                 init,
-                log if world.main and not quiet else lambda message: None,
+                say,
             )
+        if init is not None and "base" in init and "lr" not in given:
+            cfg.lr = FINE_TUNE_LR
         trainer = Trainer(
             cfg, data, out, quiet=quiet, log=log, resume=resume_ckpt, init_from=init, world=world, device=device
         )
@@ -169,6 +192,39 @@ def _train(paths, cfg, out, preset, resume_ckpt, init_from, quiet, log, world, g
         return fit_retraining(trainer, retrain)
     finally:
         distributed.stop()
+
+
+def _starting_point(
+    init_from: Path | None,
+    base: str | None,
+    preset: str | None,
+    resume_ckpt: dict[str, Any] | None,
+    cfg: TrainConfig,
+    given: set[str],
+    paths: list[str],
+    log: Callable[[str], None],
+) -> dict[str, Any] | None:
+    """The checkpoint a new run starts from: --init-from's, the bundled base model (--base, or
+    auto's choice), or None for random weights (and for a resumed run, which has its own)."""
+    from charrnn.model import checkpoint
+    from charrnn.training.config import DEFAULT_PRESET
+    from charrnn.training.start import choose_start
+
+    if init_from is not None:
+        return checkpoint.load(init_from)
+    if resume_ckpt is not None or cfg.vocab != "char":
+        return None
+    if given & {"model", "layers", "hidden", "embed"}:
+        if base == "english":
+            raise CharrnnError(
+                "--base english trains the base's own model: not with --model, --layers, --hidden or --embed"
+            )
+        return None
+    chosen = choose_start(base, (preset or DEFAULT_PRESET) == "auto", paths, cfg.keep_gutenberg, log)
+    if chosen is not None:  # the run trains the base's own model, whatever the preset's size
+        for name in ("model", "layers", "hidden", "embed", "tie"):
+            setattr(cfg, name, chosen["model_config"][name])
+    return chosen
 
 
 def _prepare(paths, cfg, out, init, resume_ckpt, quiet, log, world):

@@ -1,0 +1,143 @@
+"""The bundled English base model against random weights, on the panel's corpora.
+
+For each corpus: the base's fit (how much of the text its characters spell, and its bits per
+character on the corpus's first 16k characters before any training) and what ``--preset auto``
+chooses from it. Then, for each time budget, one training from the base (``--base english``)
+and one from random weights (``--base none``), both under ``--preset auto``, alone on the
+machine: each best.pt scored on the held-out split as bench/auto.py scores (the last 10% of the
+text, its first 262,144 characters), and --samples samples of --chars characters at the
+default temperature checked for copying (the share of each sample inside spans of 50+
+characters found verbatim in the training text); on the demo screenplays also the structure
+scores of bench/screenplay.py. One JSON line per cell, appended to --results (cells already
+there are skipped, so an interrupted panel resumes); ``--table`` prints the docs' table.
+
+Usage:
+  python bench/base.py --corpora demo,earnest,tinyshakespeare,warpeace --minutes 2 10
+  python bench/base.py --table
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from auto import corpus_path, split_text  # noqa: E402
+from common import cpu_name, emit  # noqa: E402
+
+from charrnn.api import load  # noqa: E402
+from charrnn.evaluation.bpc import score_text  # noqa: E402
+from charrnn.evaluation.copying import run_index  # noqa: E402
+from charrnn.model import checkpoint  # noqa: E402
+from charrnn.screenplay.fountain import structure  # noqa: E402
+from charrnn.training.start import corpus_sample, fit_of, prefers_base  # noqa: E402
+
+STARTS = ("english", "none")
+
+
+def fit_row(name: str, path: Path) -> dict:
+    base = checkpoint.load(checkpoint.bundled_base())
+    fit = fit_of(base, corpus_sample([str(path)], keep_gutenberg=False))
+    return {"coverage": round(fit.coverage, 4), "zero_shot_bpc": round(fit.bpc, 3), "auto": prefers_base(fit)}
+
+
+def samples_of(run: Path, count: int, chars: int) -> list[str]:
+    model = load(run)
+    return [model.generate("", length=chars, seed=seed) for seed in range(1, count + 1)]
+
+
+def train_cell(path: Path, minutes: float, start: str, held_out: str, count: int, chars: int, screenplay: bool) -> dict:
+    """One training from ``start`` for ``minutes``, scored, sampled and checked for copying."""
+    with tempfile.TemporaryDirectory() as out:
+        cmd = [sys.executable, "-m", "charrnn", "train", str(path), "--time", f"{minutes * 60:g}s", "--out", out]
+        cmd += ["--base", start, "--seed", "1337"]
+        log = Path(out) / "stderr.txt"
+        with open(log, "w") as err:
+            done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=err)
+        if done.returncode != 0:
+            sys.exit(f"error: {' '.join(cmd)} failed:\n{log.read_text()[-2000:]}")
+        model = load(Path(out) / "best.pt")
+        score, _ = score_text(model.net, model.vocab, held_out, skip_unknown=True)
+        last = [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()][-1]
+        texts = samples_of(Path(out) / "best.pt", count, chars)
+        index = run_index(checkpoint.load(Path(out) / "best.pt"))
+        copied = [index.copying(t).covered for t in texts] if index else []
+        shape = structure("\n".join(texts)) if screenplay else None
+    return {
+        "val_bpc": round(score.bpc, 4),
+        "steps": last["step"],
+        "passes": last["epoch"],
+        "copied_fraction": round(statistics.mean(copied), 4) if copied else None,
+        "structure": shape,
+    }
+
+
+def run(args: argparse.Namespace) -> None:
+    done = set()
+    if args.results.is_file():
+        rows = [json.loads(line) for line in args.results.read_text().splitlines() if line.strip()]
+        done = {(r["corpus"], r["minutes"], r["start"]) for r in rows}
+    for name in args.corpora.split(","):
+        path = corpus_path(name)
+        fit = fit_row(name, path)
+        train_text, held_out = split_text(path)
+        for minutes in args.minutes:
+            for start in STARTS:
+                if (name, minutes, start) in done:
+                    continue
+                cell = train_cell(path, minutes, start, held_out, args.samples, args.chars, name == "demo")
+                row = {"bench": "base", "corpus": name, "chars": len(train_text), "minutes": minutes, "start": start}
+                row |= {**fit, **cell, "cpu": cpu_name(), "date": time.strftime("%Y-%m-%d")}
+                emit(**row)
+                with open(args.results, "a") as f:
+                    f.write(json.dumps(row) + "\n")
+
+
+def table(results: Path) -> None:
+    """Per corpus and budget: val bpc from the base and from random weights, the gain, what auto
+    picks (and how far its pick is from the better start), and the copied shares."""
+    rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
+    cells = {(r["corpus"], r["minutes"], r["start"]): r for r in rows}
+    head = (
+        "| corpus | minutes | zero-shot bpc | from the base | from random | gain | auto picks | copied (base/random) |"
+    )
+    print(head)
+    print("|---|---|---|---|---|---|---|---|")
+    for corpus, minutes in dict.fromkeys((r["corpus"], r["minutes"]) for r in rows):
+        base, rand = cells.get((corpus, minutes, "english")), cells.get((corpus, minutes, "none"))
+        if not (base and rand):
+            continue
+        pick = base if base["auto"] else rand
+        off = pick["val_bpc"] - min(base["val_bpc"], rand["val_bpc"])
+        copies = " / ".join(
+            "-" if c["copied_fraction"] is None else f"{c['copied_fraction']:.3f}" for c in (base, rand)
+        )
+        gain = rand["val_bpc"] - base["val_bpc"]
+        picks = f"{'base' if base['auto'] else 'random'} (+{off:.3f})"
+        scores = f"{base['val_bpc']:.3f} | {rand['val_bpc']:.3f} | {gain:+.3f}"
+        print(f"| {corpus} | {minutes:g} | {base['zero_shot_bpc']:.2f} | {scores} | {picks} | {copies} |")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--corpora", default="demo,earnest,tinyshakespeare,warpeace")
+    ap.add_argument("--minutes", type=float, nargs="+", default=[2.0, 10.0])
+    ap.add_argument("--samples", type=int, default=5)
+    ap.add_argument("--chars", type=int, default=2000)
+    ap.add_argument("--results", type=Path, default=Path("base-results.jsonl"))
+    ap.add_argument("--table", action="store_true", help="print the table of the results file and exit")
+    args = ap.parse_args()
+    if args.table:
+        table(args.results)
+    else:
+        run(args)
+
+
+if __name__ == "__main__":
+    main()
