@@ -25,6 +25,12 @@ def serve(
         help="Require Authorization: Bearer KEY on /v1 requests (or set CHARRNN_API_KEY).",
     ),
     max_tokens: int = typer.Option(4096, min=1, max=10**7, help="The most tokens one completion may ask for."),
+    max_prompt: int = typer.Option(
+        32_768,
+        min=1,
+        max=10**7,
+        help="The most prompt characters one request may send (all its prompts together); more is a 400.",
+    ),
     max_concurrent: int = typer.Option(
         64, min=1, max=100_000, help="Requests served at once; more are answered 429 with Retry-After."
     ),
@@ -40,6 +46,7 @@ def serve(
             port,
             api_key=api_key,
             max_tokens=max_tokens,
+            max_prompt=max_prompt,
             max_concurrent=max_concurrent,
             quiet=quiet,
         )

@@ -251,7 +251,8 @@ def encode_prime(vocab: Vocab, prime: str, unknown: str = "error", what: str = "
                 f"{what} has characters the vocabulary lacks: {describe_chars(missing)} "
                 "(use --unknown skip to drop them)"
             )
-        prime = "".join(c for c in prime if c not in set(missing))
+        absent = set(missing)  # once: a set per character made a 30,000-character prompt take 30 s
+        prime = "".join(c for c in prime if c not in absent)
     ids: list[int] = vocab.encode(prime).tolist()
     return ids
 

@@ -3,6 +3,7 @@ text decoded, cut at its length or first stop string, and yielded as it grows.""
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator
 
 import torch
@@ -26,15 +27,37 @@ def start_ids(vocab: Vocab, prime_ids: list[int]) -> list[int]:
     return ids
 
 
+# Tokens of a prompt read in one full-sequence pass: the server reads a chunk per tick, so a long
+# prompt never holds up the rows already generating for more than one chunk's pass.
+PROMPT_CHUNK = 256
+
+
 @torch.no_grad()
+def read_chunks(model: CharRNN, ids: list[int]) -> Iterator[tuple[torch.Tensor, State]]:
+    """Read the start text ``PROMPT_CHUNK`` tokens at a time, each pass from the state the last
+    left: after each chunk, the logits after its last token (1, vocab) and the state. Every
+    caller reads in these chunks, so a prompt is read the same way wherever it is read."""
+    device = model.embed.weight.device
+    state: State | None = None
+    for start in range(0, len(ids), PROMPT_CHUNK):
+        chunk = torch.tensor(ids[start : start + PROMPT_CHUNK], dtype=torch.long, device=device)[None]
+        logits, state = model(chunk, state)
+        yield logits[:, -1], state
+
+
+def copies(logits: torch.Tensor, state: State, batch: int) -> tuple[torch.Tensor, State]:
+    """A read's logits and state copied to ``batch`` rows."""
+    logits = logits.float().expand(batch, -1).contiguous()
+    return logits, map_state(lambda s: s.expand(-1, batch, -1).contiguous(), state)
+
+
 def warm_up(model: CharRNN, ids: list[int], batch: int) -> tuple[torch.Tensor, State]:
     """Run the start text through the full-sequence model; the logits after it and the state.
 
     It is read once and copied to every row, so each row starts bit for bit as a lone run does
     (a batched pass may round differently)."""
-    logits, state = model(torch.tensor(ids, dtype=torch.long, device=model.embed.weight.device)[None])
-    logits = logits[:, -1].float().expand(batch, -1).contiguous()
-    return logits, map_state(lambda s: s.expand(-1, batch, -1).contiguous(), state)
+    ((logits, state),) = deque(read_chunks(model, ids), maxlen=1)  # the last chunk's
+    return copies(logits, state, batch)
 
 
 def _single_row(

@@ -2,25 +2,27 @@
 
 An RNN's whole memory of a request is its state, a few kilobytes, so unrelated requests can
 share each step: a request joins the batch at the next tick once its prompt has been read in
-one full-sequence pass, and leaves at its length, a stop string, or a cancel. The worker is
+full-sequence passes, and leaves at its length, a stop string, or a cancel. The worker is
 the only thread that touches the model; it hands each tick's text to a ``sink`` callback in one
 call, so a web server wakes its event loop at most once per tick rather than once per character.
+A prompt is read a chunk per tick (``PROMPT_CHUNK`` tokens), so a long one never holds up the
+rows already generating for more than one chunk's pass.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from charrnn.data.vocab import Vocab
-from charrnn.model.network import CharRNN
+from charrnn.model.network import CharRNN, State
 from charrnn.model.stepper import Stepper
 from charrnn.sampling.batch import Batch, Row
-from charrnn.sampling.generate import start_ids, warm_up
+from charrnn.sampling.generate import PROMPT_CHUNK, copies, read_chunks, start_ids
 from charrnn.sampling.options import SampleOptions
 from charrnn.sampling.pick import RowNoise
 from charrnn.sampling.text import LENGTH, STOP, RowText
@@ -53,6 +55,15 @@ Event = tuple[Job, str, "str | None"]
 Sink = Callable[[list[Event]], None]
 
 
+@dataclass(eq=False)
+class _Read:
+    """A prompt being read, a chunk per tick, for the jobs that start from it."""
+
+    jobs: list[Job]
+    chunks: Iterator[tuple[torch.Tensor, State]]
+    left: int  # chunks still to read
+
+
 class Engine:
     """The worker that owns one model. ``submit`` and ``cancel`` are safe from any thread."""
 
@@ -69,6 +80,7 @@ class Engine:
         # Compacting: a row leaves the batch's tensors when its request ends.
         self.batch = Batch(stepper, vocab.token_bytes(), compact=True)
         self._pending: list[list[Job]] = []
+        self._reading: _Read | None = None
         self._wake = threading.Condition()
         self._running = True
         self._closing = self._end_now = False
@@ -79,7 +91,8 @@ class Engine:
     def active(self) -> int:
         """Jobs in the batch or waiting to join it."""
         with self._wake:
-            return len(self.batch.rows) + sum(len(group) for group in self._pending)
+            reading = len(self._reading.jobs) if self._reading is not None else 0
+            return len(self.batch.rows) + reading + sum(len(group) for group in self._pending)
 
     def submit(self, jobs: list[Job]) -> None:
         """Queue jobs to join the batch. Waiting jobs that share a prompt (the n choices of a
@@ -116,7 +129,7 @@ class Engine:
         with torch.no_grad():
             while True:
                 with self._wake:
-                    while self._running and not (self._pending or self.batch.rows or self._end_now):
+                    while self._running and not (self._pending or self._reading or self.batch.rows or self._end_now):
                         self._wake.wait()
                     groups, self._pending = self._pending, []
                     end, self._end_now = self._end_now or not self._running, False
@@ -130,32 +143,51 @@ class Engine:
                 if waiting:
                     with self._wake:
                         self._pending[:0] = waiting
+                if self._reading is not None:
+                    self._read()
                 if self.batch.rows:
                     self._tick()
 
     def _end_all(self, groups: list[list[Job]]) -> None:
-        jobs = [_counted(row) for row in self.batch.clear()] + [job for group in groups for job in group]
+        reading = self._reading.jobs if self._reading is not None else []
+        self._reading = None
+        jobs = [_counted(row) for row in self.batch.clear()] + reading + [job for group in groups for job in group]
         self.sink([(job, "", STOP) for job in jobs if not job.cancelled])
 
     def _admit(self, groups: list[list[Job]]) -> list[list[Job]]:
-        """Read the first waiting prompt in one full-sequence pass, once for every waiting job
-        that starts from it, and add their rows to the batch; jobs with other prompts wait for
-        the next ticks (returned), so a tick waits for at most one prompt read and the first
-        request's text starts after its own read alone."""
+        """Start reading the first waiting prompt, once for every waiting job that starts from
+        it, unless a prompt is being read; the jobs that wait for a later read (returned). So a
+        tick waits for at most one chunk of one prompt, and the first request's text starts
+        after its own read alone."""
         jobs = [job for group in groups for job in group if not job.cancelled]
         done: list[Event] = [(job, "", LENGTH) for job in jobs if job.max_tokens <= 0]
         if done:
             self.sink(done)
         jobs = [job for job in jobs if job.max_tokens > 0]
-        if not jobs:
-            return []
+        if self._reading is not None or not jobs:
+            return [jobs] if jobs else []
         ids = start_ids(self.vocab, jobs[0].prompt_ids)
         now = [job for job in jobs if start_ids(self.vocab, job.prompt_ids) == ids]
         later = [job for job in jobs if start_ids(self.vocab, job.prompt_ids) != ids]
-        logits, state = warm_up(self.model, ids, len(now))
-        noise = RowNoise([job.seed for job in now], logits.shape[-1])
-        self.batch.join([_row(job) for job in now], logits, state, noise)
+        self._reading = _Read(now, read_chunks(self.model, ids), -(-len(ids) // PROMPT_CHUNK))
         return [later] if later else []
+
+    def _read(self) -> None:
+        """The next chunk of the prompt being read; after its last, its jobs' rows join the
+        batch. A read whose jobs were all cancelled stops."""
+        reading = self._reading
+        assert reading is not None  # called only while a prompt is being read
+        if all(job.cancelled for job in reading.jobs):
+            self._reading = None
+            return
+        logits, state = next(reading.chunks)
+        reading.left -= 1
+        if reading.left:
+            return
+        self._reading = None
+        logits, state = copies(logits, state, len(reading.jobs))
+        noise = RowNoise([job.seed for job in reading.jobs], logits.shape[-1])
+        self.batch.join([_row(job) for job in reading.jobs], logits, state, noise)
 
     def _tick(self) -> None:
         """One step of the batch; its text to the sink in one call (cancelled jobs leave silently)."""

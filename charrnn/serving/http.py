@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import json
 import secrets
 import sys
 import time
@@ -93,9 +94,9 @@ async def chat(request: Request) -> JSONResponse:
 
 async def completions(request: Request):
     state = _authorized(request)
-    req = parse_completion(await _body(request), state.max_tokens)
-    served = _model(state, req.model)
-    groups, prompt_tokens = _jobs(req, served)
+    raw = await _body(request)
+    # Parsing and encoding grow with the prompt: a thread's work, so the event loop goes on.
+    req, served, groups, prompt_tokens = await asyncio.to_thread(_prepare, state, raw)
     if state.active >= state.max_concurrent:
         raise ApiError(
             429,
@@ -130,12 +131,34 @@ async def completions(request: Request):
     if result is None:
         return Response(status_code=499)  # nginx's "client closed request": nobody reads it
     texts, finishes = result
+    log["chars"] = sum(len(t) for t in texts.values())
+    # With echo every choice repeats its prompt: built in a thread too.
+    body = await asyncio.to_thread(_completion_body, req, head, jobs, texts, finishes, prompt_tokens)
+    return Response(body, media_type="application/json")
+
+
+def _prepare(state: ServerState, raw: bytes) -> tuple[CompletionRequest, Served, list[list[Job]], int]:
+    """The request checked, its model, its jobs grouped by prompt and its prompt tokens."""
+    req = parse_completion(raw, state.max_tokens, state.max_prompt)
+    served = _model(state, req.model)
+    return (req, served, *_jobs(req, served))
+
+
+def _completion_body(
+    req: CompletionRequest,
+    head: tuple[str, int, str],
+    jobs: list[Job],
+    texts: dict[int, str],
+    finishes: dict[int, str],
+    prompt_tokens: int,
+) -> bytes:
+    """The completion object as JSONResponse writes one."""
     choices = [
         choice(job.index, (req.prompts[job.index // req.n] if req.echo else "") + texts[job.index], finishes[job.index])
         for job in jobs
     ]
-    log["chars"] = sum(len(t) for t in texts.values())
-    return completion(*head, choices, usage(prompt_tokens, sum(job.tokens for job in jobs)))
+    obj = completion(*head, choices, usage(prompt_tokens, sum(job.tokens for job in jobs)))
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 def _authorized(request: Request) -> ServerState:
@@ -233,7 +256,7 @@ async def _stream(
     costs the event loop far more than a step costs the model, and on a shared CPU every
     event per character halved the characters per second."""
     if req.echo:
-        yield "".join(sse(completion(*head, [choice(j.index, req.prompts[j.index // req.n], None)])) for j in jobs)
+        yield await asyncio.to_thread(_echoes, req, head, jobs)
     left, sent = len(jobs), 0.0
     while left:
         await box.wait()
@@ -254,6 +277,11 @@ async def _stream(
     if req.include_usage:
         yield sse(completion(*head, [], usage(prompt_tokens, sum(job.tokens for job in jobs))))
     yield sse("[DONE]")
+
+
+def _echoes(req: CompletionRequest, head: tuple[str, int, str], jobs: list[Job]) -> str:
+    """A stream's first event with echo: each choice's prompt."""
+    return "".join(sse(completion(*head, [choice(j.index, req.prompts[j.index // req.n], None)])) for j in jobs)
 
 
 class _Stream(StreamingResponse):

@@ -30,6 +30,7 @@ class ServerState:
     models: dict[str, Served]
     api_key: str | None = None
     max_tokens: int = 4096
+    max_prompt: int = 32_768
     max_concurrent: int = 64
     quiet: bool = False
     device: str = "cpu"

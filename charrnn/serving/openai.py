@@ -50,16 +50,12 @@ class CompletionRequest:
     include_usage: bool = False
 
 
-def parse_completion(raw: bytes, max_tokens_cap: int) -> CompletionRequest:
+def parse_completion(raw: bytes, max_tokens_cap: int, max_prompt: int) -> CompletionRequest:
     """The request, or an ``ApiError`` naming the first field that is wrong. Unknown fields are
-    ignored, as OpenAI's server ignores them."""
+    ignored, as OpenAI's server ignores them. ``max_prompt`` caps the prompts' characters
+    together, before any work that grows with them."""
     body = parse_json(raw)
-    prompt = body.get("prompt", "")
-    prompts = [prompt] if isinstance(prompt, str) else prompt
-    if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
-        raise ApiError(
-            400, "prompt must be a string or a non-empty list of strings (token ids are not accepted)", "prompt"
-        )
+    prompts = _prompts(body.get("prompt", ""), max_prompt)
     model = body.get("model")
     if model is not None and not isinstance(model, str):
         raise _type("model", "a string")
@@ -105,6 +101,24 @@ def parse_json(raw: bytes) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise ApiError(400, "the request body must be a JSON object")
     return body
+
+
+def _prompts(prompt: Any, max_prompt: int) -> list[str]:
+    """The prompts, at most ``max_prompt`` characters together."""
+    prompts = [prompt] if isinstance(prompt, str) else prompt
+    if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
+        raise ApiError(
+            400, "prompt must be a string or a non-empty list of strings (token ids are not accepted)", "prompt"
+        )
+    size = sum(len(p) for p in prompts)
+    if size > max_prompt:
+        raise ApiError(
+            400,
+            f"the prompt is {size} characters; this server reads at most {max_prompt} (--max-prompt)",
+            "prompt",
+            code="context_length_exceeded",
+        )
+    return prompts
 
 
 def _type(name: str, what: str) -> ApiError:

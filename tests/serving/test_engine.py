@@ -61,8 +61,8 @@ def _sampled(model, vocab, prompt, max_tokens, seed, temp, top_k, top_p, stops):
 def test_jobs_in_one_batch_are_the_sampler_alone(tiny, monkeypatch):
     model, vocab = tiny
     log: list = []
-    read = engine_module.warm_up
-    monkeypatch.setattr(engine_module, "warm_up", lambda m, ids, n: (log.append(("read", ids, n)), read(m, ids, n))[1])
+    read = engine_module.read_chunks
+    monkeypatch.setattr(engine_module, "read_chunks", lambda m, ids: (log.append(("read", ids)), read(m, ids))[1])
     sink = Collector(log)
     engine = Engine(model, vocab, sink)
     gone = Job(vocab.encode("h").tolist(), 10_000, 99, index=99)
@@ -80,6 +80,34 @@ def test_jobs_in_one_batch_are_the_sampler_alone(tiny, monkeypatch):
     assert [job.tokens for job in jobs][:2] == [40, 60] and 0 < jobs[2].tokens < 50
     assert sink.finish[100] == "length" and 99 not in sink.finish
     # "ab" is read once for its three jobs, then "\n" (for "") and "cab": one prompt a tick.
-    reads = [entry[1:] for entry in log if entry[0] == "read"]
-    assert [(vocab.decode(ids), n) for ids, n in reads] == [("h", 1), ("ab", 3), ("\n", 1), ("cab", 1)]
+    reads = [vocab.decode(entry[1]) for entry in log if entry[0] == "read"]
+    assert reads == ["h", "ab", "\n", "cab"]
     assert all(log[i + 1][0] == "tick" for i, entry in enumerate(log) if entry[0] == "read")
+
+
+def test_a_long_prompt_is_read_a_chunk_per_tick_beside_streaming_rows(tiny):
+    """A 3,000-token prompt never holds the generating rows up for more than one chunk's pass,
+    and its text is still the sampler's (which reads in the same chunks)."""
+    model, vocab = tiny
+    log: list = []
+    sink = Collector(log)
+    passes = []
+    forward = model.forward
+    model.forward = lambda x, state=None: (passes.append((x.shape[1], len(log))), forward(x, state))[1]
+    try:
+        engine = Engine(model, vocab, sink)
+        streaming = Job(vocab.encode("ab").tolist(), 400, 7, index=0)
+        engine.submit([streaming])
+        with sink.cond:
+            assert sink.cond.wait_for(lambda: 0 in sink.texts, timeout=60)
+        prompt = ("abcdefgh \n" * 300)[:3000]
+        engine.submit([Job(vocab.encode(prompt).tolist(), 30, 8, index=1)])
+        sink.wait([0, 1])
+        engine.close()
+    finally:
+        del model.forward
+    reads = [(tokens, ticks) for tokens, ticks in passes if tokens > 2]
+    assert sum(tokens for tokens, _ in reads) == 3000 and max(tokens for tokens, _ in reads) <= 512
+    # The streaming row got a tick between every two chunks.
+    assert all(b[1] > a[1] for a, b in zip(reads, reads[1:]))
+    assert sink.texts[1] == _sampled(model, vocab, prompt, 30, 8, 0.8, None, None, [])

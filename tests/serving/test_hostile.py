@@ -1,0 +1,60 @@
+"""`charrnn serve` against clients that send too much, send nonsense or never read: each is
+refused or ended with an OpenAI error body while everyone else is served."""
+
+import threading
+import time
+
+import httpx
+import pytest
+from servers import Server, ascii_run
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with Server(ascii_run(tmp_path_factory.mktemp("hostile") / "ascii"), "--quiet") as s:
+        yield s
+
+
+def post(server, body, **kw):
+    return httpx.post(f"{server.url}/v1/completions", json=body, timeout=60, **kw)
+
+
+def test_a_prompt_past_max_prompt_is_refused_before_it_is_read(server):
+    start = time.perf_counter()
+    r = post(server, {"prompt": "A" * 500_000, "n": 128, "echo": True, "max_tokens": 0})
+    assert r.status_code == 400 and time.perf_counter() - start < 2
+    error = r.json()["error"]
+    assert error["code"] == "context_length_exceeded" and error["param"] == "prompt" and "32768" in error["message"]
+    r = post(server, {"prompt": ["A" * 20_000, "B" * 20_000], "max_tokens": 1})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "context_length_exceeded"
+    r = post(server, {"prompt": "A" * 32_768, "max_tokens": 1, "echo": True})
+    assert r.status_code == 200 and len(r.json()["choices"][0]["text"]) == 32_769
+
+
+def test_max_prompt_is_a_flag(tmp_path):
+    with Server(ascii_run(tmp_path / "ascii"), "--max-prompt", "10", "--quiet") as s:
+        assert post(s, {"prompt": "A" * 10, "max_tokens": 1}).status_code == 200
+        r = post(s, {"prompt": "A" * 11, "max_tokens": 1})
+        assert r.status_code == 400 and "at most 10 " in r.json()["error"]["message"]
+
+
+def test_a_flood_of_unknown_characters_stalls_nobody(server):
+    """30,000 distinct characters the vocabulary lacks, skipped: filtered in linear time and off
+    the event loop (a set rebuilt per character took 31 s, and /health waited for it)."""
+    prompt = "".join(chr(0x4E00 + i) for i in range(30_000))
+    done = {}
+
+    def flood():
+        start = time.perf_counter()
+        r = post(server, {"prompt": prompt, "unknown": "skip", "max_tokens": 1, "echo": True})
+        done["status"], done["seconds"] = r.status_code, time.perf_counter() - start
+
+    thread = threading.Thread(target=flood)
+    thread.start()
+    slowest = 0.0
+    while thread.is_alive():
+        start = time.perf_counter()
+        assert httpx.get(f"{server.url}/health", timeout=30).status_code == 200
+        slowest = max(slowest, time.perf_counter() - start)
+    thread.join()
+    assert done["status"] == 200 and done["seconds"] < 5 and slowest < 1
