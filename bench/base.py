@@ -13,6 +13,7 @@ there are skipped, so an interrupted panel resumes); ``--table`` prints the docs
 
 Usage:
   python bench/base.py --corpora demo,earnest,tinyshakespeare,warpeace --minutes 2 10
+  python bench/base.py --corpora quijote,stacks,kernel --fits-only
   python bench/base.py --table
 """
 
@@ -79,6 +80,10 @@ def train_cell(path: Path, minutes: float, start: str, held_out: str, count: int
 
 
 def run(args: argparse.Namespace) -> None:
+    if args.fits_only:
+        for name in args.corpora.split(","):
+            emit(bench="base", corpus=name, **fit_row(name, corpus_path(name)), cpu=cpu_name())
+        return
     done = set()
     if args.results.is_file():
         rows = [json.loads(line) for line in args.results.read_text().splitlines() if line.strip()]
@@ -131,6 +136,7 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=5)
     ap.add_argument("--chars", type=int, default=2000)
     ap.add_argument("--results", type=Path, default=Path("base-results.jsonl"))
+    ap.add_argument("--fits-only", action="store_true", help="only the base's fit and auto's choice per corpus")
     ap.add_argument("--table", action="store_true", help="print the table of the results file and exit")
     args = ap.parse_args()
     if args.table:
