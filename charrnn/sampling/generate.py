@@ -66,7 +66,7 @@ def _single_row(
     """generate's loop for one LSTM row (see ``charrnn.model.single_row``): the same tokens in the
     same order of random draws, with a fraction of the calls per character."""
     row = SingleRow(stepper, logits, state)
-    noise = RowNoise([opts.seed], logits.shape[-1]) if opts.seed is not None and not opts.greedy else None
+    noise = RowNoise([opts.seed], logits.shape[-1]) if opts.seed is not None and not opts.picks_greedily else None
     choose = single_row_pick(opts, row.logits, noise, row.kernels)
     text = RowText(opts.length, opts.stops, opts.keep_stop)
     while True:
@@ -108,7 +108,7 @@ def _rows(
     """generate's loop for a batch of rows (or any cell at batch 1), stepped together to the end."""
     num_samples = logits.shape[0]
     noise = None
-    if opts.seed is not None and not opts.greedy:
+    if opts.seed is not None and not opts.picks_greedily:
         noise = RowNoise([opts.seed + i for i in range(num_samples)], logits.shape[-1])
     batch = Batch(stepper, pieces, compact=False)
     batch.join(

@@ -14,6 +14,9 @@ from pathlib import Path
 from charrnn.errors import CharrnnError
 from charrnn.options import Option, command_options, option, options_of
 
+# A logit would have to pass 3.4e8 to overflow float32 when divided by a temperature this small.
+GREEDY_BELOW = 1e-30
+
 
 @dataclass
 class SampleOptions:
@@ -31,6 +34,13 @@ class SampleOptions:
         "| float32 | bfloat16: the weights of each step.",
         choices=("auto", "float32", "bfloat16"),
     )
+
+    @property
+    def picks_greedily(self) -> bool:
+        """Greedy, or a temperature below ``GREEDY_BELOW``: dividing the logits by it could
+        overflow float32 (inf - inf is NaN in the softmax, and every pick was token 0), and
+        the distribution it asks for is already the argmax's."""
+        return self.greedy or self.temp < GREEDY_BELOW
 
     def check(self) -> None:
         if self.length < 0:

@@ -46,14 +46,14 @@ class RowFilters:
         def column(values: Sequence[float], dtype: torch.dtype) -> torch.Tensor:
             return torch.tensor([[v] for v in values], dtype=dtype, device=device)
 
-        greedy = [o.greedy for o in rows]
+        greedy = [o.picks_greedily for o in rows]
         # float32 whatever torch's default dtype: one setting's Python floats divide the logits
         # and meet top-p's cumulative sums as float32 too.
-        temp = column([1.0 if o.greedy else o.temp for o in rows], torch.float32)
-        k = [vocab_size if o.greedy or o.top_k is None else min(o.top_k, vocab_size) for o in rows]
+        temp = column([1.0 if g else o.temp for o, g in zip(rows, greedy)], torch.float32)
+        k = [vocab_size if g or o.top_k is None else min(o.top_k, vocab_size) for o, g in zip(rows, greedy)]
         top_k = column(k, torch.long) if min(k) < vocab_size else None
         # top_p 1 keeps every token: skipped, not compared (a cumulative sum can round past 1).
-        p = [o.top_p if not o.greedy and o.top_p is not None and o.top_p < 1 else float("inf") for o in rows]
+        p = [o.top_p if not g and o.top_p is not None and o.top_p < 1 else float("inf") for o, g in zip(rows, greedy)]
         top_p = column(p, torch.float32) if min(p) < float("inf") else None
         greedy_rows = torch.tensor(greedy, device=device) if any(greedy) else None
         return cls(temp, top_k, top_p, greedy_rows, all(greedy), max(k))
@@ -186,7 +186,7 @@ def single_row_pick(
     operations ``pick_rows`` makes (in ``kernels``, ``charrnn.model.gate_kernel``, where given);
     top-k/top-p call ``pick_rows`` itself with its filters built once, greedy its argmax."""
     # torch types Tensor.item() as any number, whatever the dtype: a token's (int64) is an int.
-    if opts.greedy:
+    if opts.picks_greedily:
         return lambda: logits.argmax(-1).item()  # type: ignore[return-value]
     if opts.top_k is not None or opts.top_p is not None:
         races = noise.stream() if noise is not None else None

@@ -199,9 +199,8 @@ class Engine:
 def _row(job: Job) -> Row:
     """A job's row: it picks as ``charrnn sample`` with its settings, and ends after ``max_tokens``
     tokens (its draws are the batch's ``RowNoise``, seeded by the job)."""
-    # Greedy at temperature 0, and at one that is 0 as the float32 the logits are divided in.
-    greedy = torch.tensor(job.temp, dtype=torch.float32).item() == 0
-    options = SampleOptions(temp=job.temp, greedy=greedy, top_k=job.top_k, top_p=job.top_p)
+    # Greedy at temperature 0 (and, as every sampler is, below GREEDY_BELOW).
+    options = SampleOptions(temp=job.temp, greedy=job.temp == 0, top_k=job.top_k, top_p=job.top_p)
     return Row(job, options, RowText(job.max_tokens, job.stops, per_token=True))
 
 

@@ -94,9 +94,11 @@ def parse_completion(raw: bytes, max_tokens_cap: int, max_prompt: int) -> Comple
 
 
 def parse_json(raw: bytes) -> dict[str, Any]:
+    """The body as a JSON object. Python's own limits are the client's error too: an integer
+    of over 4,300 digits (a ValueError) and brackets nested past the recursion limit."""
     try:
         body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (ValueError, RecursionError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise ApiError(400, f"the request body is not valid JSON ({e.__class__.__name__}: {str(e)[:80]})") from None
     if not isinstance(body, dict):
         raise ApiError(400, "the request body must be a JSON object")
@@ -104,7 +106,8 @@ def parse_json(raw: bytes) -> dict[str, Any]:
 
 
 def _prompts(prompt: Any, max_prompt: int) -> list[str]:
-    """The prompts, at most ``max_prompt`` characters together."""
+    """The prompts, at most ``max_prompt`` characters together and each encodable as UTF-8 (a
+    lone surrogate, which JSON can spell, cannot be echoed back or named in an error)."""
     prompts = [prompt] if isinstance(prompt, str) else prompt
     if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
         raise ApiError(
@@ -118,6 +121,13 @@ def _prompts(prompt: Any, max_prompt: int) -> list[str]:
             "prompt",
             code="context_length_exceeded",
         )
+    for p in prompts:
+        try:
+            p.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise ApiError(
+                400, f"the prompt holds a lone surrogate (U+{ord(p[e.start]):04X}), which is not text", "prompt"
+            ) from None
     return prompts
 
 

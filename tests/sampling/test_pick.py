@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from charrnn.sampling.options import SampleOptions
-from charrnn.sampling.pick import RowFilters, pick, pick_rows
+from charrnn.sampling.pick import RowFilters, RowNoise, pick, pick_rows, single_row_pick
 
 V = 40
 MIXED = [
@@ -72,3 +72,19 @@ def test_a_greedy_batch_draws_nothing():
     before = torch.get_rng_state()
     tokens = pick(_logits(1, 4), SampleOptions(greedy=True))
     assert torch.equal(torch.get_rng_state(), before) and tokens.tolist() == _logits(1, 4).argmax(-1).tolist()
+
+
+def test_a_tiny_temperature_is_greedy_on_every_path():
+    """1e-40 divides logits past float32's range (inf - inf made NaN, and every pick token 0):
+    alone, beside other rows, with top-k/top-p and on the batch-1 path, it is the argmax."""
+    logits = torch.randn(6, V, generator=torch.Generator().manual_seed(5)) * 30
+    logits[:, 0] = -100  # token 0 is never the argmax
+    tiny = [SampleOptions(temp=1e-40), SampleOptions(temp=1e-35, top_k=4), SampleOptions(temp=1e-40, top_p=0.5)]
+    rows = [*tiny, *MIXED[1:4]]
+    race = torch.empty(6, V).exponential_(generator=torch.Generator().manual_seed(6))
+    tokens = pick_rows(logits, RowFilters.of(rows, V), race)
+    assert tokens[:3].tolist() == logits[:3].argmax(-1).tolist()
+    assert tokens[3:].tolist() == [_reference(logits[i], rows[i], race[i]) for i in range(3, 6)]
+    assert pick(logits, SampleOptions(temp=1e-40)).tolist() == logits.argmax(-1).tolist()
+    row = logits[:1].contiguous()
+    assert single_row_pick(SampleOptions(temp=1e-40), row, RowNoise([1], V))() == int(row.argmax())

@@ -109,6 +109,12 @@ def test_seeded_sample_identical_and_stdout_only_text(trained_run):
     assert a.stdout.startswith("ANNA") and len(a.stdout) == len("ANNA") + 200 + 1
 
 
+def test_a_tiny_temperature_samples_greedily(trained_run):
+    greedy = run_cli("sample", trained_run, "--length", "80", "--greedy", "--prime", "ANNA")
+    tiny = run_cli("sample", trained_run, "--length", "80", "--temp", "1e-40", "--seed", "4", "--prime", "ANNA")
+    assert tiny.exit_code == 0 and tiny.stdout == greedy.stdout and tiny.stdout.strip() != "ANNA"
+
+
 def test_sample_learned_the_corpus(trained_run):
     r = run_cli("sample", trained_run, "--length", "300", "--temp", "0.3", "--seed", "1")
     words = r.stdout.split()

@@ -58,3 +58,27 @@ def test_a_flood_of_unknown_characters_stalls_nobody(server):
         slowest = max(slowest, time.perf_counter() - start)
     thread.join()
     assert done["status"] == 200 and done["seconds"] < 5 and slowest < 1
+
+
+BAD_BODIES = [
+    (b'{"prompt": "A", "max_tokens": ' + b"1" * 5000 + b"}", "integer of 5,000 digits"),
+    (b'{"prompt": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "100,000 nested brackets"),
+    (b'{"prompt": "A\\ud800", "echo": true, "unknown": "skip", "max_tokens": 1}', "a lone surrogate, echoed"),
+]
+
+
+@pytest.mark.parametrize("raw, what", BAD_BODIES, ids=[what for _, what in BAD_BODIES])
+def test_bodies_that_broke_python_are_a_400(server, raw, what):
+    r = httpx.post(
+        f"{server.url}/v1/completions", content=raw, headers={"Content-Type": "application/json"}, timeout=60
+    )
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["type"] == "invalid_request_error" and "Traceback" not in r.text
+
+
+def test_a_tiny_temperature_is_greedy(server):
+    texts = [
+        post(server, {"prompt": "INT. ", "max_tokens": 40, "temperature": t, "seed": 3}).json()["choices"][0]["text"]
+        for t in (0, 1e-40, 1e-300)
+    ]
+    assert texts[0] == texts[1] == texts[2] and texts[0] != "\n" * 40
