@@ -15,6 +15,7 @@ import numpy as np
 
 from charrnn.data.vocab import Vocab, from_state, id_dtype
 from charrnn.errors import CharrnnError
+from charrnn.runtime.files import write_error
 
 
 def paths(cache_dir: Path, key: str) -> tuple[Path, Path, Path]:
@@ -36,7 +37,9 @@ def commit(cache_dir: Path, key: str, ids_tmp: Path, meta: dict[str, Any]) -> No
         tmp.write_text(json.dumps({**meta, "vocab": state}))
         os.replace(tmp, meta_path)
     except OSError as e:
-        raise CharrnnError(f"cannot write the corpus cache in {cache_dir} ({e.strerror})") from None
+        for tmp in cache_dir.glob(f".{key}.*.tmp{os.getpid()}"):
+            discard(tmp)
+        raise write_error(e, cache_dir / key, "the corpus cache", "no partial cache is left") from None
 
 
 def load(cache_dir: Path, key: str) -> tuple[Vocab, np.ndarray, int, dict[str, Any]] | None:

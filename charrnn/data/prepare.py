@@ -32,6 +32,7 @@ from charrnn.data.vocab import (
     id_dtype,
 )
 from charrnn.errors import CharrnnError
+from charrnn.runtime.files import write_error
 
 if TYPE_CHECKING:
     from charrnn.runtime.progress import PrepareProgress
@@ -296,7 +297,7 @@ def _build(
             parts = _encode(read, vocab, cut, f)
     except OSError as e:
         cache.discard(target)
-        raise CharrnnError(f"cannot write the corpus cache in {cache_dir} ({e.strerror or e})") from None
+        raise write_error(e, cache.paths(cache_dir, key)[0], "the corpus cache", "no partial cache is left") from None
     except BaseException:
         cache.discard(target)
         raise

@@ -20,6 +20,7 @@ import torch
 from charrnn.errors import CharrnnError
 from charrnn.runtime import distributed
 from charrnn.runtime.distributed import World
+from charrnn.runtime.files import write_atomic, write_error
 from charrnn.training.position import RunState
 
 LN2 = math.log(2)
@@ -52,9 +53,8 @@ class Metrics:
     def open(self, tensorboard: bool, resumed: bool) -> None:
         """Write the run's history so far (a resumed run's lines up to its checkpoint)."""
         if self.world.main:
-            tmp = self.path.with_name(f".{self.path.name}.tmp")
-            tmp.write_text("".join(json.dumps(line) + "\n" for line in self.position.history))
-            os.replace(tmp, self.path)
+            text = "".join(json.dumps(line) + "\n" for line in self.position.history)
+            write_atomic(self.path, text.encode(), "metrics")
         if tensorboard and self.world.main:
             self.board = _open_tensorboard(self.out / "tensorboard", resumed, self.position.step)
 
@@ -96,13 +96,27 @@ class Metrics:
     def write(self, line: dict[str, Any]) -> None:
         self.position.history.append(line)
         if self.world.main:
-            with open(self.path, "a") as f:
-                f.write(json.dumps(line) + "\n")
+            _append(self.path, json.dumps(line) + "\n")
         if self.board is not None:
             for key, tag in TENSORBOARD_TAGS.items():
                 if line[key] is not None:
                     self.board.add_scalar(tag, line[key], self.position.step)
             self.board.flush()
+
+
+def _append(path: Path, text: str) -> None:
+    """Add one line to metrics.jsonl; a full disk cuts the half-written line back off, so the
+    file stays whole lines (``charrnn plot`` reads it while the run trains)."""
+    data = text.encode()
+    with open(path, "ab", buffering=0) as f:
+        size = os.fstat(f.fileno()).st_size
+        try:
+            done = 0
+            while done < len(data):  # a disk that fills mid-line takes part of it, then refuses
+                done += f.write(data[done:])
+        except OSError as e:
+            f.truncate(size)
+            raise write_error(e, path, "metrics", "its earlier lines are intact") from None
 
 
 def _open_tensorboard(log_dir: Path, resumed: bool, step: int) -> Any:
