@@ -14,6 +14,11 @@ class CharrnnError(Exception):
     """Bad input (corpus, checkpoint, option) explained in one line for the user."""
 
 
+class ServerFailed(CharrnnError):
+    """A server that cannot go on (its model's worker stopped): one line, and exit code 1 so a
+    supervisor restarts it."""
+
+
 class Interrupted(Exception):
     """Training stopped by a signal after saving ``last.pt``; carries the exit code."""
 

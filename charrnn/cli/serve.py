@@ -8,7 +8,7 @@ from typing import Any
 import typer
 
 from charrnn.cli.errors import fail
-from charrnn.errors import CharrnnError
+from charrnn.errors import CharrnnError, ServerFailed
 
 
 def serve(
@@ -50,6 +50,8 @@ def serve(
             max_concurrent=max_concurrent,
             quiet=quiet,
         )
+    except ServerFailed as e:
+        fail(str(e), code=1)
     except CharrnnError as e:
         fail(str(e))
 

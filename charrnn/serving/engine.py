@@ -11,6 +11,7 @@ rows already generating for more than one chunk's pass.
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from typing import Any
 import torch
 
 from charrnn.data.vocab import Vocab
+from charrnn.errors import ServerFailed
 from charrnn.model.network import CharRNN, State
 from charrnn.model.stepper import Stepper
 from charrnn.sampling.batch import Batch, Row
@@ -53,6 +55,11 @@ class Job:
 # One tick's output: (job, text, finish) with finish None while the job goes on.
 Event = tuple[Job, str, "str | None"]
 Sink = Callable[[list[Event]], None]
+# The finish of a job whose tick raised: the server answers it with a 500.
+FAILED = "error"
+# Ticks that raise one after another, with no tick between that did not, before the engine
+# gives up: a fault that follows every tick is no one request's.
+MAX_FAILURES = 3
 
 
 @dataclass(eq=False)
@@ -68,8 +75,16 @@ class Engine:
     """The worker that owns one model. ``submit`` and ``cancel`` are safe from any thread."""
 
     def __init__(
-        self, model: CharRNN, vocab: Vocab, sink: Sink, device: torch.device | str = "cpu", threads: int | None = None
+        self,
+        model: CharRNN,
+        vocab: Vocab,
+        sink: Sink,
+        device: torch.device | str = "cpu",
+        threads: int | None = None,
+        fault: Callable[[list[Job]], None] | None = None,
     ) -> None:
+        """``fault`` is a test hook, called with the batch's jobs before each tick: what it
+        raises is what a bug in the tick would raise."""
         self.model = model.eval().to(device)
         self.threads = threads
         self.vocab = vocab
@@ -84,6 +99,9 @@ class Engine:
         self._wake = threading.Condition()
         self._running = True
         self._closing = self._end_now = False
+        self.fault = fault
+        self.failures = 0
+        self.dead: str | None = None  # why the engine stopped for good
         self._thread = threading.Thread(target=self._work, name="charrnn-engine", daemon=True)
         self._thread.start()
 
@@ -98,6 +116,9 @@ class Engine:
         """Queue jobs to join the batch. Waiting jobs that share a prompt (the n choices of a
         request, clients that arrive together with the same text) read it once."""
         with self._wake:
+            if self.dead is not None:
+                self.sink([(job, "", FAILED) for job in jobs])
+                return
             if self._closing:
                 self.sink([(job, "", STOP) for job in jobs])
                 return
@@ -123,6 +144,19 @@ class Engine:
         self._thread.join(timeout)
 
     def _work(self) -> None:
+        """The worker's life: a tick that raises fails its own jobs and the engine goes on; an
+        error it cannot go on from (``MAX_FAILURES`` in a row, or one that escapes) fails
+        every job, now and later, and leaves ``dead`` set for the server to report and exit."""
+        try:
+            self._serve()
+        except BaseException as e:  # noqa: BLE001 - whatever ended the worker, its jobs must hear
+            self.dead = _one_line(e)
+            print(f"error: the model's worker stopped: {self.dead}", file=sys.stderr, flush=True)
+            with self._wake:
+                groups, self._pending = self._pending, []
+            self._fail(self._held() + [job for group in groups for job in group])
+
+    def _serve(self) -> None:
         if self.threads is not None:
             # torch's thread count is per calling thread: this one is the model's.
             torch.set_num_threads(self.threads)
@@ -139,19 +173,48 @@ class Engine:
                     if not running:
                         return
                     continue
-                waiting = self._admit(groups)
-                if waiting:
-                    with self._wake:
-                        self._pending[:0] = waiting
-                if self._reading is not None:
-                    self._read()
-                if self.batch.rows:
-                    self._tick()
+                try:
+                    self._advance(groups)
+                except Exception as e:  # noqa: BLE001 - a tick's error is its jobs', not the server's
+                    self.failures += 1
+                    failed = self._held() + [job for group in groups for job in group]
+                    print(
+                        f"error: a tick of the model's worker failed ({_one_line(e)}); "
+                        f"{sum(not job.cancelled for job in set(failed))} requests' rows ended",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    self._fail(failed)
+                    if self.failures >= MAX_FAILURES:
+                        raise ServerFailed(f"{MAX_FAILURES} ticks in a row failed, the last with {_one_line(e)}") from e
 
-    def _end_all(self, groups: list[list[Job]]) -> None:
+    def _advance(self, groups: list[list[Job]]) -> None:
+        """Admit waiting jobs, read a chunk of a prompt, step the batch: one tick. ``groups``
+        (taken from the queue) are back in it, or reading, once it returns."""
+        waiting = self._admit(groups)
+        if waiting:
+            with self._wake:
+                self._pending[:0] = waiting
+        groups.clear()
+        if self._reading is not None:
+            self._read()
+        if self.batch.rows:
+            if self.fault is not None:
+                self.fault([row.key for row in self.batch.rows])
+            self._tick()
+            self.failures = 0
+
+    def _held(self) -> list[Job]:
+        """Every job the worker holds (in the batch or being read), taken from it."""
         reading = self._reading.jobs if self._reading is not None else []
         self._reading = None
-        jobs = [_counted(row) for row in self.batch.clear()] + reading + [job for group in groups for job in group]
+        return [_counted(row) for row in self.batch.clear()] + reading
+
+    def _fail(self, jobs: list[Job]) -> None:
+        self.sink([(job, "", FAILED) for job in dict.fromkeys(jobs) if not job.cancelled])
+
+    def _end_all(self, groups: list[list[Job]]) -> None:
+        jobs = self._held() + [job for group in groups for job in group]
         self.sink([(job, "", STOP) for job in jobs if not job.cancelled])
 
     def _admit(self, groups: list[list[Job]]) -> list[list[Job]]:
@@ -202,6 +265,11 @@ def _row(job: Job) -> Row:
     # Greedy at temperature 0 (and, as every sampler is, below GREEDY_BELOW).
     options = SampleOptions(temp=job.temp, greedy=job.temp == 0, top_k=job.top_k, top_p=job.top_p)
     return Row(job, options, RowText(job.max_tokens, job.stops, per_token=True))
+
+
+def _one_line(e: BaseException) -> str:
+    """An exception as one line of a log (its text may hold newlines)."""
+    return " ".join(f"{type(e).__name__}: {e}".split())[:300]
 
 
 def _counted(row: Row) -> Job:

@@ -23,9 +23,9 @@ from starlette.requests import ClientDisconnect
 
 from charrnn.data.vocab import encode_prime
 from charrnn.errors import CharrnnError
-from charrnn.serving.engine import Engine, Job
+from charrnn.serving.engine import FAILED, Engine, Job
 from charrnn.serving.mailbox import Mailbox, deliver
-from charrnn.serving.models import Served, ServerState
+from charrnn.serving.models import Served, ServerState, injected_fault
 from charrnn.serving.openai import ApiError, CompletionRequest, choice, completion, parse_completion, sse, usage
 from charrnn.serving.playground import PAGE
 
@@ -38,7 +38,8 @@ def create_app(state: ServerState) -> FastAPI:
     async def lifespan(app: FastAPI):
         loop = asyncio.get_running_loop()
         for served in state.models.values():
-            served.engine = Engine(served.model, served.vocab, _sink(loop), state.device, state.threads)
+            fault = injected_fault(served.vocab)
+            served.engine = Engine(served.model, served.vocab, _sink(loop), state.device, state.threads, fault)
             state.engines.append(served.engine)
         yield
         for engine in state.engines:
@@ -68,10 +69,17 @@ async def page() -> HTMLResponse:
     return HTMLResponse(PAGE)
 
 
-async def health(request: Request) -> dict:
+async def health(request: Request) -> JSONResponse:
+    """``ok``, or 503 ``failed`` with why once a model's worker has stopped (the process is then
+    exiting, for its supervisor to restart it)."""
     state: ServerState = request.app.state.charrnn
-    rows = sum(s.engine.active for s in state.models.values() if s.engine is not None)
-    return {"status": "ok", "models": list(state.models), "active_requests": state.active, "active_rows": rows}
+    engines = [(s.name, s.engine) for s in state.models.values() if s.engine is not None]
+    rows = sum(engine.active for _, engine in engines)
+    body = {"status": "ok", "models": list(state.models), "active_requests": state.active, "active_rows": rows}
+    dead = [f"{name}: {engine.dead}" for name, engine in engines if engine.dead is not None]
+    if dead:
+        return JSONResponse({**body, "status": "failed", "error": "; ".join(dead)}, 503)
+    return JSONResponse(body)
 
 
 async def models(request: Request) -> dict:
@@ -223,10 +231,17 @@ async def _collect(jobs: list[Job], box: Mailbox) -> tuple[dict[int, str], dict[
     while len(finishes) < len(jobs):
         await box.wait()
         for index, text, finish in box.take():
+            if finish == FAILED:
+                raise _failed()
             texts[index] += text
             if finish is not None:
                 finishes[index] = finish
     return texts, finishes
+
+
+def _failed() -> ApiError:
+    """A request whose rows' tick raised (the server goes on)."""
+    return ApiError(500, "the model's worker failed while generating this text; retry", kind="server_error")
 
 
 async def _until_disconnect(request: Request, work):
@@ -266,6 +281,9 @@ async def _stream(
             await asyncio.sleep(wait)  # text that comes meanwhile joins this event
             items += box.take()
         sent = time.perf_counter()
+        if any(finish == FAILED for _, _, finish in items):
+            yield sse(_failed().body())  # as OpenAI streams an error; its client raises it
+            return
         merged: dict[int, list] = {}
         for index, text, finish in items:
             entry = merged.setdefault(index, ["", None])

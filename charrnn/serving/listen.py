@@ -12,7 +12,7 @@ from types import FrameType
 
 import uvicorn
 
-from charrnn.errors import CharrnnError
+from charrnn.errors import CharrnnError, ServerFailed
 from charrnn.serving.http import create_app
 from charrnn.serving.models import ServerState
 
@@ -24,6 +24,7 @@ class _Server(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, state: ServerState, url: str) -> None:
         super().__init__(config)
         self.charrnn, self.url = state, url
+        self.dead_ticks = 0
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         for engine in self.charrnn.engines:
@@ -39,6 +40,15 @@ class _Server(uvicorn.Server):
             for sig, handler in original.items():
                 signal.signal(sig, handler)
 
+    async def on_tick(self, counter: int) -> bool:
+        """Stop (gracefully, as on a signal) a second after a model's worker has stopped for
+        good: meanwhile /health answers 503 and the failed requests' answers go out."""
+        if any(engine.dead is not None for engine in self.charrnn.engines):
+            self.dead_ticks += 1  # uvicorn calls on_tick every 0.1 s
+            if self.dead_ticks > 10:
+                return True
+        return await super().on_tick(counter)
+
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         if self.started:
@@ -46,8 +56,9 @@ class _Server(uvicorn.Server):
 
 
 def run(state: ServerState, host: str, port: int) -> None:
-    """Serve until SIGINT or SIGTERM. The socket is bound here, so a port in use is one error
-    line and ``--port 0`` reports the port it got."""
+    """Serve until SIGINT or SIGTERM, or until a model's worker stops (``ServerFailed``). The
+    socket is bound here, so a port in use is one error line and ``--port 0`` reports the port
+    it got."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -62,3 +73,6 @@ def run(state: ServerState, host: str, port: int) -> None:
         create_app(state), log_level="warning", access_log=False, timeout_graceful_shutdown=1, lifespan="on"
     )
     _Server(config, state, url).run(sockets=[sock])
+    dead = [engine.dead for engine in state.engines if engine.dead is not None]
+    if dead:
+        raise ServerFailed(f"the model's worker stopped ({dead[0]}); exiting for a restart")

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 
-from charrnn.data.vocab import Vocab
+from charrnn.data.vocab import Vocab, encode_prime
 from charrnn.errors import CharrnnError
 from charrnn.model import checkpoint
 from charrnn.model.network import CharRNN
-from charrnn.serving.engine import Engine
+from charrnn.serving.engine import Engine, Job
 
 
 @dataclass
@@ -64,3 +65,19 @@ def load_models(paths: list[str]) -> dict[str, Served]:
         model, vocab = checkpoint.build_model(checkpoint.load(f))
         served[name] = Served(name, model, vocab, int(f.stat().st_mtime))
     return served
+
+
+def injected_fault(vocab: Vocab) -> Callable[[list[Job]], None] | None:
+    """The engine's fault hook for tests and ``bench/serve_faults.py``: with ``CHARRNN_FAULT=TEXT``
+    in the environment, a tick whose batch holds a request whose prompt starts with TEXT raises,
+    as a bug in the tick would. Unset (always, in use), there is no hook."""
+    marker = os.environ.get("CHARRNN_FAULT")
+    if not marker:
+        return None
+    ids = encode_prime(vocab, marker, "skip")
+
+    def fault(jobs: list[Job]) -> None:
+        if any(job.prompt_ids[: len(ids)] == ids for job in jobs):
+            raise RuntimeError("a fault injected by CHARRNN_FAULT")
+
+    return fault

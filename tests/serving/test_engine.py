@@ -111,3 +111,30 @@ def test_a_long_prompt_is_read_a_chunk_per_tick_beside_streaming_rows(tiny):
     # The streaming row got a tick between every two chunks.
     assert all(b[1] > a[1] for a, b in zip(reads, reads[1:]))
     assert sink.texts[1] == _sampled(model, vocab, prompt, 30, 8, 0.8, None, None, [])
+
+
+def test_a_tick_that_raises_fails_its_jobs_and_the_engine_goes_on(tiny):
+    model, vocab = tiny
+    sink = Collector([])
+    faulty = {1}
+
+    def fault(jobs):
+        if any(job.index in faulty for job in jobs):
+            raise RuntimeError("injected")
+
+    engine = Engine(model, vocab, sink, fault=fault)
+    engine.submit([Job(vocab.encode("ab").tolist(), 50, 3, index=0), Job(vocab.encode("ab").tolist(), 50, 4, index=1)])
+    sink.wait([0, 1])
+    assert sink.finish == {0: "error", 1: "error"} and engine.dead is None
+    engine.submit([Job(vocab.encode("cab").tolist(), 45, 15, 0.7, 5, 0.9, ["gg", "e\n"], index=2)])
+    sink.wait([2])
+    assert sink.texts[2] == _sampled(model, vocab, "cab", 45, 15, 0.7, 5, 0.9, ["gg", "e\n"])
+    # Three failing ticks in a row: the engine stops for good, and fails what comes after at once.
+    for i in (3, 4, 5):
+        faulty.add(i)
+        engine.submit([Job(vocab.encode("a").tolist(), 50, i, index=i)])
+        sink.wait([i])
+    assert engine.dead is not None and "3 ticks in a row failed" in engine.dead
+    engine.submit([Job(vocab.encode("a").tolist(), 5, 6, index=6)])
+    assert sink.finish[6] == "error" and [sink.finish[i] for i in (3, 4, 5)] == ["error"] * 3
+    engine.close()

@@ -82,3 +82,25 @@ def test_a_tiny_temperature_is_greedy(server):
         for t in (0, 1e-40, 1e-300)
     ]
     assert texts[0] == texts[1] == texts[2] and texts[0] != "\n" * 40
+
+
+def test_a_failed_tick_is_a_500_and_three_in_a_row_stop_the_server(tmp_path):
+    env = {"CHARRNN_FAULT": "FAULT"}
+    with Server(ascii_run(tmp_path / "ascii"), "--quiet", env=env) as s:
+        r = post(s, {"prompt": "FAULT here", "max_tokens": 50, "n": 2})
+        assert r.status_code == 500 and "Traceback" not in r.text
+        assert r.json()["error"]["type"] == "server_error" and "worker failed" in r.json()["error"]["message"]
+        body = {"prompt": "FAULT", "max_tokens": 50, "stream": True}
+        with httpx.stream("POST", f"{s.url}/v1/completions", json=body, timeout=30) as streamed:
+            events = streamed.read().decode().split("\n\n")
+        assert events[-2].startswith('data: {"error"') and "[DONE]" not in events
+        assert post(s, {"prompt": "INT. ", "max_tokens": 20}).status_code == 200  # it goes on
+        assert httpx.get(f"{s.url}/health").json()["status"] == "ok"
+        for _ in range(3):
+            assert post(s, {"prompt": "FAULT", "max_tokens": 5}).status_code == 500
+        health = httpx.get(f"{s.url}/health")
+        assert health.status_code == 503 and health.json()["status"] == "failed"
+        assert s.proc.wait(10) == 1
+    lines = [line for line in s.lines if line.startswith("error: ")]
+    assert len(lines) == 7 and all("Traceback" not in line for line in s.lines)
+    assert lines[-1].startswith("error: the model's worker stopped (") and lines[-1].endswith("exiting for a restart\n")
