@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from charrnn.errors import CharrnnError
+from charrnn.runtime.files import temp_path
 
 STDIN = "-"
 BOM = "\ufeff"
@@ -138,14 +139,15 @@ def open_sources(paths: list[str], spool_dir: Path | None = None, skipped: list[
             if any(s.name == "<stdin>" for s in sources):
                 continue
             where = spool_dir if spool_dir is not None else Path(tempfile.gettempdir())
+            spool = temp_path(where / "stdin.txt")  # a killed run's is swept by the next (files.sweep)
             try:
                 where.mkdir(parents=True, exist_ok=True)
-                fd, spool = tempfile.mkstemp(prefix=".stdin-", suffix=".txt", dir=where)
-                with os.fdopen(fd, "wb") as f:
+                with open(spool, "wb") as f:
                     shutil.copyfileobj(sys.stdin.buffer, f, CHUNK_BYTES)
             except OSError as e:
+                spool.unlink(missing_ok=True)
                 raise CharrnnError(f"cannot store stdin in {where} ({e.strerror})") from None
-            sources.append(Source("<stdin>", Path(spool)))
+            sources.append(Source("<stdin>", spool))
             continue
         path = Path(name)
         if not os.access(path, os.R_OK):

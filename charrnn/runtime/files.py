@@ -3,13 +3,16 @@
 The rename is atomic, so at every instant the path holds either the previous complete file or
 the new complete one: an interrupted checkpoint, export or rendered screenplay is never torn.
 A full disk is one line that names the file and says the previous one is intact, and the temp
-file is removed.
+file is removed. Every temp file charrnn writes is named ``.NAME.tmpPID``, so the one a killed
+process left is recognised and swept (``sweep``) by the next run.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import re
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
@@ -18,11 +21,46 @@ from charrnn.errors import CharrnnError
 
 # What a full disk looks like: no space, no quota left, or (NFS, a failing or full device) EIO.
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EIO)
+TEMP_NAME = re.compile(r"\.(?P<name>.+)\.tmp(?P<pid>[0-9]+)")
 
 
 def temp_path(path: Path) -> Path:
     """The temp name a file is written under before its rename: ``.NAME.tmpPID``."""
     return path.with_name(f".{path.name}.tmp{os.getpid()}")
+
+
+def sweep(folder: Path) -> list[Path]:
+    """Remove the temp files (and folders) in ``folder`` whose process has ended: a run killed
+    again and again would otherwise fill the disk with them. A live process's are kept."""
+    try:
+        found = [(p, int(m["pid"])) for p in folder.iterdir() if (m := TEMP_NAME.fullmatch(p.name))]
+    except OSError:  # no such folder yet: nothing to sweep
+        return []
+    removed = []
+    for path, pid in found:
+        if _alive(pid):
+            continue
+        try:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        except OSError:
+            continue
+        removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
 
 
 def write_error(e: OSError, path: Path, what: str, kept: str) -> CharrnnError:

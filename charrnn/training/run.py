@@ -233,7 +233,12 @@ def _prepare(paths, cfg, out, init, resume_ckpt, quiet, log, world):
     from charrnn.data.prepare import VocabSpec, prepare
     from charrnn.data.vocab import from_state
     from charrnn.runtime import distributed
+    from charrnn.runtime.files import sweep
 
+    if world.main:  # temp files of killed runs (this one holds the lock on RUN_DIR)
+        stale = sweep(out) + sweep(out / ".cache")
+        if stale and not quiet:
+            log(f"note: removed {len(stale)} temp file(s) left in {out} by runs that were killed")
     # A fine-tuned run encodes its corpus with the vocabulary it started from, also when resumed.
     resumed_fine_tune = resume_ckpt and resume_ckpt["corpus"].get("vocab_given")
     given = init if init is not None else resume_ckpt if resumed_fine_tune else None
