@@ -34,6 +34,18 @@ def serve(
     max_concurrent: int = typer.Option(
         64, min=1, max=100_000, help="Requests served at once; more are answered 429 with Retry-After."
     ),
+    max_rows: int = typer.Option(
+        512, min=1, max=1_000_000, help="Rows (choices: n times prompts) generated at once, all requests together."
+    ),
+    max_connections: int = typer.Option(
+        1000, min=1, max=1_000_000, help="Open connections; a request past them is answered 503."
+    ),
+    read_timeout: float = typer.Option(
+        5.0, min=0.1, max=3600, help="Seconds a request's headers, and then its body, may take to arrive."
+    ),
+    stall_timeout: float = typer.Option(
+        10.0, min=0.1, max=3600, help="Seconds a stream may wait on a client that does not read before it is ended."
+    ),
     device: str = typer.Option("cpu", help="cpu | cuda | mps | auto."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No line per request on stderr (the start line stays)."),
 ) -> None:
@@ -48,6 +60,10 @@ def serve(
             max_tokens=max_tokens,
             max_prompt=max_prompt,
             max_concurrent=max_concurrent,
+            max_rows=max_rows,
+            max_connections=max_connections,
+            read_timeout=read_timeout,
+            stall_timeout=stall_timeout,
             quiet=quiet,
         )
     except ServerFailed as e:

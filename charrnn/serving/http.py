@@ -105,22 +105,14 @@ async def completions(request: Request):
     raw = await _body(request)
     # Parsing and encoding grow with the prompt: a thread's work, so the event loop goes on.
     req, served, groups, prompt_tokens = await asyncio.to_thread(_prepare, state, raw)
-    if state.active >= state.max_concurrent:
-        raise ApiError(
-            429,
-            f"the server is at its limit of {state.max_concurrent} concurrent requests; retry shortly",
-            code="rate_limit_exceeded",
-            kind="rate_limit_error",
-            headers={"Retry-After": "1"},
-        )
-    state.active += 1
-    box = Mailbox(asyncio.get_running_loop())
     jobs = [job for group in groups for job in group]
-    for job in jobs:
-        job.listener = box
     engine = served.engine
     if engine is None:  # only before the app's start has made the engines
         raise ApiError(503, "the server is starting; retry shortly", code="starting", kind="server_error")
+    _admit(state, len(jobs))
+    box = Mailbox(asyncio.get_running_loop())
+    for job in jobs:
+        job.listener = box
     for group in groups:
         engine.submit(group)
     log = request.scope["charrnn.log"]
@@ -128,6 +120,7 @@ async def completions(request: Request):
     def release() -> None:
         engine.cancel(jobs)
         state.active -= 1
+        state.rows -= len(jobs)
 
     head = (f"cmpl-{secrets.token_hex(12)}", int(time.time()), served.name)
     if req.stream:
@@ -169,6 +162,28 @@ def _completion_body(
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
+def _admit(state: ServerState, rows: int) -> None:
+    """Count a request and its rows in, or refuse it: 400 if its rows could never be served,
+    429 (with Retry-After) while the server is at its limit of requests or rows."""
+    if rows > state.max_rows:
+        raise ApiError(400, f"n times the number of prompts must be at most {state.max_rows} (--max-rows)", "n")
+    busy = None
+    if state.active >= state.max_concurrent:
+        busy = f"its limit of {state.max_concurrent} concurrent requests"
+    elif state.rows + rows > state.max_rows:
+        busy = f"its limit of {state.max_rows} rows generated at once"
+    if busy is not None:
+        raise ApiError(
+            429,
+            f"the server is at {busy}; retry shortly",
+            code="rate_limit_exceeded",
+            kind="rate_limit_error",
+            headers={"Retry-After": "1"},
+        )
+    state.active += 1
+    state.rows += rows
+
+
 def _authorized(request: Request) -> ServerState:
     state: ServerState = request.app.state.charrnn
     if state.api_key is not None:
@@ -179,16 +194,25 @@ def _authorized(request: Request) -> ServerState:
 
 
 async def _body(request: Request) -> bytes:
-    """The body, refused with 413 past 1 MB whether or not it says its length up front."""
+    """The body, refused with 413 past 1 MB whether or not it says its length up front, and
+    with 408 if it takes over ``--read-timeout`` seconds to arrive."""
     too_big = ApiError(413, f"the request body is over {MAX_BODY} bytes", code="request_too_large")
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > MAX_BODY:
         raise too_big
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY:
-            raise too_big
+
+    async def read() -> None:
+        async for chunk in request.stream():
+            body.extend(chunk)
+            if len(body) > MAX_BODY:
+                raise too_big
+
+    seconds = request.app.state.charrnn.read_timeout
+    try:
+        await asyncio.wait_for(read(), seconds)
+    except asyncio.TimeoutError:
+        raise ApiError(408, f"the request body did not arrive within {seconds:g} s", code="request_timeout") from None
     return bytes(body)
 
 

@@ -13,8 +13,12 @@ from types import FrameType
 import uvicorn
 
 from charrnn.errors import CharrnnError, ServerFailed
+from charrnn.serving.guard import guarded_protocol
 from charrnn.serving.http import create_app
 from charrnn.serving.models import ServerState
+
+# Seconds an idle keep-alive connection stays open (uvicorn's own default, stated here).
+KEEP_ALIVE = 5
 
 
 class _Server(uvicorn.Server):
@@ -70,7 +74,13 @@ def run(state: ServerState, host: str, port: int) -> None:
     shown = f"[{host}]" if family == socket.AF_INET6 else host
     url = f"http://{shown}:{sock.getsockname()[1]}"
     config = uvicorn.Config(
-        create_app(state), log_level="warning", access_log=False, timeout_graceful_shutdown=1, lifespan="on"
+        create_app(state),
+        http=guarded_protocol(state.max_connections, state.read_timeout, state.stall_timeout),
+        timeout_keep_alive=KEEP_ALIVE,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=1,
+        lifespan="on",
     )
     _Server(config, state, url).run(sockets=[sock])
     dead = [engine.dead for engine in state.engines if engine.dead is not None]

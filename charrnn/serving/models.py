@@ -33,10 +33,15 @@ class ServerState:
     max_tokens: int = 4096
     max_prompt: int = 32_768
     max_concurrent: int = 64
+    max_rows: int = 512
+    max_connections: int = 1000
+    read_timeout: float = 5.0
+    stall_timeout: float = 10.0
     quiet: bool = False
     device: str = "cpu"
     threads: int = field(default_factory=lambda: model_threads())
     active: int = 0
+    rows: int = 0  # the rows (choices) of the requests in flight
     engines: list[Engine] = field(default_factory=list)
 
 

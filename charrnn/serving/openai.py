@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 MAX_STOPS = 4
+MAX_STOP_CHARS = 200  # a stream holds back up to this many characters, in case they begin a stop
 MAX_CHOICES = 128
 SEED_MAX = 2**63 - 1
 
@@ -178,6 +179,8 @@ def _stops(value) -> list[str]:
         raise ApiError(400, f"stop takes at most {MAX_STOPS} strings (got {len(stops)})", "stop")
     if any(s == "" for s in stops):
         raise ApiError(400, "stop strings must not be empty", "stop")
+    if any(len(s) > MAX_STOP_CHARS for s in stops):
+        raise ApiError(400, f"a stop string is at most {MAX_STOP_CHARS} characters", "stop")
     return stops
 
 

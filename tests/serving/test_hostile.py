@@ -1,6 +1,7 @@
 """`charrnn serve` against clients that send too much, send nonsense or never read: each is
 refused or ended with an OpenAI error body while everyone else is served."""
 
+import socket
 import threading
 import time
 
@@ -104,3 +105,81 @@ def test_a_failed_tick_is_a_500_and_three_in_a_row_stop_the_server(tmp_path):
     lines = [line for line in s.lines if line.startswith("error: ")]
     assert len(lines) == 7 and all("Traceback" not in line for line in s.lines)
     assert lines[-1].startswith("error: the model's worker stopped (") and lines[-1].endswith("exiting for a restart\n")
+
+
+def _stream_until(url, body, ready: threading.Event, stop: threading.Event):
+    with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=30) as r:
+        for _ in r.iter_lines():
+            ready.set()
+            if stop.is_set():
+                return
+
+
+def test_rows_are_capped_across_requests_and_stops_in_length(tmp_path, server):
+    r = post(server, {"prompt": "A", "stop": ["x" * 201]})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "stop"
+    with Server(ascii_run(tmp_path / "ascii"), "--max-rows", "8", "--max-tokens", "1000000", "--quiet") as s:
+        r = post(s, {"prompt": "A", "n": 9, "max_tokens": 1})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "n" and "--max-rows" in r.text
+        ready, stop = threading.Event(), threading.Event()
+        body = {"prompt": "A", "n": 6, "max_tokens": 1_000_000, "stream": True}
+        holder = threading.Thread(target=_stream_until, args=(s.url, body, ready, stop))
+        holder.start()
+        try:
+            assert ready.wait(20)
+            r = post(s, {"prompt": "A", "n": 3, "max_tokens": 1})
+            assert r.status_code == 429 and "rows" in r.json()["error"]["message"] and r.headers["retry-after"] == "1"
+            assert post(s, {"prompt": "A", "n": 2, "max_tokens": 1}).status_code == 200
+        finally:
+            stop.set()
+            holder.join(30)
+
+
+def _closed(sock, seconds: float) -> bool:
+    """Whether the server closes ``sock`` within ``seconds`` (what it sent before is skipped)."""
+    sock.settimeout(seconds)
+    try:
+        while sock.recv(65536):
+            pass
+    except TimeoutError:
+        return False
+    except ConnectionError:
+        pass
+    return True
+
+
+def test_slow_clients_are_cut_off(tmp_path):
+    flags = ("--read-timeout", "1", "--stall-timeout", "1", "--max-connections", "40", "--max-tokens", "1000000")
+    with Server(ascii_run(tmp_path / "ascii"), *flags, "--quiet") as s:
+        half = [socket.create_connection(("127.0.0.1", s.port)) for _ in range(30)]
+        for sock in half:  # slowloris: headers that never end
+            sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        # Past the cap of 40 open connections: a 503 in OpenAI's form.
+        extra = [socket.create_connection(("127.0.0.1", s.port)) for _ in range(12)]
+        answers = [sock.recv(4096) for sock in extra[10:]]
+        assert all(a.startswith(b"HTTP/1.1 503") and b'"too_many_connections"' in a for a in answers)
+        assert all(_closed(sock, 3) for sock in half + extra[:10])
+        # A body that stops halfway: 408.
+        slow = socket.create_connection(("127.0.0.1", s.port))
+        slow.sendall(b'POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"prompt"')
+        assert slow.recv(4096).startswith(b"HTTP/1.1 408")
+        # A stream whose client never reads: ended, its rows freed.
+        reader = socket.socket()
+        reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        reader.connect(("127.0.0.1", s.port))
+        body = b'{"prompt": "A", "n": 4, "max_tokens": 1000000, "stream": true}'
+        reader.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n")
+        reader.sendall(b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        rows = [_rows_within(s.url, lambda n: n == 4, 10), _rows_within(s.url, lambda n: n == 0, 20)]
+        assert rows == [4, 0]
+        for sock in [*half, *extra, slow, reader]:
+            sock.close()
+
+
+def _rows_within(url, done, seconds):
+    deadline = time.monotonic() + seconds
+    while True:
+        rows = httpx.get(f"{url}/health").json()["active_rows"]
+        if done(rows) or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.1)
