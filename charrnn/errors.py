@@ -20,9 +20,11 @@ class ServerFailed(CharrnnError):
 
 
 class Interrupted(Exception):
-    """Training stopped by a signal after saving ``last.pt``; carries the exit code."""
+    """Training stopped by a signal after saving ``last.pt`` (``path``), or while it prepared its
+    corpus, before there was anything to save (``path`` None); carries the exit code."""
 
-    def __init__(self, signum: int, path: Path) -> None:
-        super().__init__(f"interrupted by {signal.Signals(signum).name}; saved {path}")
+    def __init__(self, signum: int, path: Path | None) -> None:
+        done = f"; saved {path}" if path is not None else " while preparing the corpus; nothing was saved"
+        super().__init__(f"interrupted by {signal.Signals(signum).name}{done}")
         self.exit_code = 128 + signum
         self.path = path

@@ -34,7 +34,8 @@ def _train(corpus: list[str], out: Path | None, quiet: bool, **options: Any) -> 
         done = train_run(corpus, out=out, quiet=quiet, **options)
     except Interrupted as e:
         if world.main:
-            print(f"stopped: saved {e.path}; continue with: charrnn train --resume {e.path.parent}", file=sys.stderr)
+            resume = f"saved {e.path}; continue with: charrnn train --resume {e.path.parent}" if e.path else str(e)
+            print(f"stopped: {resume}", file=sys.stderr)
         raise typer.Exit(e.exit_code) from None
     if done.main:
         summary(done.result, quiet)

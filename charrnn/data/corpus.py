@@ -144,9 +144,11 @@ def open_sources(paths: list[str], spool_dir: Path | None = None, skipped: list[
                 where.mkdir(parents=True, exist_ok=True)
                 with open(spool, "wb") as f:
                     shutil.copyfileobj(sys.stdin.buffer, f, CHUNK_BYTES)
-            except OSError as e:
+            except BaseException as e:  # a signal while stdin is read, too (runtime.signals)
                 spool.unlink(missing_ok=True)
-                raise CharrnnError(f"cannot store stdin in {where} ({e.strerror})") from None
+                if isinstance(e, OSError):
+                    raise CharrnnError(f"cannot store stdin in {where} ({e.strerror})") from None
+                raise
             sources.append(Source("<stdin>", spool))
             continue
         path = Path(name)

@@ -234,6 +234,7 @@ def _prepare(paths, cfg, out, init, resume_ckpt, quiet, log, world):
     from charrnn.data.vocab import from_state
     from charrnn.runtime import distributed
     from charrnn.runtime.files import sweep
+    from charrnn.runtime.signals import interruptible
 
     if world.main:  # temp files of killed runs (this one holds the lock on RUN_DIR)
         stale = sweep(out) + sweep(out / ".cache")
@@ -244,19 +245,21 @@ def _prepare(paths, cfg, out, init, resume_ckpt, quiet, log, world):
     given = init if init is not None else resume_ckpt if resumed_fine_tune else None
     fixed = from_state(given["vocab"]) if given is not None else None
     spec = VocabSpec(cfg.vocab, cfg.vocab_size)
-    # Rank 0 prepares (and caches) the corpus; the others then read the same cache.
-    data = distributed.main_first(
-        world,
-        lambda: prepare(
-            paths,
-            out / ".cache",
-            cfg.val_frac,
-            spec,
-            vocab=fixed,
-            show_progress=not quiet and world.main,
-            keep_gutenberg=cfg.keep_gutenberg,
-        ),
-    )
+    # Rank 0 prepares (and caches) the corpus; the others then read the same cache. A signal
+    # meanwhile unwinds, so the temp files are removed, and ends the run as training's would.
+    with interruptible():
+        data = distributed.main_first(
+            world,
+            lambda: prepare(
+                paths,
+                out / ".cache",
+                cfg.val_frac,
+                spec,
+                vocab=fixed,
+                show_progress=not quiet and world.main,
+                keep_gutenberg=cfg.keep_gutenberg,
+            ),
+        )
     if world.main and not quiet:
         if data.skipped:
             log(skipped_note(data.skipped))
