@@ -6,6 +6,10 @@
   of click, so mkdocs-click lists no options for them.)
 - ``index.md`` and ``changelog.md``: README.md and CHANGELOG.md, their ``docs/`` links made
   relative to the site.
+
+And on every page, a code fence's words after its language (```` ```sh no-test ````, which
+tests/test_docs.py reads) are dropped before Markdown sees them: Markdown takes a fence with more
+than a language for text, and the rest of the page with it.
 """
 
 from __future__ import annotations
@@ -38,6 +42,10 @@ def cli_reference() -> str:
 def _site_links(text: str) -> str:
     text = re.sub(r"\]\(docs/", "](", text)
     return re.sub(r"\]\(CHANGELOG\.md", "](changelog.md", text)
+
+
+def on_page_markdown(markdown: str, **kwargs: Any) -> str:
+    return re.sub(r"^(\s*```[\w+-]+)[ \t]+[^\n{]*$", r"\1", markdown, flags=re.M)
 
 
 def on_files(files: Any, config: Any) -> Any:
