@@ -1,3 +1,4 @@
+import gc
 import os
 import subprocess
 import sys
@@ -77,3 +78,28 @@ def trained_run(tmp_path_factory, repetitive_corpus) -> Path:
     r = run_cli("train", repetitive_corpus, *TINY, "--steps", "300", "--eval-every", "50", "--out", out, "--quiet")
     assert r.exit_code == 0, r.stderr
     return out
+
+
+PAGE = 4096
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 4 MB tmpfs, unmounted afterwards; skipped where this process may not mount one."""
+    where = tmp_path / "disk"
+    where.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(where)], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({r.stderr.decode().strip() or r.returncode}); needs root")
+    yield where
+    gc.collect()  # the in-process runs' memory-mapped caches
+    if subprocess.run(["umount", str(where)]).returncode != 0:
+        subprocess.run(["umount", "--lazy", str(where)], check=True)
+
+
+def fill(disk: Path, leave: int) -> Path:
+    """A filler file that leaves ``leave`` bytes (rounded up to pages) free on the tmpfs."""
+    st = os.statvfs(disk)
+    filler = disk / "filler"
+    filler.write_bytes(b"\0" * max(0, st.f_bavail * st.f_frsize - (leave + PAGE - 1) // PAGE * PAGE))
+    return filler

@@ -1,13 +1,17 @@
-"""The prepared corpus on disk: token ids, vocabulary and metadata under one cache key.
+"""The prepared corpus on disk: token ids, vocabulary and metadata in one folder per cache key.
 
-The metadata is written last and marks a set complete; a set that is missing a file, or whose ids
-do not have the size the metadata says, is not found and is built again.
+A cache is one unit: built in a temp folder (``.KEY.tmpPID``), every file and the folder
+fsynced, then renamed to ``KEY`` as a whole and the rename made durable. A crash or power cut at
+any instant leaves the previous state, the complete new cache, or a temp folder that the next
+run sweeps (``files.sweep``): never a mix of two builds that loads. The ids' size is checked
+against the metadata as well.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -15,59 +19,84 @@ import numpy as np
 
 from charrnn.data.vocab import Vocab, from_state, id_dtype
 from charrnn.errors import CharrnnError
-from charrnn.runtime.files import write_error
+from charrnn.runtime.files import fsync_dir, temp_path, write_error
+
+IDS, META, VOCAB = "ids", "meta.json", "vocab"
 
 
-def paths(cache_dir: Path, key: str) -> tuple[Path, Path, Path]:
-    return cache_dir / f"{key}.ids", cache_dir / f"{key}.json", cache_dir / f"{key}.vocab"
+def folder(cache_dir: Path, key: str) -> Path:
+    return cache_dir / key
 
 
-def commit(cache_dir: Path, key: str, ids_tmp: Path, meta: dict[str, Any]) -> None:
-    """Rename the ids into place, then write the metadata; the metadata marks the set complete."""
-    ids_path, meta_path, vocab_path = paths(cache_dir, key)
+def start(cache_dir: Path, key: str) -> Path:
+    """A fresh temp folder to build the cache under ``key`` in; ``commit`` renames it into place."""
+    building = temp_path(folder(cache_dir, key))
     try:
-        os.replace(ids_tmp, ids_path)
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        discard(building)  # this process's own, from a build that failed earlier
+        building.mkdir()
+    except OSError as e:
+        raise write_error(e, building, "the corpus cache", "no partial cache is left") from None
+    return building
+
+
+def commit(cache_dir: Path, key: str, building: Path, meta: dict[str, Any]) -> None:
+    """Add the vocabulary and metadata to the built ids, make them durable, rename the folder."""
+    final = folder(cache_dir, key)
+    try:
         state = dict(meta["vocab"])
         if "model" in state:
-            tmp = vocab_path.with_name(f".{vocab_path.name}.tmp{os.getpid()}")
-            tmp.write_bytes(state.pop("model"))
-            os.replace(tmp, vocab_path)
-            state["model_file"] = vocab_path.name
-        tmp = meta_path.with_name(f".{meta_path.name}.tmp{os.getpid()}")
-        tmp.write_text(json.dumps({**meta, "vocab": state}))
-        os.replace(tmp, meta_path)
-    except OSError as e:
-        for tmp in cache_dir.glob(f".{key}.*.tmp{os.getpid()}"):
-            discard(tmp)
-        raise write_error(e, cache_dir / key, "the corpus cache", "no partial cache is left") from None
+            _write_synced(building / VOCAB, state.pop("model"))
+            state["model_file"] = VOCAB
+        _write_synced(building / META, json.dumps({**meta, "vocab": state}).encode())
+        fsync_dir(building)
+        discard(final)  # a cache under this key that did not load (else it would not be rebuilt)
+        os.replace(building, final)
+        fsync_dir(cache_dir)
+    except BaseException as e:
+        discard(building)
+        if isinstance(e, OSError):
+            raise write_error(e, final, "the corpus cache", "no partial cache is left") from None
+        raise
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def load(cache_dir: Path, key: str) -> tuple[Vocab, np.ndarray, int, dict[str, Any]] | None:
     """The vocabulary, all ids (memory-mapped: training ids first), the training ids' count and the
     metadata of the cache under ``key``; None if it is missing, incomplete or unreadable."""
-    ids_path, meta_path, vocab_path = paths(cache_dir, key)
+    where = folder(cache_dir, key)
     try:
-        meta = json.loads(meta_path.read_text())
+        meta = json.loads((where / META).read_text())
         state = dict(meta["vocab"])
         if "model_file" in state:
             state.pop("model_file")
-            state["model"] = vocab_path.read_bytes()
+            state["model"] = (where / VOCAB).read_bytes()
         vocab = from_state(state)
         n_train, n_val = int(meta["train_tokens"]), int(meta["val_tokens"])
         dtype = id_dtype(vocab.size)
-        if ids_path.stat().st_size != (n_train + n_val) * dtype.itemsize:
+        if (where / IDS).stat().st_size != (n_train + n_val) * dtype.itemsize:
             return None
         if n_train + n_val == 0:
             ids: np.ndarray = np.zeros(0, dtype)
         else:
-            ids = np.memmap(ids_path, dtype=dtype, mode="r", shape=(n_train + n_val,))
+            ids = np.memmap(where / IDS, dtype=dtype, mode="r", shape=(n_train + n_val,))
         return vocab, ids, n_train, meta
     except (OSError, ValueError, KeyError, TypeError, CharrnnError):
         return None
 
 
 def discard(path: Path) -> None:
+    """Remove a cache folder (or file), if it is there."""
     try:
-        path.unlink(missing_ok=True)
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
     except OSError:
         pass

@@ -290,16 +290,14 @@ def _build(
     if cache_dir is None:
         train, val = _encode(read, vocab, cut, None)
         return Prepared(vocab, train, val, key, names, cut, n_chars - cut, left_out=read.left_out)
-    target = cache_dir / f".{key}.ids.tmp{os.getpid()}"
+    building = cache.start(cache_dir, key)
     try:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        with open(target, "wb") as f:
+        with open(building / cache.IDS, "wb") as f:
             parts = _encode(read, vocab, cut, f)
-    except OSError as e:
-        cache.discard(target)
-        raise write_error(e, cache.paths(cache_dir, key)[0], "the corpus cache", "no partial cache is left") from None
-    except BaseException:
-        cache.discard(target)
+    except BaseException as e:  # a full disk, a bad character, a signal: no half-built cache stays
+        cache.discard(building)
+        if isinstance(e, OSError):
+            raise write_error(e, cache.folder(cache_dir, key), "the corpus cache", "no partial cache is left") from None
         raise
     meta = {
         "vocab": vocab.to_state(),
@@ -310,7 +308,7 @@ def _build(
         # By position in the file list, so a renamed file (or stdin) is noted under today's name.
         "left_out_at": {str(i): read.left_out[n] for i, n in enumerate(names) if n in read.left_out},
     }
-    cache.commit(cache_dir, key, target, meta)
+    cache.commit(cache_dir, key, building, meta)
     cached = _cached(cache_dir, key, names)
     if cached is None:
         raise CharrnnError(f"the corpus cache just written in {cache_dir} does not read back (disk full?)")

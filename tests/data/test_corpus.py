@@ -212,7 +212,7 @@ def test_training_leaves_out_a_gutenberg_header_and_licence_unless_kept(tmp_path
     # the same bytes by another name find the cache, and the note names them as given now
     r = run_cli("train", "-", *TINY, "--steps", "1", "--out", tmp_path / "a", input=book.read_bytes().decode())
     assert r.exit_code == 0 and "note: <stdin>: training on the text only" in r.stderr, r.stderr
-    assert len(list((tmp_path / "a" / ".cache").glob("*.json"))) == 1
+    assert len(list((tmp_path / "a" / ".cache").glob("*/meta.json"))) == 1
     # a folder of books gets one line
     (tmp_path / "shelf").mkdir()
     for n in range(5):

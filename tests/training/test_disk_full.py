@@ -2,16 +2,13 @@
 export, a screenplay, an adapted copy. Each write stops with one line, exit 2, the previous file
 intact and no temp file left; a run resumed after space is freed continues bit-exactly."""
 
-import gc
 import json
-import os
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY, run_cli
+from conftest import PAGE, TINY, fill, run_cli
 
 from charrnn.errors import CharrnnError
 from charrnn.model import checkpoint
@@ -19,33 +16,10 @@ from charrnn.runtime.distributed import World
 from charrnn.training.metrics import Metrics
 from charrnn.training.position import RunState
 
-PAGE = 4096
 TEMP = re.compile(r"^\..+\.tmp\d+$")
 # Wide enough that a checkpoint's large tensors are written past the end of the free space: torch
 # then reports the short write as a RuntimeError.
 RUN = [*TINY, "--hidden", "96", "--steps", "60", "--eval-every", "20", "--log-every", "5", "--quiet"]
-
-
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 4 MB tmpfs, unmounted afterwards; skipped where this process may not mount one."""
-    where = tmp_path / "disk"
-    where.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(where)], capture_output=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({r.stderr.decode().strip() or r.returncode}); needs root")
-    yield where
-    gc.collect()  # the in-process runs' memory-mapped caches
-    if subprocess.run(["umount", str(where)]).returncode != 0:
-        subprocess.run(["umount", "--lazy", str(where)], check=True)
-
-
-def _fill(disk: Path, leave: int) -> Path:
-    """A filler file that leaves ``leave`` bytes (rounded to pages) free on the tmpfs."""
-    st = os.statvfs(disk)
-    filler = disk / "filler"
-    filler.write_bytes(b"\0" * max(0, st.f_bavail * st.f_frsize - (leave + PAGE - 1) // PAGE * PAGE))
-    return filler
 
 
 def _temps(folder: Path) -> list[Path]:
@@ -62,7 +36,7 @@ def test_training_into_a_full_disk_stops_cleanly_and_resumes_bit_exactly(tmp_pat
     best, last = (ref / "best.pt").stat().st_size, (ref / "last.pt").stat().st_size
     # Room for the whole run but for half the checkpoints again: the first validation's best.pt
     # and last.pt fit, and at the second one last.pt's temp file fills the disk.
-    filler = _fill(small_disk, _footprint(ref) + (best + last) // 2)
+    filler = fill(small_disk, _footprint(ref) + (best + last) // 2)
     run = small_disk / "run"
     r = run_cli("train", repetitive_corpus, *RUN, "--out", run)
     assert r.exit_code == 2
@@ -85,7 +59,7 @@ def test_training_into_a_full_disk_stops_cleanly_and_resumes_bit_exactly(tmp_pat
 def test_a_cache_that_does_not_fit_is_one_line_and_leaves_nothing(tmp_path, small_disk):
     corpus = tmp_path / "big.txt"
     corpus.write_text("the lamp is dark and the door is open.\n" * 20_000)  # 780 kB of ids
-    _fill(small_disk, 256 * 1024)
+    fill(small_disk, 256 * 1024)
     run = small_disk / "run"
     r = run_cli("train", corpus, *RUN, "--out", run)
     assert r.exit_code == 2
@@ -107,7 +81,7 @@ def test_a_cache_that_does_not_fit_is_one_line_and_leaves_nothing(tmp_path, smal
 def test_outputs_onto_a_full_disk_keep_the_previous_file(small_disk, trained_run, repetitive_corpus, name, args):
     previous = small_disk / name
     previous.write_bytes(b"the previous file")
-    _fill(small_disk, 0)
+    fill(small_disk, 0)
     r = run_cli(*[a.format(run=trained_run, out=previous, corpus=repetitive_corpus) for a in args])
     assert r.exit_code == 2
     assert re.fullmatch(
@@ -125,7 +99,7 @@ def test_a_metrics_line_that_does_not_fit_is_cut_back_off(small_disk):
     # One whole line that ends 60 bytes short of a page: the next line fills the page, then fails.
     (out / "metrics.jsonl").write_text(json.dumps({"pad": "x" * (PAGE - 60 - 12)}) + "\n")
     before = (out / "metrics.jsonl").read_bytes()
-    _fill(small_disk, 0)
+    fill(small_disk, 0)
     line = {"step": 5, "train_bpc": 3.2, "val_bpc": None, "lr": 0.01, "chars_per_s": 1.0, "elapsed": 0.1}
     with pytest.raises(CharrnnError, match=r"^no space left on device while writing .*metrics\.jsonl; its earlier"):
         metrics.write(line)
