@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -126,10 +127,12 @@ class Model:
         top_p: float | None = None,
         stop: str | Sequence[str] = (),
         seed: int | None = None,
+        unknown: str = "error",
     ) -> str:
         """``length`` characters continuing ``prime`` (the prime itself is not repeated), ending
-        early at the first ``stop`` string; the same ``seed`` gives the same text."""
-        return "".join(self.stream(prime, length, temp, top_k, top_p, stop, seed))
+        early at the first ``stop`` string; the same ``seed`` gives the same text. Characters of
+        ``prime`` outside the vocabulary are an error, or dropped with ``unknown="skip"``."""
+        return "".join(self.stream(prime, length, temp, top_k, top_p, stop, seed, unknown))
 
     def stream(
         self,
@@ -140,9 +143,10 @@ class Model:
         top_p: float | None = None,
         stop: str | Sequence[str] = (),
         seed: int | None = None,
+        unknown: str = "error",
     ) -> Iterator[str]:
         """``generate``'s text piece by piece as it is sampled (for a live display)."""
-        opts, ids = self._options(prime, length, temp, top_k, top_p, stop, seed)
+        opts, ids = self._options(prime, length, temp, top_k, top_p, stop, seed, unknown)
         for _, piece in generate(self.net, self.vocab, opts, ids, 1):
             yield piece
 
@@ -156,22 +160,25 @@ class Model:
         top_p: float | None = None,
         stop: str | Sequence[str] = (),
         seed: int | None = None,
+        unknown: str = "error",
     ) -> list[str]:
         """``n`` samples generated together as one batch (much faster than ``n`` calls), as
         ``charrnn sample --num-samples N`` makes them."""
         if not isinstance(n, int) or n < 1:
             raise CharrnnError(f"n must be a whole number >= 1 (got {n!r})")
-        opts, ids = self._options(prime, length, temp, top_k, top_p, stop, seed)
+        opts, ids = self._options(prime, length, temp, top_k, top_p, stop, seed, unknown)
         texts = [""] * n
         for row, piece in generate(self.net, self.vocab, opts, ids, n):
             texts[row] += piece
         return texts
 
-    def score(self, text: str) -> Score:
+    def score(self, text: str, unknown: str = "error") -> Score:
         """How well the model predicts ``text``: ``.bpc`` (bits per character, as ``charrnn
         eval`` reports), ``.bits_per_token``, ``.perplexity``. Characters outside the
-        vocabulary are an error."""
-        return score_text(self.net, self.vocab, text)[0]
+        vocabulary are an error, or dropped with ``unknown="skip"``."""
+        _check_unknown(unknown)
+        with _python_spelling():
+            return score_text(self.net, self.vocab, text, skip_unknown=unknown == "skip")[0]
 
     def _options(
         self,
@@ -182,8 +189,25 @@ class Model:
         top_p: float | None,
         stop: str | Sequence[str],
         seed: int | None,
+        unknown: str,
     ) -> tuple[SampleOptions, list[int]]:
         stops = [stop] if isinstance(stop, str) else list(stop)
         opts = SampleOptions(length=length, temp=temp, top_k=top_k, top_p=top_p, seed=seed, stops=stops)
         opts.check()
-        return opts, encode_prime(self.vocab, prime)
+        _check_unknown(unknown)
+        with _python_spelling():
+            return opts, encode_prime(self.vocab, prime, unknown)
+
+
+def _check_unknown(unknown: str) -> None:
+    if unknown not in ("error", "skip"):
+        raise CharrnnError(f'unknown must be "error" or "skip" (got {unknown!r})')
+
+
+@contextmanager
+def _python_spelling() -> Iterator[None]:
+    """The library's errors name the command line's flag; from Python the keyword is the fix."""
+    try:
+        yield
+    except CharrnnError as e:
+        raise CharrnnError(str(e).replace("--unknown skip", 'unknown="skip"')) from None

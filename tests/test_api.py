@@ -112,6 +112,33 @@ def test_model_errors_are_charrnn_errors(trained_run, tmp_path):
         model.generate_many(0)
 
 
+def test_unknown_characters_one_spelling_in_the_api_and_eval(trained_run, tmp_path):
+    """unknown="skip" (the API), --unknown skip (eval, as sample and viz) and eval's old --skip-unknown,
+    hidden, all drop characters outside the vocabulary; the errors name the fix in each one's spelling."""
+    model = charrnn.load(trained_run)
+    with pytest.raises(CharrnnError, match='unknown="skip"'):
+        model.generate(prime="ü", length=5)
+    with pytest.raises(CharrnnError, match='unknown="skip"'):
+        model.score("ü ü ü")
+    with pytest.raises(CharrnnError, match='unknown must be "error" or "skip"'):
+        model.score("abc", unknown="drop")
+    assert len(model.generate(prime="üa", length=5, seed=1, unknown="skip")) == 5
+    assert model.generate_many(2, prime="ü", length=3, unknown="skip", seed=1)[0]
+    text = "".join(model.vocab.decode(list(range(model.vocab.size))))
+    assert model.score(text + "ü", unknown="skip").chars == model.score(text).chars
+    scene = tmp_path / "scene.txt"
+    scene.write_text(text + "ü", encoding="utf-8")
+    r = run_cli("eval", trained_run, scene)
+    assert r.exit_code == 2 and "--unknown skip" in r.stderr
+    new, old = (
+        run_cli("eval", trained_run, scene, "--unknown", "skip", "--json"),
+        run_cli("eval", trained_run, scene, "--skip-unknown", "--json"),
+    )
+    assert new.exit_code == old.exit_code == 0 and json.loads(new.stdout) == json.loads(old.stdout)
+    helptext = run_cli("eval", "--help").stdout
+    assert "--unknown" in helptext and "--skip-unknown" not in helptext
+
+
 def test_charrnn_train_is_the_api_function_not_a_module():
     import pydoc
 

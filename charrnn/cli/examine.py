@@ -32,9 +32,12 @@ def evaluate(
     checkpoint_path: Path = typer.Argument(..., metavar="CHECKPOINT", help=CHECKPOINT_HELP),
     text: list[str] = typer.Argument(..., help="Text files or directories, or - for stdin."),
     as_json: bool = typer.Option(False, "--json", help="One machine-readable JSON line."),
-    skip_unknown: bool = typer.Option(
-        False, "--skip-unknown", help="Drop (and count) characters outside the vocabulary."
+    unknown: str = typer.Option(
+        "error",
+        "--unknown",
+        help="Characters outside the vocabulary: error | skip (drop and count them), as for sample.",
     ),
+    skip_unknown: bool = typer.Option(False, "--skip-unknown", hidden=True, help="The old spelling of --unknown skip."),
     keep_gutenberg: bool | None = typer.Option(
         None,
         "--keep-gutenberg/--no-keep-gutenberg",
@@ -61,6 +64,7 @@ def evaluate(
 ) -> None:
     """Bits per character (and per token, and perplexity) of any text under a trained model."""
     try:
+        check_unknown(unknown)
         from charrnn.evaluation.dynamic import rule_from_flags
 
         rule = rule_from_flags(dynamic, dynamic_method, dynamic_lr, dynamic_decay, segment)
@@ -68,7 +72,8 @@ def evaluate(
             raise CharrnnError("--stats-text applies only with --dynamic")
         from charrnn.evaluation.report import score_files
 
-        result = score_files(checkpoint_path, text, skip_unknown, keep_gutenberg, rule, stats_text, _note_skipped)
+        skip = skip_unknown or unknown == "skip"
+        result = score_files(checkpoint_path, text, skip, keep_gutenberg, rule, stats_text, _note_skipped)
         if as_json:
             print(json.dumps(result))
         else:

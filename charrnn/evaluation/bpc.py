@@ -127,7 +127,7 @@ def text_ids(vocab: Vocab, text: str, skip_unknown: bool = False) -> tuple[np.nd
     if missing:
         if not skip_unknown:
             raise CharrnnError(
-                f"text has characters the vocabulary lacks: {describe_chars(missing)} (use --skip-unknown)"
+                f"text has characters the vocabulary lacks: {describe_chars(missing)} (use --unknown skip to drop them)"
             )
         gone = set(missing)
         kept = "".join(c for c in text if c not in gone)
