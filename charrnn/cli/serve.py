@@ -24,6 +24,11 @@ def serve(
         envvar="CHARRNN_API_KEY",
         help="Require Authorization: Bearer KEY on /v1 requests (or set CHARRNN_API_KEY).",
     ),
+    allow_origins: list[str] = typer.Option(
+        [],
+        "--allow-origin",
+        help="A web origin (https://example.com) whose pages may call the API (repeatable); others get 403.",
+    ),
     max_tokens: int = typer.Option(4096, min=1, max=10**7, help="The most tokens one completion may ask for."),
     max_prompt: int = typer.Option(
         32_768,
@@ -50,22 +55,9 @@ def serve(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No line per request on stderr (the start line stays)."),
 ) -> None:
     """Serve models over an OpenAI-compatible API (POST /v1/completions), with a playground page at /."""
+    options = dict(locals())  # the parameters, named as ServerState's settings
     try:
-        _serve(
-            checkpoints,
-            device,
-            host,
-            port,
-            api_key=api_key,
-            max_tokens=max_tokens,
-            max_prompt=max_prompt,
-            max_concurrent=max_concurrent,
-            max_rows=max_rows,
-            max_connections=max_connections,
-            read_timeout=read_timeout,
-            stall_timeout=stall_timeout,
-            quiet=quiet,
-        )
+        _serve(**options)
     except ServerFailed as e:
         fail(str(e), code=1)
     except CharrnnError as e:
@@ -77,7 +69,7 @@ def _serve(checkpoints: list[str] | None, device: str, host: str, port: int, **s
         from charrnn.serving.listen import run
         from charrnn.serving.models import ServerState, load_models
     except ImportError as e:
-        if e.name not in ("fastapi", "uvicorn", "starlette"):
+        if (e.name or "").split(".")[0] not in ("fastapi", "uvicorn", "starlette"):
             raise
         raise CharrnnError("charrnn serve needs the serve extra: pip install 'charrnn[serve]'") from None
     from charrnn.model.checkpoint import default_model
@@ -88,5 +80,5 @@ def _serve(checkpoints: list[str] | None, device: str, host: str, port: int, **s
         if note:
             print(note, file=sys.stderr)
         checkpoints = [str(path)]
-    state = ServerState(load_models(checkpoints), device=str(pick_device(device)), **settings)
+    state = ServerState(load_models(checkpoints), device=str(pick_device(device)), host=host, **settings)
     run(state, host, port)

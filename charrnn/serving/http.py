@@ -12,18 +12,20 @@ import contextlib
 import hmac
 import json
 import secrets
-import sys
 import time
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
 from charrnn.data.vocab import encode_prime
 from charrnn.errors import CharrnnError
+from charrnn.serving.crosssite import CrossSite
 from charrnn.serving.engine import FAILED, Engine, Job
+from charrnn.serving.log import RequestLog
 from charrnn.serving.mailbox import Mailbox, deliver
 from charrnn.serving.models import Served, ServerState, injected_fault
 from charrnn.serving.openai import ApiError, CompletionRequest, choice, completion, parse_completion, sse, usage
@@ -47,7 +49,15 @@ def create_app(state: ServerState) -> FastAPI:
 
     app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.charrnn = state
-    app.add_middleware(_RequestLog, quiet=state.quiet)
+    if state.allow_origins:  # pages on these sites may call the API from the browser
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=state.allow_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+    app.add_middleware(CrossSite, bound=state.host, origins=state.allow_origins)
+    app.add_middleware(RequestLog, quiet=state.quiet)
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.get("/", response_class=HTMLResponse)(page)
@@ -355,39 +365,3 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
         405: f"{request.method} is not allowed on {request.url.path}",
     }
     return await _api_error(request, ApiError(exc.status_code, what.get(exc.status_code, str(exc.detail))))
-
-
-class _RequestLog:
-    """One line per request on stderr (method, path, status, characters generated,
-    milliseconds), and a bare 500 for a bug: never a traceback in a response."""
-
-    def __init__(self, app, quiet: bool) -> None:
-        self.app, self.quiet = app, quiet
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        start, status, log = time.perf_counter(), [0], {"chars": 0}
-        scope["charrnn.log"] = log
-
-        async def logged_send(message) -> None:
-            if message["type"] == "http.response.start":
-                status[0] = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, logged_send)
-        except Exception as e:  # noqa: BLE001 - a bug must still answer in the API's own format
-            print(f"error: {scope['method']} {scope['path']}: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
-            if not status[0]:
-                await JSONResponse(ApiError(500, "internal server error", kind="server_error").body(), 500)(
-                    scope, receive, logged_send
-                )
-        finally:
-            if not self.quiet:
-                ms = (time.perf_counter() - start) * 1000
-                print(
-                    f"{scope['method']} {scope['path']} {status[0]} {log['chars']} chars {ms:.0f} ms",
-                    file=sys.stderr,
-                    flush=True,
-                )

@@ -13,6 +13,7 @@ from types import FrameType
 import uvicorn
 
 from charrnn.errors import CharrnnError, ServerFailed
+from charrnn.serving.crosssite import exposed_warning
 from charrnn.serving.guard import guarded_protocol
 from charrnn.serving.http import create_app
 from charrnn.serving.models import ServerState
@@ -71,6 +72,7 @@ def run(state: ServerState, host: str, port: int) -> None:
     except OSError as e:
         sock.close()
         raise CharrnnError(f"cannot listen on {host}:{port} ({e.strerror or e})") from None
+    exposed_warning(host, state.api_key)
     shown = f"[{host}]" if family == socket.AF_INET6 else host
     url = f"http://{shown}:{sock.getsockname()[1]}"
     config = uvicorn.Config(

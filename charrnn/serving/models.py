@@ -30,6 +30,8 @@ class Served:
 class ServerState:
     models: dict[str, Served]
     api_key: str | None = None
+    host: str = "127.0.0.1"  # the address bound: what a request's Host must name
+    allow_origins: list[str] = field(default_factory=list)
     max_tokens: int = 4096
     max_prompt: int = 32_768
     max_concurrent: int = 64

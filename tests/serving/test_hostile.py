@@ -161,14 +161,17 @@ def test_slow_clients_are_cut_off(tmp_path):
         assert all(_closed(sock, 3) for sock in half + extra[:10])
         # A body that stops halfway: 408.
         slow = socket.create_connection(("127.0.0.1", s.port))
-        slow.sendall(b'POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"prompt"')
+        slow.sendall(
+            b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 100\r\n\r\n{"prompt"'
+        )
         assert slow.recv(4096).startswith(b"HTTP/1.1 408")
         # A stream whose client never reads: ended, its rows freed.
         reader = socket.socket()
         reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         reader.connect(("127.0.0.1", s.port))
         body = b'{"prompt": "A", "n": 4, "max_tokens": 1000000, "stream": true}'
-        reader.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n")
+        reader.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n")
         reader.sendall(b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
         rows = [_rows_within(s.url, lambda n: n == 4, 10), _rows_within(s.url, lambda n: n == 0, 20)]
         assert rows == [4, 0]
@@ -183,3 +186,35 @@ def _rows_within(url, done, seconds):
         if done(rows) or time.monotonic() > deadline:
             return rows
         time.sleep(0.1)
+
+
+def test_other_sites_cannot_drive_the_server(server):
+    url, body = f"{server.url}/v1/completions", b'{"prompt": "A", "max_tokens": 3}'
+    evil = {"Origin": "http://evil.example", "Content-Type": "text/plain"}
+    r = httpx.post(url, content=body, headers=evil)
+    assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden_origin"
+    r = httpx.post(url, content=body, headers={"Content-Type": "text/plain"})
+    assert r.status_code == 415 and r.json()["error"]["type"] == "invalid_request_error"
+    r = httpx.post(url, content=body, headers={"Host": "rebound.example:80", "Content-Type": "application/json"})
+    assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden_host"
+    # The playground's own requests: same origin, JSON.
+    page = httpx.get(f"{server.url}/")
+    assert page.status_code == 200 and "application/json" in page.text
+    own = {"Origin": server.url, "Content-Type": "application/json"}
+    assert httpx.post(url, content=body, headers=own).status_code == 200
+    local = {"Host": f"localhost:{server.port}", "Origin": f"http://localhost:{server.port}"}
+    assert httpx.post(url, content=body, headers={**local, "Content-Type": "application/json"}).status_code == 200
+
+
+def test_allowed_origins_and_the_exposed_warning(tmp_path):
+    run = ascii_run(tmp_path / "ascii")
+    with Server(run, "--allow-origin", "https://ok.example", "--quiet") as s:
+        url, ok = f"{s.url}/v1/completions", {"Origin": "https://ok.example"}
+        r = httpx.post(url, json={"prompt": "A", "max_tokens": 3}, headers=ok)
+        assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "https://ok.example"
+        preflight = {**ok, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type"}
+        assert httpx.options(url, headers=preflight).status_code == 200
+        assert httpx.post(url, json={"prompt": "A"}, headers={"Origin": "https://no.example"}).status_code == 403
+        assert not s.log_lines("^warning:")
+    with Server(run, "--host", "0.0.0.0", "--quiet") as s:
+        assert s.log_lines("^warning: listening on 0.0.0.0 without --api-key")

@@ -215,7 +215,8 @@ def test_limits_and_auth(server):
         for _ in range(20):
             yield b" " * 100_000
 
-    r = httpx.post(f"{server.url}/v1/completions", content=chunked(), headers={"Authorization": f"Bearer {KEY}"})
+    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    r = httpx.post(f"{server.url}/v1/completions", content=chunked(), headers=headers)
     assert r.status_code == 413
     for key in (None, "wrong", KEY + "x"):
         r = post(server, {"prompt": "A"}, key=key)
