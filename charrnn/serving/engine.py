@@ -27,7 +27,7 @@ from charrnn.sampling.batch import Batch, Row
 from charrnn.sampling.generate import PROMPT_CHUNK, copies, read_chunks, start_ids
 from charrnn.sampling.options import SampleOptions
 from charrnn.sampling.pick import RowNoise
-from charrnn.sampling.text import LENGTH, STOP, RowText
+from charrnn.sampling.text import LENGTH, RowText
 
 
 @dataclass(eq=False)
@@ -57,6 +57,9 @@ Event = tuple[Job, str, "str | None"]
 Sink = Callable[[list[Event]], None]
 # The finish of a job whose tick raised: the server answers it with a 500.
 FAILED = "error"
+# The finish of a job the server ended because it is stopping (not a stop string: a client
+# must be able to tell).
+SHUTDOWN = "shutdown"
 # Ticks that raise one after another, with no tick between that did not, before the engine
 # gives up: a fault that follows every tick is no one request's.
 MAX_FAILURES = 3
@@ -120,7 +123,7 @@ class Engine:
                 self.sink([(job, "", FAILED) for job in jobs])
                 return
             if self._closing:
-                self.sink([(job, "", STOP) for job in jobs])
+                self.sink([(job, "", SHUTDOWN) for job in jobs])
                 return
             self._pending.append(jobs)
             self._wake.notify()
@@ -215,7 +218,7 @@ class Engine:
 
     def _end_all(self, groups: list[list[Job]]) -> None:
         jobs = self._held() + [job for group in groups for job in group]
-        self.sink([(job, "", STOP) for job in jobs if not job.cancelled])
+        self.sink([(job, "", SHUTDOWN) for job in jobs if not job.cancelled])
 
     def _admit(self, groups: list[list[Job]]) -> list[list[Job]]:
         """Start reading the first waiting prompt, once for every waiting job that starts from

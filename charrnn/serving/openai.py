@@ -74,6 +74,8 @@ def parse_completion(raw: bytes, max_tokens_cap: int, max_prompt: int) -> Comple
     unknown = body.get("unknown", "error")
     if unknown not in ("error", "skip"):
         raise ApiError(400, f"unknown must be 'error' or 'skip' (got {json.dumps(unknown)})", "unknown")
+    if body.get("logprobs") not in (None, False):  # OpenAI's are per-token log probabilities
+        raise ApiError(400, "logprobs are not supported: charrnn serve returns text only", "logprobs")
     options = body.get("stream_options") or {}
     if not isinstance(options, dict):
         raise _type("stream_options", "an object")

@@ -218,3 +218,16 @@ def test_allowed_origins_and_the_exposed_warning(tmp_path):
         assert not s.log_lines("^warning:")
     with Server(run, "--host", "0.0.0.0", "--quiet") as s:
         assert s.log_lines("^warning: listening on 0.0.0.0 without --api-key")
+
+
+def test_log_lines_cannot_be_forged_and_logprobs_are_refused(tmp_path):
+    with Server(ascii_run(tmp_path / "ascii")) as s:
+        with socket.create_connection(("127.0.0.1", s.port)) as sock:
+            forged = b"/nope%0APOST%20/v1/completions%20200%200%20chars%201%20ms"
+            sock.sendall(b"GET " + forged + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            assert sock.recv(4096).startswith(b"HTTP/1.1 404")
+        r = post(s, {"prompt": "A", "logprobs": 2})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "logprobs"
+        time.sleep(0.2)
+        assert s.log_lines(r"^GET /nope%0APOST%20/v1/completions%20200%200%20chars%201%20ms 404 ")
+        assert not s.log_lines(r"^POST /v1/completions 200 0 chars 1 ms")

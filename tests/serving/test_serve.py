@@ -362,7 +362,7 @@ def test_busy_server_answers_429_and_stops_on_signal(trained_run):
         assert code == 0 and seconds < 2
         for out in outs:
             assert out["status"] == 200 and out["events"][-1] == "data: [DONE]"
-            assert json.loads(out["events"][-2][6:])["choices"][0]["finish_reason"] == "stop"
+            assert json.loads(out["events"][-2][6:])["choices"][0]["finish_reason"] == "shutdown"
 
 
 def test_models_by_run_name_default_newest_and_sigint(tmp_path, trained_run):
