@@ -69,7 +69,7 @@ def train_cell(path: Path, minutes: float, start: str, held_out: str, count: int
         texts = samples_of(Path(out) / "best.pt", count, chars)
         index = run_index(checkpoint.load(Path(out) / "best.pt"))
         copied = [index.copying(t).covered for t in texts] if index else []
-        shape = structure("\n".join(texts)) if screenplay else None
+        shape = structure("\n".join(texts)).as_dict() if screenplay else None
     return {
         "val_bpc": round(score.bpc, 4),
         "steps": last["step"],

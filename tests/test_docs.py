@@ -19,9 +19,10 @@ What the work folder holds (names a page may use)
 Tiny models, so the whole suite stays fast
   In shell blocks ``charrnn`` and ``torchrun`` are shell functions that append TRAIN_FLAGS to a
   training command (later flags win, so a page's ``--time 10m`` still shows but the run is a few
-  steps of a tiny model); ``pip`` says what it would install and does nothing. In Python blocks
-  ``charrnn.train`` takes TRAIN_OPTIONS over the page's own options. ``charrnn`` itself is this
-  checkout's, each command forked from one warm process (cli_server.py) that imported torch once.
+  steps of a tiny model; with ``--base english``, two steps of the base's own size); ``pip`` says
+  what it would install and does nothing. In Python blocks ``charrnn.train`` takes TRAIN_OPTIONS
+  over the page's own options. ``charrnn`` itself is this checkout's, each command forked from one
+  warm process (cli_server.py) that imported torch once.
 
 Adding a page
   A page without a row in PAGES runs as above. A page that needs more adds a row, e.g.
@@ -55,6 +56,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CLI_SERVER = Path(__file__).resolve().parent / "cli_server.py"
 README_LIMIT = 8000
 TRAIN_FLAGS = [*TINY, "--steps", "10", "--eval-every", "5"]
+# A run from the base trains the base's own size (sizes as flags are refused): a few steps of it.
+BASE_TRAIN_FLAGS = ["--steps", "2", "--eval-every", "2", "--val-tokens", "256"]
 TRAIN_OPTIONS = dict(
     layers=1,
     hidden=32,
@@ -85,7 +88,11 @@ PAGES: dict[str, Page] = {
 }
 
 SHELL_PRELUDE = """set -euo pipefail
-charrnn() { if [ "${1-}" = train ]; then command charrnn "$@" $TRAIN_FLAGS; else command charrnn "$@"; fi; }
+charrnn() {
+    if [ "${1-}" != train ]; then command charrnn "$@"
+    elif [[ " $* " == *" --base english "* ]]; then command charrnn "$@" $BASE_TRAIN_FLAGS
+    else command charrnn "$@" $TRAIN_FLAGS; fi
+}
 torchrun() { command torchrun "$@" $TRAIN_FLAGS; }
 pip() { echo "test_docs: not run: pip $*" >&2; }
 """
@@ -156,6 +163,7 @@ def _env(bin_dir: Path, extra: dict[str, str]) -> dict[str, str]:
         "PYTHONPATH": pythonpath,
         "PYTHONUNBUFFERED": "1",
         "TRAIN_FLAGS": " ".join(TRAIN_FLAGS),
+        "BASE_TRAIN_FLAGS": " ".join(BASE_TRAIN_FLAGS),
         "TRAIN_OPTIONS": json.dumps(TRAIN_OPTIONS),
         **extra,
     }

@@ -165,7 +165,8 @@ def describe(ckpt: dict[str, Any]) -> list[tuple[str, str]]:
         ("steps", f"{ckpt.get('step', 0):,}"),
         ("val bpc", fmt(ckpt.get("val_bpc"))),
         ("best val bpc", fmt(ckpt.get("best_val_bpc"))),
-        ("trained for", f"{ckpt.get('elapsed', 0.0):.1f} s"),
+        # A packaged base keeps no time: its file is byte for byte the same whenever it is made.
+        ("trained for", f"{ckpt['elapsed']:.1f} s" if "elapsed" in ckpt else "-"),
         ("written by", f"charrnn {ckpt['charrnn_version']}" if ckpt.get("charrnn_version") else "-"),
     ]
     if vocab.kind == "char":

@@ -409,10 +409,16 @@ def test_cli_errors_are_one_line(tmp_path, trained_run):
     assert (
         r.returncode == 2 and r.stderr == "error: charrnn serve needs the serve extra: pip install 'charrnn[serve]'\n"
     )
+    # (With no model named and none trained, serve serves the bundled base: tests/training/test_start.py.)
     r = subprocess.run(
-        [sys.executable, "-m", "charrnn", "serve"], capture_output=True, text=True, cwd=tmp_path, timeout=60
+        [sys.executable, "-m", "charrnn", "serve", "no-such-run"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
     )
-    assert r.returncode == 2 and r.stderr.startswith("error: no trained model found")
+    assert r.returncode == 2 and r.stderr.startswith("error: ") and "no-such-run" in r.stderr
+    assert r.stderr.count("\n") == 1
 
 
 def test_num_samples_rows_are_lone_runs_with_seeds_s_to_s_plus_n(trained_run):
