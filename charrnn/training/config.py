@@ -15,24 +15,24 @@ from pathlib import Path
 from charrnn.errors import CharrnnError
 from charrnn.options import Option, command_options, option, options_of, shown
 
-# Sizes measured on a 2-core CPU (see README "Presets"): each preset is the model that reached
-# the lowest validation bpc on tinyshakespeare within its time budget. Large was measured on an
-# H100: dropout 0.5 and weight decay 0.1 reached 2.099 where 0.2 and 0.01 reached 2.128.
-# Dropout: on a CPU with AMX (bfloat16, ~2.5x the text per minute) ten minutes of small are ten
-# passes over tinyshakespeare, and dropout 0 / 0.2 / 0.3 reached 2.093 (early stop) / 2.004 /
-# 1.999; on an AVX2 CPU in float32 (three passes) 0.1 had been within noise of 0 (2.142 / 2.146
-# in 1,000 steps), so small takes 0.2. Medium with dropout 0.3 reached the same 2.073 as 0.1 over
-# its 2,876 float32 steps on that CPU, and reads its text 2.5x as often with AMX: it takes 0.3.
-# retrain_dropout and retrain_length are for the second run after an early stop, which only comes
-# once a run has memorised its text (README "Early stop"). Measured on the demo screenplay, small:
-# dropout 0 / 0.3 over the first run's 288 steps reached 2.554 / 2.579, 0.3 over 432 (1.5x) /
-# 576 / 820 steps 2.514 / 2.513 / 2.542; tiny, after a first run of 684 steps: dropout 0.1 over
-# 684 / 1,368 / 2,052 steps reached 2.528 / 2.569 / 2.559 (and 0.3 over 650, 2.583). On Earnest
-# (play only), small, 0.3 over 1x / 1.5x the first run's 480 steps: 2.003 / 2.007, dropout 0
-# over 1x: 2.069 (those first runs had dropout 0). Medium, with dropout 0.1 then: on Earnest its
-# first run reached 2.105 (stopped at step 832), the second, 0.3 over 1.5x, 2.053 (stopped at 832
-# too). Its first run now has 0.3 itself, so its second is as long as the first (retrain_length
-# applies only to a second run with more dropout).
+# Sizes measured on a 2-core CPU (docs/benchmarks.md, "How the presets were chosen"): each preset
+# is the model that reached the lowest validation bpc on tinyshakespeare within its time budget.
+# Large was measured on an H100: dropout 0.5 and weight decay 0.1 reached 2.099 where 0.2 and 0.01
+# reached 2.128. Dropout: on a CPU with AMX (bfloat16, ~2.5x the text per minute) ten minutes of
+# small are ten passes over tinyshakespeare, and dropout 0 / 0.2 / 0.3 reached 2.093 (early stop)
+# / 2.004 / 1.999; on an AVX2 CPU in float32 (three passes) 0.1 had been within noise of 0 (2.142
+# / 2.146 in 1,000 steps), so small takes 0.2. Medium with dropout 0.3 reached the same 2.073 as
+# 0.1 over its 2,876 float32 steps on that CPU, and reads its text 2.5x as often with AMX: it
+# takes 0.3. retrain_dropout and retrain_length are for the second run after an early stop, which
+# only comes once a run has memorised its text (docs/benchmarks.md, "The early stop and the second
+# run"). Measured on the demo screenplay, small: dropout 0 / 0.3 over the first run's 288 steps
+# reached 2.554 / 2.579, 0.3 over 432 (1.5x) / 576 / 820 steps 2.514 / 2.513 / 2.542; tiny, after
+# a first run of 684 steps: dropout 0.1 over 684 / 1,368 / 2,052 steps reached 2.528 / 2.569 /
+# 2.559 (and 0.3 over 650, 2.583). On Earnest (play only), small, 0.3 over 1x / 1.5x the first
+# run's 480 steps: 2.003 / 2.007, dropout 0 over 1x: 2.069 (those first runs had dropout 0).
+# Medium, with dropout 0.1 then: on Earnest its first run reached 2.105 (stopped at step 832), the
+# second, 0.3 over 1.5x, 2.053 (stopped at 832 too). Its first run now has 0.3 itself, so its
+# second is as long as the first (retrain_length applies only to a second run with more dropout).
 PRESETS: dict[str, dict] = {
     "tiny": dict(
         model="lstm",
@@ -136,7 +136,7 @@ class TrainConfig:
         max=10**12,
     )
     # Validations in a row without a new best before the run stops (0: never). On a GPU a
-    # 1 MB corpus is learnt in under a minute and then only overfits (see README "On a GPU").
+    # 1 MB corpus is learnt in under a minute and then only overfits (docs/distributed.md, "On a GPU").
     patience: int = option(
         5,
         "Stop once this many validations in a row have not beaten the best val bpc, after the first pass over "
