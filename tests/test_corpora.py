@@ -41,7 +41,7 @@ def test_a_file_that_is_not_utf8_says_so(tmp_path):
 
 
 def test_the_panel_is_the_one_docs_auto_measures():
-    page = (ROOT / "docs" / "auto.md").read_text(encoding="utf-8")
+    page = (ROOT / "docs" / "benchmarks.md").read_text(encoding="utf-8")
     command = next(
         line for line in page.splitlines() if "--minutes 2 --who" in line and line.startswith("python bench/auto.py")
     )

@@ -169,13 +169,13 @@ def test_auto_times_the_ladder_for_a_time_budget_and_pays_for_it(tmp_path, repet
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     ladder = (auto.Size(1, 16, 8, 16, 8, 1e-2, 0.01), auto.Size(1, 32, 16, 16, 8, 1e-2, 0.01))
     monkeypatch.setattr(auto, "LADDER", ladder)
-    r = run_cli("train", repetitive_corpus, "--time", "3s", "--out", tmp_path / "run")
+    r = run_cli("train", repetitive_corpus, "--time", "3s", "--base", "none", "--out", tmp_path / "run")
     assert r.exit_code == 0, r.stderr
     line = next(line for line in r.stderr.splitlines() if line.startswith("auto:"))
     assert "timed in" in line and "chars/s" in line and "passes" in line
     saved = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["train_config"]
     assert saved["hidden"] in (16, 32) and saved["time"] < 3
-    again = run_cli("train", repetitive_corpus, "--time", "3s", "--out", tmp_path / "run2")
+    again = run_cli("train", repetitive_corpus, "--time", "3s", "--base", "none", "--out", tmp_path / "run2")
     assert "timed earlier on this machine" in again.stderr
 
 
