@@ -125,9 +125,11 @@ def train_run(
 
 def _check_base(base: str | None, resume: bool, init_from: Path | None, cfg: TrainConfig, given: set[str]) -> None:
     """--base fits a new character-level run of the base's own size; refused otherwise."""
-    if base is not None and base not in ("english", "none"):
-        raise CharrnnError(f"--base must be english or none (got {base!r})")
-    if base is None or base == "none":
+    from charrnn.training.start import CHOICES, NONE
+
+    if base is not None and base not in CHOICES:
+        raise CharrnnError(f"--base must be {' or '.join(CHOICES)} (got {base!r})")
+    if base is None or base == NONE:
         return
     if resume:
         raise CharrnnError("--base applies to a new run; a resumed run goes on from its own weights")
@@ -208,14 +210,14 @@ def _starting_point(
     auto's choice), or None for random weights (and for a resumed run, which has its own)."""
     from charrnn.model import checkpoint
     from charrnn.training.config import DEFAULT_PRESET
-    from charrnn.training.start import choose_start
+    from charrnn.training.start import ENGLISH, choose_start
 
     if init_from is not None:
         return checkpoint.load(init_from)
     if resume_ckpt is not None or cfg.vocab != "char":
         return None
     if given & {"model", "layers", "hidden", "embed"}:
-        if base == "english":
+        if base == ENGLISH:
             raise CharrnnError(
                 "--base english trains the base's own model: not with --model, --layers, --hidden or --embed"
             )

@@ -86,15 +86,13 @@ def choose_start(
 ) -> dict[str, Any] | None:
     """The base model's checkpoint where this run starts from it, else None (random weights).
 
-    ``base`` is the ``--base`` flag (None: not given); without it only ``--preset auto`` may
-    choose the base, and says why in one line.
+    ``base`` is the ``--base`` flag (None: not given; its value checked by ``train_run``); without
+    it only ``--preset auto`` may choose the base, and says why in one line.
     """
     from charrnn.model import checkpoint
 
     if base == NONE or (base is None and not auto):
         return None
-    if base is not None and base not in CHOICES:
-        raise CharrnnError(f"--base must be one of {', '.join(CHOICES)} (got {base!r})")
     found = checkpoint.bundled_base()
     if not found.is_file():
         if base == ENGLISH:
