@@ -4,13 +4,16 @@ A cache is one unit: built in a temp folder (``.KEY.tmpPID``), every file and th
 fsynced, then renamed to ``KEY`` as a whole and the rename made durable. A crash or power cut at
 any instant leaves the previous state, the complete new cache, or a temp folder that the next
 run sweeps (``files.sweep``): never a mix of two builds that loads. The ids' size is checked
-against the metadata as well.
+against the metadata as well. Caches in the flat layout of charrnn 2.0.0 and earlier (files
+``KEY.ids``, ``KEY.json``, ``KEY.vocab`` side by side) are never read and are removed
+(``sweep_flat``).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -22,6 +25,9 @@ from charrnn.errors import CharrnnError
 from charrnn.runtime.files import fsync_dir, temp_path, write_error
 
 IDS, META, VOCAB = "ids", "meta.json", "vocab"
+# A cache's files in the flat layout of 2.0.0 and earlier (0.1 kept its ids in KEY.npy). The copy
+# index's KEY.text and KEY.suffixes.npy are flat too, and current: the pattern does not match them.
+FLAT = re.compile(r"[0-9a-f]{24}-[a-z]+(?:-[0-9a-f]{12})?-v[0-9]+\.(?:ids|npy|json|vocab)")
 
 
 def folder(cache_dir: Path, key: str) -> Path:
@@ -89,6 +95,33 @@ def load(cache_dir: Path, key: str) -> tuple[Vocab, np.ndarray, int, dict[str, A
         return vocab, ids, n_train, meta
     except (OSError, ValueError, KeyError, TypeError, CharrnnError):
         return None
+
+
+def sweep_flat(cache_dir: Path) -> list[Path]:
+    """Remove the files of caches in the flat layout: no version since reads them (a run rebuilds
+    its cache as a folder), so they would otherwise take the corpus's size on disk for good. Their
+    temp files carry a process id and are left to ``files.sweep``, which keeps a live one's."""
+    try:
+        found = [p for p in cache_dir.iterdir() if FLAT.fullmatch(p.name) and p.is_file() and not p.is_symlink()]
+    except OSError:  # no cache folder yet
+        return []
+    removed = []
+    for path in found:
+        try:
+            path.unlink()
+        except OSError:
+            continue
+        removed.append(path)
+    return removed
+
+
+def remove_if_empty(cache_dir: Path) -> None:
+    """Remove ``cache_dir`` if nothing is in it: a preparation stopped by a signal or an error
+    would otherwise leave the empty folder it created behind."""
+    try:
+        cache_dir.rmdir()
+    except OSError:  # not empty, already gone, or not ours to remove
+        pass
 
 
 def discard(path: Path) -> None:

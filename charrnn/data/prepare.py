@@ -114,8 +114,10 @@ def prepare(
     from charrnn.runtime.progress import PrepareProgress
 
     skipped: list[str] = []
-    sources = corpus.open_sources(paths, cache_dir, skipped)
+    created = cache_dir is not None and not cache_dir.exists()
+    sources: list[corpus.Source] = []
     try:
+        sources = corpus.open_sources(paths, cache_dir, skipped)
         names = [s.name for s in sources]
         total = sum(s.size for s in sources)
         with PrepareProgress(enabled=show_progress and total > 0) as bar:
@@ -124,19 +126,7 @@ def prepare(
             if vocab is not None:  # a fine-tune onto new characters grows a character vocabulary
                 bar.phase("scanning for new characters", total)
                 vocab = extended_vocab(vocab, _Reader(sources, bar, keep_gutenberg).chunks())
-            # Reading the whole file is what versions before the Gutenberg rule did: the same key,
-            # so their runs resume and their caches are found.
-            settings = json.dumps(
-                [
-                    spec.kind,
-                    spec.size,
-                    val_frac,
-                    vocab.to_state() if vocab else None,
-                    *([] if keep_gutenberg else ["pg"]),
-                ],
-                default=_bytes_hash,
-            )
-            key = f"{digest[:24]}-{spec.kind}-{hashlib.sha256(settings.encode()).hexdigest()[:12]}-v{CACHE_VERSION}"
+            key = _key(digest, spec, val_frac, vocab, keep_gutenberg)
             data = _cached(cache_dir, key, names) if cache_dir is not None else None
             if data is None:
                 read = _Reader(sources, bar, keep_gutenberg)
@@ -146,6 +136,19 @@ def prepare(
             return data
     finally:
         corpus.release(sources)
+        if created and cache_dir is not None:  # a preparation stopped early leaves no empty folder
+            cache.remove_if_empty(cache_dir)
+
+
+def _key(digest: str, spec: VocabSpec, val_frac: float, vocab: Vocab | None, keep_gutenberg: bool) -> str:
+    """The cache key: the corpus bytes' digest and every setting that changes the ids."""
+    # Reading the whole file is what versions before the Gutenberg rule did: the same key,
+    # so their runs resume and their caches are found.
+    settings = json.dumps(
+        [spec.kind, spec.size, val_frac, vocab.to_state() if vocab else None, *([] if keep_gutenberg else ["pg"])],
+        default=_bytes_hash,
+    )
+    return f"{digest[:24]}-{spec.kind}-{hashlib.sha256(settings.encode()).hexdigest()[:12]}-v{CACHE_VERSION}"
 
 
 def _bytes_hash(value: object) -> str:

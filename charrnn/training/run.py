@@ -231,6 +231,7 @@ def _starting_point(
 
 def _prepare(paths, cfg, out, init, resume_ckpt, quiet, log, world):
     """The encoded corpus, cached in RUN_DIR/.cache, with notes on what was left out of it."""
+    from charrnn.data import cache
     from charrnn.data.corpus import describe, skipped_note
     from charrnn.data.prepare import VocabSpec, prepare
     from charrnn.data.vocab import from_state
@@ -242,6 +243,8 @@ def _prepare(paths, cfg, out, init, resume_ckpt, quiet, log, world):
         stale = sweep(out) + sweep(out / ".cache")
         if stale and not quiet:
             log(f"note: removed {len(stale)} temp file(s) left in {out} by runs that were killed")
+        if (flat := cache.sweep_flat(out / ".cache")) and not quiet:
+            log(f"note: removed {len(flat)} corpus cache file(s) of charrnn 2.0.0 or earlier from {out / '.cache'}")
     # A fine-tuned run encodes its corpus with the vocabulary it started from, also when resumed.
     resumed_fine_tune = resume_ckpt and resume_ckpt["corpus"].get("vocab_given")
     given = init if init is not None else resume_ckpt if resumed_fine_tune else None

@@ -1,5 +1,6 @@
 """Ctrl-C or SIGTERM while a run prepares its corpus (here: while it reads a piped corpus from
-stdin) unwinds, removes the temp files, and exits 130 / 143 as during training."""
+stdin) unwinds, removes the temp files and the cache folder it created, and exits 130 / 143 as
+during training."""
 
 import signal
 import subprocess
@@ -10,9 +11,14 @@ import pytest
 from conftest import TINY
 
 
-@pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_signal_while_preparing_cleans_up_and_exits_as_training_does(tmp_path, signum, code):
+# SIGINT into a run directory of its own (nothing of it is left), SIGTERM into one that holds a
+# file already (the run directory stays, as it was).
+@pytest.mark.parametrize("signum,code,before", [(signal.SIGINT, 130, []), (signal.SIGTERM, 143, ["notes.txt"])])
+def test_signal_while_preparing_cleans_up_and_exits_as_training_does(tmp_path, signum, code, before):
     run = tmp_path / "run"
+    for name in before:
+        run.mkdir(exist_ok=True)
+        (run / name).write_text("mine")
     proc = subprocess.Popen(
         [sys.executable, "-m", "charrnn", "train", "-", "--out", str(run), *TINY, "--steps", "5"],
         stdin=subprocess.PIPE,
@@ -32,4 +38,4 @@ def test_signal_while_preparing_cleans_up_and_exits_as_training_does(tmp_path, s
     assert err.splitlines()[-1] == (
         f"stopped: interrupted by {signum.name} while preparing the corpus; nothing was saved"
     )
-    assert [p.name for p in run.rglob("*")] == [".cache"]
+    assert sorted(p.name for p in tmp_path.rglob("*")) == sorted(["run", *before] if before else [])
