@@ -12,6 +12,14 @@ from charrnn.cli.app import app
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "corpora"))
 from catalogue import SHARED  # noqa: E402  (where the shared corpora are: corpora/catalogue.py)
 
+
+@pytest.fixture(autouse=True, scope="session")
+def _measurements_kept_apart(tmp_path_factory):
+    """What charrnn measures about the machine (auto's speed probe, the sampler's precision
+    timings) is kept for the session alone, in and out of subprocesses, never in the home's cache."""
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
+
+
 # A tiny model underfits, so it keeps the tiny preset's light weight decay, not the default's 0.1.
 TINY = [
     "--layers",

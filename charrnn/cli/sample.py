@@ -3,6 +3,7 @@ before the model loads; the text written by ``charrnn.cli.output``."""
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -105,6 +106,7 @@ def _sample(
         model, prime_ids, prime_text = _adapted(
             ckpt, model, vocab, adapt, adapt_steps, unknown, save_adapted, prime_ids, prime_text
         )
+    opts = _precision(model, opts, beam_width)
     texts = write_samples(
         document or _Out(),
         model,
@@ -120,6 +122,23 @@ def _sample(
     )
     if not as_json:
         _warn_if_copied(ckpt, texts)
+
+
+def _precision(model: CharRNN, opts: SampleOptions, beam_width: int | None) -> SampleOptions:
+    """``--precision auto`` resolved before the first character, saying so where the measured
+    pick is a reduced precision: its seeded text is not float32's. (Beam search steps in float32.)"""
+    from charrnn.sampling.precision import choose
+
+    if beam_width is not None:
+        return opts
+    choice = choose(model, opts.precision, model.embed.weight.device)
+    if choice.chosen_by_auto and choice.name != "float32":
+        print(
+            f"note: sampling with {choice.name} weights, measured faster here than float32 "
+            "(--precision float32 for float32's text)",
+            file=sys.stderr,
+        )
+    return dataclasses.replace(opts, precision=choice.name)
 
 
 def _adapted(

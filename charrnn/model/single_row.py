@@ -34,6 +34,7 @@ same seed. Measured in ``bench/sampler.py`` (see docs/export.md).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -41,8 +42,8 @@ import torch
 
 from charrnn.model import gate_kernel
 from charrnn.model.network import State
-from charrnn.model.stepper import Stepper, row_product
-from charrnn.runtime.kernels import packed_product
+from charrnn.model.stepper import Matrix, Stepper, row_product
+from charrnn.runtime.kernels import int8_product, packed_product
 
 
 class _Layer(NamedTuple):
@@ -57,12 +58,10 @@ class _Layer(NamedTuple):
 
 
 class _PackedLayer(NamedTuple):
-    """A layer with a bfloat16 product: its input, the input's bfloat16 copy, the packed weights
-    and its gates, the views torch's gate calls take, and the kernel's addresses."""
+    """A layer with a bfloat16 or int8 product: the product of its input and packed weights, its
+    gates, the views torch's gate calls take, and the kernel's addresses."""
 
-    inp: torch.Tensor
-    low: torch.Tensor
-    w: torch.Tensor
+    product: Callable[[], torch.Tensor]
     g: torch.Tensor
     views: gate_kernel.GateViews
     pointers: tuple[int, int, int, int]
@@ -78,7 +77,6 @@ class SingleRow:
     def __init__(self, stepper: Stepper, logits: torch.Tensor, state: State) -> None:
         H, L = stepper.hidden, stepper.layers
         self.stepper = stepper
-        bf16 = stepper.dtype == torch.bfloat16
         h, c = state
         # Layer i > 0 reads [x, h] from xh[i]; layer 0 reads its h where layer 1 reads its x.
         self.xh = torch.zeros(L, 1, 2 * H)
@@ -102,11 +100,10 @@ class SingleRow:
             # The gates in place: i, f, o through one sigmoid, g through one tanh.
             views = gate_kernel.gate_views(g, self.c[i], own, up)
             pointers = (g.data_ptr(), self.c[i].data_ptr(), own.data_ptr(), 0 if up is None else up.data_ptr())
-            if bf16:
-                low = torch.empty(inp.shape, dtype=torch.bfloat16)
-                self.packed.append(_PackedLayer(inp, low, w, g, views, pointers))
-            else:
+            if isinstance(w, torch.Tensor) and w.dtype == torch.float32:
                 self.layers.append(_Layer(inp.numpy(), w.numpy(), g.numpy(), views, pointers))
+            else:
+                self.packed.append(_PackedLayer(_product(inp, w), g, views, pointers))
             self.tops.append(own)
         # numpy views for the float32 products (see stepper.row_product): the token rows, the
         # biases (layer 0's is already in its token's row, which a step adds instead), and the
@@ -127,10 +124,9 @@ class SingleRow:
         st, kernels = self.stepper, self.kernels
         # Each layer's product and bias, then its gates; the kernel adds a float32 product's bias.
         if self.packed:
-            for i, (inp, low, w, g, views, pointers) in enumerate(self.packed):
-                low.copy_(inp)
+            for i, (product, g, views, pointers) in enumerate(self.packed):
                 row = self.rows[token] if i == 0 else st.b_ih[i]
-                torch.add(row, packed_product(low, w), out=g)
+                torch.add(row, product(), out=g)
                 if kernels is None:
                     gate_kernel.torch_gates(*views)
                 else:
@@ -151,3 +147,12 @@ class SingleRow:
         else:
             kernels.add(*self.out_pointers)
         return self.logits
+
+
+def _product(inp: torch.Tensor, w: Matrix) -> Callable[[], torch.Tensor]:
+    """``inp @ w`` for a packed matrix, as ``Stepper`` computes it: bfloat16 rows through a
+    buffer the input is copied into, int8's straight from the float32 input."""
+    if isinstance(w, torch.Tensor):
+        low = torch.empty(inp.shape, dtype=torch.bfloat16)
+        return lambda: packed_product(low.copy_(inp), w)
+    return lambda: int8_product(inp, w)

@@ -9,14 +9,18 @@ one matrix-vector product per weight matrix and a handful of element-wise operat
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import cast
 
 import numpy as np
 import torch
 
 from charrnn.model.cells import CUSTOM_CELLS, cifg_step, peephole_step
 from charrnn.model.network import CharRNN, State
-from charrnn.runtime.kernels import pack_bfloat16, packed_product
+from charrnn.runtime.kernels import int8_product, pack_bfloat16, pack_int8, packed_product
 from charrnn.runtime.precision import step_dtype
+
+# A step's matrix: float32, bfloat16 in oneDNN's layout, or int8 packed by fbgemm.
+Matrix = torch.Tensor | torch.ScriptObject
 
 
 class Stepper:
@@ -25,10 +29,12 @@ class Stepper:
     The custom cells (peephole, cifg) run the very step functions their layers loop over in
     training, fed from the same token table, so sampling cannot drift from the trained model.
 
-    ``precision`` (see ``charrnn.runtime.precision.step_dtype``) is the dtype of the recurrent matrices:
-    with bfloat16 each of their products reads half the bytes, accumulates in float32 and joins
-    its float32 bias, so the state, the gate arithmetic and the logits stay float32. The first
-    layer's token table (a step reads one row) and the small output layer stay float32.
+    ``precision`` (see ``charrnn.runtime.precision.step_dtype``; ``auto`` is resolved before, by
+    ``charrnn.sampling.precision``) is the dtype of the recurrent matrices: with bfloat16 each of
+    their products reads half the bytes, with int8 (one scale per output column) a quarter; either
+    accumulates in float32 or int32 and joins its float32 bias, so the state, the gate arithmetic
+    and the logits stay float32. The first layer's token table (a step reads one row) and the small
+    output layer stay float32.
     """
 
     def __init__(self, model: CharRNN, precision: str = "float32") -> None:
@@ -36,7 +42,7 @@ class Stepper:
         self.kind = cfg.model
         self.layers = cfg.layers
         self.hidden = cfg.hidden
-        self.dtype = step_dtype(precision, cfg.model, cfg.hidden)
+        self.dtype = step_dtype(precision, cfg.model)
         rnn = model.rnn
         with torch.no_grad():
             # LSTM gate rows reordered i, f, g, o -> i, f, o, g: one sigmoid over the first
@@ -55,8 +61,12 @@ class Stepper:
             # hold the first layer's alone (its input matrix goes into the token table).
             stacked = self.kind not in CUSTOM_CELLS and self.kind != "gru"
             apart = 1 if stacked else cfg.layers
-            self.w_hh = [t(f"weight_hh_l{i}") for i in range(apart)]
-            self.w_ih = [t(f"weight_ih_l{i}") for i in range(apart)]
+            w_hh = [t(f"weight_hh_l{i}") for i in range(apart)]
+            w_ih = [t(f"weight_ih_l{i}") for i in range(apart)]
+            # The matrices a step multiplies by, in the step's precision (the custom cells' stay float32).
+            pack: Callable[[torch.Tensor], Matrix] = _PACKS[self.dtype]
+            self.w_hh: list[Matrix] = [pack(m) for m in w_hh]
+            self.w_ih: list[Matrix] = [pack(m) for m in w_ih] if self.kind == "gru" else list(w_ih)
             if self.kind in CUSTOM_CELLS:
                 # One bias per layer already; the recurrent product stays inside the step function.
                 self.b_ih = [w(f"bias_l{i}") for i in range(cfg.layers)]
@@ -72,31 +82,29 @@ class Stepper:
                     self.b_ih = [a + b for a, b in zip(b_ih, b_hh)]
                     # Layers above the first: one product of [x, h] with the stacked matrices. Each
                     # layer's matrix for its product: the first layer's multiplies h alone.
-                    self.w_cat = [self.w_hh[0]] + [
-                        _stacked(p(f"weight_ih_l{i}"), p(f"weight_hh_l{i}"), blocks) for i in range(1, cfg.layers)
+                    self.w_cat: list[Matrix] = [self.w_hh[0]] + [
+                        pack(_stacked(p(f"weight_ih_l{i}"), p(f"weight_hh_l{i}"), blocks))
+                        for i in range(1, cfg.layers)
                     ]
             # Layer 0's input product depends only on the token: precompute it for every token.
-            self.table = torch.addmm(self.b_ih[0], model.embed.weight.detach().float(), self.w_ih[0])
+            self.table = torch.addmm(self.b_ih[0], model.embed.weight.detach().float(), w_ih[0])
             self.w_out = model.head.weight.detach().float().t().contiguous()
             self.b_out = model.head.bias.detach().float().clone()
-            if self.dtype == torch.bfloat16:
-                self.w_hh = [pack_bfloat16(m) for m in self.w_hh]
-                if self.kind == "gru":
-                    self.w_ih = [pack_bfloat16(m) for m in self.w_ih]
-                else:
-                    self.w_cat = [self.w_hh[0]] + [pack_bfloat16(m) for m in self.w_cat[1:]]
 
     @staticmethod
-    def _mm(bias: torch.Tensor, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        """``bias + x @ w`` in float32, ``w`` a float32 matrix or one packed by ``pack_bfloat16``.
+    def _mm(bias: torch.Tensor, x: torch.Tensor, w: Matrix) -> torch.Tensor:
+        """``bias + x @ w`` in float32, ``w`` a float32 matrix or one packed by ``pack_bfloat16``
+        or ``pack_int8``.
 
         One row on the CPU in float32 is a matrix-vector product, which numpy's BLAS
         (OpenBLAS in its wheels) streams at up to 3x the speed of torch's (see ``row_product``);
         ``SingleRow`` makes the same two calls, so both give the same values."""
-        if w.dtype == torch.float32:
+        if isinstance(w, torch.Tensor) and w.dtype == torch.float32:
             if x.shape[0] == 1 and x.device.type == "cpu":
                 return torch.add(torch.from_numpy(row_product(x.numpy(), w.numpy())), bias)
             return torch.addmm(bias, x, w)
+        if isinstance(w, torch.ScriptObject):
+            return torch.add(bias, int8_product(x, w))
         # The product's bfloat16 result joins the float32 bias as float32 (type promotion).
         return torch.add(bias, packed_product(x.to(torch.bfloat16), w))
 
@@ -153,13 +161,24 @@ class Stepper:
             # The step functions take W_hh as the layer stores it, (G*H, H): the transpose
             # of our pre-transposed copy, a view.
             if self.kind == "peephole":
-                x, c = peephole_step(gx, h_all[i], c_all[i], self.w_hh[i].t(), self.peep[i])
+                x, c = peephole_step(gx, h_all[i], c_all[i], cast(torch.Tensor, self.w_hh[i]).t(), self.peep[i])
             else:
-                x, c = cifg_step(gx, h_all[i], c_all[i], self.w_hh[i].t())
+                x, c = cifg_step(gx, h_all[i], c_all[i], cast(torch.Tensor, self.w_hh[i]).t())
             hs.append(x)
             cs.append(c)
         logits = self._mm(self.b_out, x, self.w_out)
         return logits, (torch.stack(hs), torch.stack(cs))
+
+
+def _unpacked(w: torch.Tensor) -> Matrix:
+    return w
+
+
+_PACKS: dict[torch.dtype, Callable[[torch.Tensor], Matrix]] = {
+    torch.float32: _unpacked,
+    torch.bfloat16: pack_bfloat16,
+    torch.int8: pack_int8,
+}
 
 
 def row_product(x: np.ndarray, w: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:

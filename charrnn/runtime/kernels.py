@@ -2,16 +2,17 @@
 one guard for a torch that lacks it, and what public behaviour it stands for.
 
 charrnn calls a private op only where the public one is measurably slower (oneDNN's packed
-bfloat16 product), where torch has no public call (its CPU feature checks), or where a sample's
-text must be torch's to the bit (the C gate kernels' expf and tanh are libtorch's own). A torch
-release may rename or drop any of them: ``tests/runtime/test_kernels.py`` checks each against its
-public counterpart, so an upgrade that breaks one fails there, by name, rather than somewhere in
-a sample's text.
+bfloat16 product, fbgemm's packed int8 one), where torch has no public call (its CPU feature
+checks), or where a sample's text must be torch's to the bit (the C gate kernels' expf and
+tanh are libtorch's own). A torch release may rename or drop any of them:
+``tests/runtime/test_kernels.py`` checks each against its public counterpart, so an upgrade that
+breaks one fails there, by name, rather than somewhere in a sample's text.
 """
 
 from __future__ import annotations
 
 import ctypes
+import warnings
 from pathlib import Path
 
 import torch
@@ -59,6 +60,50 @@ def packed_product(x: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
     ``pack_bfloat16`` for the speed)."""
     # torch.ops's operators are looked up at run time: typed Any.
     return torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")  # type: ignore[no-any-return]
+
+
+# -- fbgemm's int8 product with per-row scales, the sampler's int8 ------------------------------
+def has_int8_product() -> bool:
+    """Whether this torch's quantized engine multiplies by int8 matrices on this CPU (fbgemm, or
+    the x86 engine that wraps it and oneDNN): the guard ``sample --precision int8`` passes."""
+    return any(e in torch.backends.quantized.supported_engines for e in ("x86", "fbgemm")) and hasattr(
+        torch.ops.quantized, "linear_dynamic"
+    )
+
+
+def pack_int8(w: torch.Tensor) -> torch.ScriptObject:
+    """A (in, out) float32 matrix as int8 with one scale per output column (its largest magnitude
+    over 127, symmetric), packed once by ``torch.ops.quantized.linear_prepack``: a quarter of the
+    bytes a one-row product streams, for ``int8_product``. Two zero rows follow ``w``'s: the
+    products' two fixed columns (see ``int8_product``) add nothing.
+
+    The packed object is what ``torch.ao.nn.quantized.dynamic.Linear`` holds; building it needs
+    a quantized tensor, whose constructors torch marks deprecated (a warning, silenced here:
+    ``tests/runtime/test_kernels.py`` fails by name the day they go)."""
+    cols = torch.cat([w, w.new_zeros(2, w.shape[1])]).t().contiguous()
+    scales = (cols.abs().amax(1) / 127).clamp_min(torch.finfo(torch.float32).tiny).double()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        q = torch.quantize_per_channel(cols, scales, torch.zeros(len(scales), dtype=torch.long), 0, torch.qint8)
+        # torch.ops's operators are looked up at run time: typed Any.
+        return torch.ops.quantized.linear_prepack(q, None)  # type: ignore[no-any-return]
+
+
+_RANGE = torch.tensor([[-1.0, 1.0]])
+
+
+def int8_product(x: torch.Tensor, packed: torch.ScriptObject) -> torch.Tensor:
+    """``x @ w`` in float32 for float32 rows ``x`` in [-1, 1] (the sampler's states) and a matrix
+    packed by ``pack_int8``, by ``torch.ops.quantized.linear_dynamic``.
+
+    It quantizes its input per call to 7-bit unsigned integers (which cannot overflow fbgemm's
+    16-bit pair sums on CPUs without VNNI) over the input's whole range, so one row's product
+    would move with the other rows of its batch. Two columns holding -1 and 1 fix that range
+    whatever the rows hold: a row's product, and so a seed's text, is the same alone, in a
+    ``--num-samples`` batch, or beside other requests in a server."""
+    fixed = torch.cat([x, _RANGE.expand(x.shape[0], 2)], 1)
+    # torch.ops's operators are looked up at run time: typed Any.
+    return torch.ops.quantized.linear_dynamic(fixed, packed, True)  # type: ignore[no-any-return]
 
 
 # -- libtorch's own expf and tanh, for charrnn's C gate kernels ---------------------------------

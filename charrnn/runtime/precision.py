@@ -124,29 +124,38 @@ def resolve(name: str, device: torch.device, model: str = "lstm") -> Precision:
 
 
 # Sampling: the dtype of the weights the sampler's step reads (its state and gate arithmetic
-# stay float32). At batch 1 a step reads every weight once per token, so halving their bytes
-# is what speeds it up, where the CPU multiplies bfloat16 at full speed.
-STEP_PRECISIONS = ("auto", "float32", "bfloat16")
-# Measured on a 2-core Xeon with AMX (2-layer LSTM, one process): bfloat16 against float32 per
-# step, batch 1 / batch 64: hidden 128 0.54x / 0.90x, 256 1.0x / 1.46x, 512 1.14x / 2.33x; in
-# bench/sampler.py's run (2x512) 1.03x / 1.75x; tinyshakespeare's validation bpc moved by
-# 0.00001. The GRU was as fast (512: 1.12x at batch 1) but its quality is unmeasured.
-AUTO_STEP_MIN_HIDDEN = 512
+# stay float32). At batch 1 a step reads every weight once per token, so fewer bytes per weight
+# is what can speed it up, where the CPU multiplies them at full speed: ``auto`` times the
+# candidates on this machine (charrnn.sampling.precision) instead of guessing from its flags.
+STEP_PRECISIONS = ("auto", "float32", "bfloat16", "int8")
+STEP_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "int8": torch.int8}
+# The cells whose step multiplies by plain matrices; peephole and cifg run their layers' own
+# step functions, in float32.
+_REDUCED_CELLS = ("lstm", "gru", "rnn")
 
 
-def step_dtype(name: str, model: str, hidden: int) -> torch.dtype:
-    """``sample --precision``: bfloat16 for ``auto`` only where it was measured faster at the
-    same quality (see AUTO_STEP_MIN_HIDDEN and docs/export.md), float32 otherwise."""
-    if name not in STEP_PRECISIONS:
-        raise CharrnnError(f"--precision must be one of {', '.join(STEP_PRECISIONS)} (got {name!r})")
-    if name == "auto":
-        fast = model == "lstm" and hidden >= AUTO_STEP_MIN_HIDDEN and cpu_has_amx() and kernels.has_packed_bfloat16()
-        return torch.bfloat16 if fast else torch.float32
-    if name == "bfloat16" and model in ("peephole", "cifg"):
-        raise CharrnnError(f"--precision bfloat16 samples lstm, gru and rnn models; a {model} model samples in float32")
+def step_unavailable(name: str, model: str, device: torch.device | None = None) -> str | None:
+    """Why the sampler cannot step a ``model`` cell in ``name`` (float32, bfloat16, int8) here,
+    or None where it can: what ``--precision`` refuses and ``auto`` leaves out."""
+    if name not in STEP_DTYPES:
+        return f"--precision must be one of {', '.join(STEP_PRECISIONS)} (got {name!r})"
+    if name == "float32":
+        return None
+    if model not in _REDUCED_CELLS:
+        return f"--precision {name} samples lstm, gru and rnn models; a {model} model samples in float32"
+    if device is not None and device.type != "cpu":
+        return f"--precision {name} samples on a CPU; on {device.type} the sampler steps in float32"
     if name == "bfloat16" and not (kernels.has_packed_bfloat16() and cpu_computes(torch.bfloat16)):
-        raise CharrnnError(
-            "--precision bfloat16: sampling in it needs a CPU with AVX-512-BF16 or AMX and PyTorch "
-            "with oneDNN; use float32"
-        )
-    return torch.bfloat16 if name == "bfloat16" else torch.float32
+        return "--precision bfloat16: sampling in it needs a CPU with AVX-512-BF16 or AMX and PyTorch with oneDNN"
+    if name == "int8" and not kernels.has_int8_product():
+        return "--precision int8: this PyTorch has no fbgemm (x86) quantized engine"
+    return None
+
+
+def step_dtype(name: str, model: str) -> torch.dtype:
+    """The dtype of the sampler's matrices for ``--precision name`` (not ``auto``, which
+    ``charrnn.sampling.precision`` resolves by measurement first), refused where unavailable."""
+    why = step_unavailable(name, model)
+    if why is not None:
+        raise CharrnnError(f"{why}; use float32" if name in STEP_DTYPES else why)
+    return STEP_DTYPES[name]

@@ -12,6 +12,7 @@ from charrnn.data.vocab import Vocab
 from charrnn.model.network import CharRNN, State, map_state
 from charrnn.model.single_row import SingleRow
 from charrnn.model.stepper import Stepper
+from charrnn.sampling import precision
 from charrnn.sampling.batch import Batch, Row
 from charrnn.sampling.options import SampleOptions
 from charrnn.sampling.pick import RowNoise, single_row_pick
@@ -90,7 +91,7 @@ def generate(
     """
     opts.check()
     model.eval()
-    stepper = Stepper(model, opts.precision)
+    stepper = Stepper(model, precision.choose(model, opts.precision, model.embed.weight.device).name)
     logits, state = warm_up(model, start_ids(vocab, prime_ids), num_samples)
     pieces = vocab.token_bytes()
     if num_samples == 1 and SingleRow.handles(stepper):

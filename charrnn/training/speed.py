@@ -9,17 +9,14 @@ a 2-core AVX2 CPU in float32, 11M on one with AMX in bfloat16, and hundreds of m
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
-from charrnn.errors import CharrnnError
 from charrnn.model.network import CharRNN, ModelConfig
-from charrnn.runtime.device import cpu_model
+from charrnn.runtime import measured
 from charrnn.runtime.precision import Precision
 from charrnn.training.update import make_optimizer, token_loss
 
@@ -35,17 +32,7 @@ MAX_STEPS = 50
 
 def cache_path() -> Path:
     """``$XDG_CACHE_HOME/charrnn/speeds.json`` (``~/.cache`` by default)."""
-    base = os.environ.get("XDG_CACHE_HOME") or Path(os.path.expanduser("~")) / ".cache"
-    return Path(base) / "charrnn" / "speeds.json"
-
-
-def machine() -> str:
-    """What the speed depends on besides the model: the processor (and whether oneDNN may use its
-    AMX tiles), torch and its threads."""
-    from charrnn.runtime.precision import cpu_has_amx
-
-    amx = " amx" if cpu_has_amx() else ""
-    return f"{cpu_model()}{amx}|torch {torch.__version__}|threads {torch.get_num_threads()}"
+    return measured.cache_path("speeds")
 
 
 # A timed model's cell, layers, hidden, embed, seq_len, rows (of a rank's batch) and vocabulary.
@@ -54,7 +41,7 @@ Shape = tuple[str, int, int, int, int, int, int]
 
 def _key(device: torch.device, precision: Precision, shape: Shape) -> str:
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
-    text = f"{machine()}|{where}|{precision.name}|{shape}"
+    text = f"{measured.machine()}|{where}|{precision.name}|{shape}"
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -103,23 +90,13 @@ class Speeds:
         return self._known[key] * self.ranks
 
     def _save(self) -> None:
-        from charrnn.runtime.files import write_atomic
-
-        try:
-            self.cache.parent.mkdir(parents=True, exist_ok=True)
-            # Another run may have timed other sizes since this one read the file: keep theirs too.
-            self._known = {**_read(self.cache), **self._known}
-            write_atomic(self.cache, json.dumps(self._known, indent=0).encode(), "speed cache")
-        except (OSError, CharrnnError):  # a read-only home only costs the next run the timing again
-            pass
+        # Another run may have timed other sizes since this one read the file: keep theirs too.
+        self._known = {**_read(self.cache), **self._known}
+        measured.remember(self.cache, dict(self._known))
 
 
 def _read(cache: Path) -> dict[str, float]:
-    try:
-        known = json.loads(cache.read_text())
-    except (OSError, ValueError):
-        return {}
-    return {k: v for k, v in known.items() if isinstance(v, (int, float))} if isinstance(known, dict) else {}
+    return {k: v for k, v in measured.read(cache).items() if isinstance(v, (int, float))}
 
 
 def time_steps(shape: Shape, device: torch.device, precision: Precision) -> float:

@@ -11,13 +11,17 @@ from charrnn.model import gate_kernel
 from charrnn.model.network import CharRNN, ModelConfig
 from charrnn.model.single_row import SingleRow
 from charrnn.model.stepper import Stepper
-from charrnn.runtime.kernels import has_packed_bfloat16
+from charrnn.runtime.kernels import has_int8_product, has_packed_bfloat16
 from charrnn.runtime.precision import cpu_computes
 from charrnn.sampling.generate import generate, warm_up
 from charrnn.sampling.options import SampleOptions
 from charrnn.sampling.pick import RowNoise, pick, temperature_pick
 
-PRECISIONS = ["float32"] + (["bfloat16"] if has_packed_bfloat16() and cpu_computes(torch.bfloat16) else [])
+PRECISIONS = (
+    ["float32"]
+    + (["bfloat16"] if has_packed_bfloat16() and cpu_computes(torch.bfloat16) else [])
+    + (["int8"] if has_int8_product() else [])
+)
 CONTROLS = [
     dict(seed=11),
     dict(seed=12, temp=1.4),
@@ -64,7 +68,7 @@ def test_single_row_is_what_batch_1_runs(monkeypatch):
     used = []
     real_step = SingleRow.step
     monkeypatch.setattr(SingleRow, "step", lambda self, token: used.append(token) or real_step(self, token))
-    text = _text(model, vocab, SampleOptions(length=50, seed=1))
+    text = _text(model, vocab, SampleOptions(length=50, seed=1, precision="float32"))  # auto would time steps
     assert len(used) == 49 and vocab.decode(used) == text[:49]
 
 

@@ -1,6 +1,8 @@
 """The sampler's step: the same text as the full-sequence forward for the same seed, and
 bfloat16 weights as an option (`sample --precision`)."""
 
+import json
+
 import pytest
 import torch
 from conftest import run_cli
@@ -10,7 +12,7 @@ from charrnn.data.vocab import CharVocab
 from charrnn.errors import CharrnnError
 from charrnn.model.network import CELLS, CharRNN, ModelConfig
 from charrnn.model.stepper import Stepper
-from charrnn.runtime.kernels import has_packed_bfloat16
+from charrnn.runtime.kernels import has_int8_product, has_packed_bfloat16
 from charrnn.runtime.precision import cpu_computes, step_dtype
 from charrnn.sampling.generate import generate
 from charrnn.sampling.options import SampleOptions
@@ -18,6 +20,8 @@ from charrnn.sampling.options import SampleOptions
 needs_bfloat16 = pytest.mark.skipif(
     not (has_packed_bfloat16() and cpu_computes(torch.bfloat16)), reason="this CPU has no bfloat16 products"
 )
+needs_int8 = pytest.mark.skipif(not has_int8_product(), reason="this torch has no fbgemm (x86) quantized engine")
+REDUCED = [pytest.param("bfloat16", marks=needs_bfloat16), pytest.param("int8", marks=needs_int8)]
 
 
 class ForwardStepper:
@@ -86,14 +90,14 @@ def test_one_row_multiplies_through_numpy_and_matches_its_row_in_a_batch(cell, m
     assert len(calls) >= 40 * 2  # the output layer and at least one recurrent product per step
 
 
-@needs_bfloat16
+@pytest.mark.parametrize("precision", REDUCED)
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
-def test_bfloat16_step_follows_the_forward(cell):
+def test_reduced_step_follows_the_forward(cell, precision):
     model, _ = _model(cell, hidden=64, scale=0.1)  # not chaotic: a tiny difference stays tiny
     x = torch.randint(0, 18, (2, 30))
     with torch.no_grad():
         full, _ = model(x)
-    stepper = Stepper(model, "bfloat16")
+    stepper = Stepper(model, precision)
     state = model.init_state(2)
     worst = 0.0
     for t in range(30):
@@ -101,18 +105,19 @@ def test_bfloat16_step_follows_the_forward(cell):
         assert logits.dtype == torch.float32
         assert all(s.dtype == torch.float32 for s in (state if isinstance(state, tuple) else (state,)))
         worst = max(worst, float((logits - full[:, t]).abs().max()))
-    # bfloat16 keeps 8 bits of mantissa: close to the float32 logits, but not equal to them.
+    # bfloat16 keeps 8 bits of mantissa, int8 one scale per column: close to the float32
+    # logits, but not equal to them.
     assert 0 < worst < 0.1
 
 
-def test_auto_keeps_float32_where_bfloat16_was_not_measured_faster():
+def test_step_precisions_are_refused_where_the_step_cannot_take_them():
     for cell in CELLS:
-        assert step_dtype("auto", cell, 32) == torch.float32  # small models: casts cost more than bytes save
-    for cell in ("gru", "rnn", "peephole", "cifg"):
-        assert step_dtype("auto", cell, 512) == torch.float32
-    assert step_dtype("float32", "lstm", 512) == torch.float32
-    with pytest.raises(CharrnnError, match="a cifg model samples in float32"):
-        step_dtype("bfloat16", "cifg", 512)
+        assert step_dtype("float32", cell) == torch.float32
+    for name in ("bfloat16", "int8"):
+        with pytest.raises(CharrnnError, match="a cifg model samples in float32"):
+            step_dtype(name, "cifg")
+    with pytest.raises(CharrnnError, match="must be one of auto, float32, bfloat16, int8"):
+        step_dtype("auto", "lstm")  # resolved by measurement before a Stepper is built
 
 
 @needs_bfloat16
@@ -125,4 +130,15 @@ def test_precision_flag(trained_run):
     assert f.exit_code == 0 and auto.stdout == f.stdout  # a 32-unit model: auto is float32
     r = run_cli("sample", trained_run, "--precision", "float16")
     assert r.exit_code == 2
-    assert r.stderr == "error: --precision must be one of auto, float32, bfloat16 (got 'float16')\n"
+    assert r.stderr == "error: --precision must be one of auto, float32, bfloat16, int8 (got 'float16')\n"
+
+
+@needs_int8
+def test_int8_flag(trained_run):
+    a = run_cli("sample", trained_run, "--length", "120", "--seed", "4", "--precision", "int8")
+    b = run_cli("sample", trained_run, "--length", "120", "--seed", "4", "--precision", "int8")
+    assert a.exit_code == 0 and a.stdout == b.stdout and len(a.stdout) == 121
+    many = run_cli(
+        "sample", trained_run, "--length", "120", "--seed", "4", "--precision", "int8", "--num-samples", "3", "--json"
+    )
+    assert many.exit_code == 0 and json.loads(many.stdout.splitlines()[0])["text"] == a.stdout[:-1]

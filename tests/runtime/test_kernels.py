@@ -100,3 +100,30 @@ def test_gate_function_symbols_resolve():
     except LookupError as e:
         pytest.fail(f"{' and '.join(kernels.GATE_SYMBOLS)}: {e}")
     assert len(addresses) == 2 and all(isinstance(a, int) and a for a in addresses), addresses
+
+
+@pytest.mark.skipif(not kernels.has_int8_product(), reason="this torch has no fbgemm (x86) quantized engine")
+def test_int8_product_is_the_product_of_the_scaled_matrix():
+    """``torch.ops.quantized.linear_prepack`` / ``linear_dynamic`` (``kernels.pack_int8`` and
+    ``int8_product``): the product of rows with the matrix rounded to 255 levels per column,
+    within what quantizing the rows to 7 bits adds, and no warning for torch's deprecation of the
+    quantized tensor it is built from."""
+    x, w, _ = _operands(torch.float32)
+    x = x.tanh()  # the sampler multiplies states in [-1, 1]
+    w[:, 5] *= 100  # one scale per column: a large column costs the others nothing
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = kernels.int8_product(x, kernels.pack_int8(w))
+    scale = w.abs().amax(0) / 127
+    rounded = (w / scale).round() * scale
+    assert got.dtype == torch.float32 and got.shape == (3, 24), "torch.ops.quantized.linear_dynamic: a changed result"
+    # Rows on 7 bits over [-1, 1]: each of the 40 terms off by at most half a step (1/127) times
+    # the largest weight of its column (127 scales).
+    bound = 40 * (1 / 127) * (scale * 127)
+    assert ((got - x @ rounded).abs() <= bound).all(), "torch.ops.quantized.linear_dynamic differs from x @ w"
+    assert (got - x @ w).abs().max() > 0  # int8: not float32's product
+    # A row's product is its own, whatever else its batch holds.
+    assert torch.equal(kernels.int8_product(x[:1], kernels.pack_int8(w)), got[:1])
+    assert torch.equal(kernels.int8_product(torch.cat([x[:1], x[1:] * 0.01]), kernels.pack_int8(w))[:1], got[:1])
