@@ -34,7 +34,7 @@ def serve(
         32_768,
         min=1,
         max=10**7,
-        help="The most prompt characters one request may send (all its prompts together); more is a 400.",
+        help="The most prompt characters, not tokens, one request may send (all its prompts together); more is a 400.",
     ),
     max_concurrent: int = typer.Option(
         64, min=1, max=100_000, help="Requests served at once; more are answered 429 with Retry-After."

@@ -79,10 +79,36 @@ class Batch:
         self.rows, self.logits, self.state, self.noise, self._filters = [], None, None, None, None
         return rows
 
+    def take(self, rows: list[int]) -> Batch:
+        """These rows (by place) leave for a batch of their own, with their logits, state and
+        draws, and the others stay: the server parks a row whose reader is behind, or steps
+        rows apart to find the one whose step raises. ``join`` brings them back."""
+        out = Batch(self.stepper, self.pieces, self.compact)
+        if not rows or self.logits is None or self.state is None:
+            return out
+        index = torch.tensor(rows, device=self.logits.device)
+        noise = self.noise.take(rows) if self.noise is not None else None
+        out.rows, out.logits, out.noise = [self.rows[i] for i in rows], self.logits[index], noise
+        out.state = select_state(self.state, index)
+        chosen = set(rows)
+        rest = [i for i in range(len(self.rows)) if i not in chosen]
+        if not rest:
+            self.clear()
+            return out
+        index = torch.tensor(rest, device=self.logits.device)
+        self.rows, self.logits, self._filters = [self.rows[i] for i in rest], self.logits[index], None
+        self.state = select_state(self.state, index)
+        return out
+
     def step(self, cancelled: Callable[[Any], bool] | None = None) -> list[Event]:
         """Every generating row's next token and the text it adds (an event where there is text
-        or an end), then one model step for the rows that go on; a row whose key is
-        ``cancelled`` leaves without an event (its reader is gone)."""
+        or an end), and one model step; a row whose key is ``cancelled`` leaves without an
+        event (its reader is gone).
+
+        The model steps every row before any row's text or draws change, so a step that raises
+        there changes nothing and can be tried again (the server's engine tries a part of the
+        batch at a time, to fail only the row whose step raises). A row that ends on this step
+        is stepped too, then dropped: once per row, where stepping first saves a retry's text."""
         logits, state = self.logits, self.state
         if logits is None or state is None:
             raise ValueError("a batch without rows has no step")
@@ -90,6 +116,9 @@ class Batch:
             self._filters = RowFilters.of([row.options for row in self.rows], logits.shape[-1], logits.device)
         race = self.noise.draw().to(logits.device) if self.noise is not None else None
         tokens = pick_rows(logits, self._filters, race)
+        next_logits, next_state = self.stepper.step(tokens, state)
+        if self.noise is not None:
+            self.noise.advance()
         events: list[Event] = []
         for row, token in zip(self.rows, tokens.tolist()):
             if row.done:
@@ -101,21 +130,8 @@ class Batch:
             if text or finish:
                 events.append((row, text, finish))
             row.done = finish is not None
-        going = [i for i, row in enumerate(self.rows) if not row.done]
-        if not going:
-            if self.compact:
-                self.clear()
-            return events
-        if self.compact and len(going) < len(self.rows):
-            tokens, state = self._keep(going, tokens, state)
-        self.logits, self.state = self.stepper.step(tokens, state)
+        self.logits, self.state = next_logits, next_state
+        ended = [i for i, row in enumerate(self.rows) if row.done]
+        if self.compact and ended:
+            self.take(ended)
         return events
-
-    def _keep(self, going: list[int], tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
-        """Only the ``going`` rows (some) stay; their tokens and state."""
-        self.rows = [self.rows[i] for i in going]
-        self._filters = None
-        index = torch.tensor(going, device=tokens.device)
-        if self.noise is not None:
-            self.noise.keep(going)
-        return tokens[index], select_state(state, index)

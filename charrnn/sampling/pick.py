@@ -9,6 +9,7 @@ own generator (``RowNoise``), so a row's text depends on its seed alone.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, overload
@@ -125,7 +126,10 @@ class RowNoise:
 
     def draw(self) -> torch.Tensor:
         """The next step's draws, (batch, vocab): a view while every row is at the same step
-        (as in ``generate``), gathered when rows joined at different ticks (the server)."""
+        (as in ``generate``), gathered when rows joined at different ticks (the server).
+
+        They stay the next step's until ``advance``: a step that raises before it can be tried
+        again with the same draws, so a row's text is as if it had never raised."""
         used = self.used
         for i, u in enumerate(used):
             if u == self.block:
@@ -133,11 +137,12 @@ class RowNoise:
                 used[i] = 0
         first = used[0]
         if all(u == first for u in used):
-            race = self.buf[:, first]
-        else:
-            race = self.buf[torch.arange(len(used)), torch.tensor(used)]
-        self.used = [u + 1 for u in used]
-        return race
+            return self.buf[:, first]
+        return self.buf[torch.arange(len(used)), torch.tensor(used)]
+
+    def advance(self) -> None:
+        """The step that used ``draw``'s draws is done: the next ``draw`` is the next step's."""
+        self.used = [u + 1 for u in self.used]
 
     @overload
     def stream(self, arrays: Literal[False] = False) -> Iterator[torch.Tensor]: ...
@@ -170,6 +175,15 @@ class RowNoise:
         self.gens = [self.gens[i] for i in rows]
         self.used = [self.used[i] for i in rows]
         self.buf = self.buf[torch.tensor(rows, dtype=torch.long)]
+
+    def take(self, rows: list[int]) -> RowNoise:
+        """These rows leave for a ``RowNoise`` of their own, each with its generator and its
+        place in its draws (a row the server parks, or steps apart), and the others stay."""
+        out = copy.copy(self)
+        out.keep(rows)
+        chosen = set(rows)
+        self.keep([i for i in range(len(self.gens)) if i not in chosen])
+        return out
 
     def extend(self, other: RowNoise) -> None:
         """Append ``other``'s rows (new requests joining the batch)."""

@@ -41,7 +41,7 @@ def create_app(state: ServerState) -> FastAPI:
         loop = asyncio.get_running_loop()
         for served in state.models.values():
             fault = injected_fault(served.vocab)
-            served.engine = Engine(served.model, served.vocab, _sink(loop), state.device, state.threads, fault)
+            served.engine = Engine(served.model, served.vocab, _sink(loop), state.device, state.threads, fault, _behind)
             state.engines.append(served.engine)
         yield
         for engine in state.engines:
@@ -68,6 +68,12 @@ def create_app(state: ServerState) -> FastAPI:
     return app
 
 
+def _behind(job: Job) -> bool:
+    """Whether a job's reader has fallen behind its text (the engine parks it meanwhile)."""
+    box: Mailbox = job.listener
+    return box.behind
+
+
 def _sink(loop: asyncio.AbstractEventLoop):
     def sink(events) -> None:
         deliver(loop, ((job.listener, (job.index, text, finish)) for job, text, finish in events))
@@ -81,11 +87,19 @@ async def page() -> HTMLResponse:
 
 async def health(request: Request) -> JSONResponse:
     """``ok``, or 503 ``failed`` with why once a model's worker has stopped (the process is then
-    exiting, for its supervisor to restart it)."""
+    exiting, for its supervisor to restart it). ``parked_rows``: rows not stepped while their
+    client reads none of their text."""
     state: ServerState = request.app.state.charrnn
     engines = [(s.name, s.engine) for s in state.models.values() if s.engine is not None]
     rows = sum(engine.active for _, engine in engines)
-    body = {"status": "ok", "models": list(state.models), "active_requests": state.active, "active_rows": rows}
+    parked = sum(len(engine.parked.rows) for _, engine in engines)
+    body = {
+        "status": "ok",
+        "models": list(state.models),
+        "active_requests": state.active,
+        "active_rows": rows,
+        "parked_rows": parked,
+    }
     dead = [f"{name}: {engine.dead}" for name, engine in engines if engine.dead is not None]
     if dead:
         return JSONResponse({**body, "status": "failed", "error": "; ".join(dead)}, 503)
@@ -205,8 +219,15 @@ def _authorized(request: Request) -> ServerState:
 
 async def _body(request: Request) -> bytes:
     """The body, refused with 413 past 1 MB whether or not it says its length up front, and
-    with 408 if it takes over ``--read-timeout`` seconds to arrive."""
-    too_big = ApiError(413, f"the request body is over {MAX_BODY} bytes", code="request_too_large")
+    with 408 if it takes over ``--read-timeout`` seconds to arrive. The 413 says that the body
+    is counted in bytes and the prompt in characters, two limits a client can confuse."""
+    max_prompt = request.app.state.charrnn.max_prompt
+    too_big = ApiError(
+        413,
+        f"the request body is over {MAX_BODY} bytes; its prompts may hold at most {max_prompt} characters "
+        "(--max-prompt, characters rather than tokens)",
+        code="request_too_large",
+    )
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > MAX_BODY:
         raise too_big

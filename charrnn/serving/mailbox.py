@@ -5,17 +5,26 @@ loop; the loop is woken only for a request whose reader is waiting, at most once
 all of them. A streamed response reads at most one event's worth every few milliseconds, so
 between its reads the worker's ticks cost the loop nothing (with ``asyncio.Queue`` every tick
 woke the loop and every character was a ``put``).
+
+A mailbox also says when its reader is ``behind``: a stream whose client stops reading stops
+being taken from once its connection's buffers fill, and the engine parks its rows, so a client
+that never reads holds no share of the model's steps.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import deque
 from collections.abc import Iterable
 
 # What the worker posts: (choice index, text, finish reason or None).
 Item = tuple[int, str, "str | None"]
+# Seconds a mailbox's oldest text may wait untaken before its reader is behind. A reader that
+# keeps up takes it within one event's interval (20 ms) and the event loop's delay; a count of
+# characters would park a fast reader of a fast model, and spare a slow model's non-reader.
+BEHIND_AFTER = 0.5
 
 
 class Mailbox:
@@ -25,9 +34,20 @@ class Mailbox:
         self.loop = loop
         self.items: deque[Item] = deque()  # append and popleft are atomic across threads
         self.waiter: asyncio.Future[None] | None = None
+        # When the oldest untaken item was posted: set by the worker when there was none, cleared
+        # by the loop after it has taken them all, so a race can only make it late by a tick.
+        self.since: float | None = None
+
+    @property
+    def behind(self) -> bool:
+        """Whether the reader has left text untaken for over ``BEHIND_AFTER`` seconds."""
+        since = self.since
+        return since is not None and bool(self.items) and time.monotonic() - since > BEHIND_AFTER
 
     def post(self, item: Item) -> asyncio.Future[None] | None:
         """Add an item; the waiting reader's future to wake, if there is one."""
+        if self.since is None:
+            self.since = time.monotonic()
         self.items.append(item)
         return self.waiter
 
@@ -50,6 +70,7 @@ class Mailbox:
         with contextlib.suppress(IndexError):
             while True:
                 out.append(self.items.popleft())
+        self.since = None
         return out
 
 

@@ -120,7 +120,8 @@ def _prompts(prompt: Any, max_prompt: int) -> list[str]:
     if size > max_prompt:
         raise ApiError(
             400,
-            f"the prompt is {size} characters; this server reads at most {max_prompt} (--max-prompt)",
+            f"the prompt is {size} characters; this server reads at most {max_prompt} characters "
+            "(--max-prompt, which counts characters, not tokens)",
             "prompt",
             code="context_length_exceeded",
         )

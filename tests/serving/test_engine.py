@@ -113,7 +113,7 @@ def test_a_long_prompt_is_read_a_chunk_per_tick_beside_streaming_rows(tiny):
     assert sink.texts[1] == _sampled(model, vocab, prompt, 30, 8, 0.8, None, None, [])
 
 
-def test_a_tick_that_raises_fails_its_jobs_and_the_engine_goes_on(tiny):
+def test_a_tick_that_raises_fails_only_the_jobs_whose_step_raises(tiny):
     model, vocab = tiny
     sink = Collector([])
     faulty = {1}
@@ -123,9 +123,13 @@ def test_a_tick_that_raises_fails_its_jobs_and_the_engine_goes_on(tiny):
             raise RuntimeError("injected")
 
     engine = Engine(model, vocab, sink, fault=fault)
-    engine.submit([Job(vocab.encode("ab").tolist(), 50, 3, index=0), Job(vocab.encode("ab").tolist(), 50, 4, index=1)])
-    sink.wait([0, 1])
-    assert sink.finish == {0: "error", 1: "error"} and engine.dead is None
+    ab = vocab.encode("ab").tolist()
+    engine.submit([Job(ab, 50, 3, index=0), Job(ab, 50, 4, index=1), Job(ab, 60, 5, 1.2, index=7)])
+    sink.wait([0, 1, 7])
+    # Job 1's step raised on the first tick: the rows beside it went on with their own text.
+    assert sink.finish == {0: "length", 1: "error", 7: "length"} and engine.dead is None
+    assert sink.texts[0] == _sampled(model, vocab, "ab", 50, 3, 0.8, None, None, [])
+    assert sink.texts[7] == _sampled(model, vocab, "ab", 60, 5, 1.2, None, None, [])
     engine.submit([Job(vocab.encode("cab").tolist(), 45, 15, 0.7, 5, 0.9, ["gg", "e\n"], index=2)])
     sink.wait([2])
     assert sink.texts[2] == _sampled(model, vocab, "cab", 45, 15, 0.7, 5, 0.9, ["gg", "e\n"])
@@ -138,3 +142,29 @@ def test_a_tick_that_raises_fails_its_jobs_and_the_engine_goes_on(tiny):
     engine.submit([Job(vocab.encode("a").tolist(), 5, 6, index=6)])
     assert sink.finish[6] == "error" and [sink.finish[i] for i in (3, 4, 5)] == ["error"] * 3
     engine.close()
+
+
+def test_a_row_whose_reader_is_behind_is_parked_and_keeps_its_text(tiny):
+    """While ``behind`` says so a job is not stepped (no text comes for it), its neighbour goes
+    on; once it says no, the job goes on from where it waited, with the sampler's text."""
+    model, vocab = tiny
+    log: list = []
+    sink = Collector(log)
+    slow: set[int] = set()
+    engine = Engine(model, vocab, sink, behind=lambda job: job.index in slow)
+    ab = vocab.encode("ab").tolist()
+    engine.submit([Job(ab, 400, 21, index=0), Job(ab, 3000, 22, index=1)])
+    with sink.cond:
+        assert sink.cond.wait_for(lambda: len(sink.texts.get(0, "")) >= 20, timeout=60)
+        slow.add(0)
+    with sink.cond:
+        assert sink.cond.wait_for(lambda: len(engine.parked.rows) == 1, timeout=60)
+        held = len(sink.texts[0])
+        assert sink.cond.wait_for(lambda: len(sink.texts[1]) > 1000, timeout=60)
+        assert len(sink.texts[0]) == held and 0 not in sink.finish and engine.active == 2
+    slow.clear()
+    sink.wait([0, 1])
+    engine.close()
+    assert not engine.parked.rows
+    assert sink.texts[0] == _sampled(model, vocab, "ab", 400, 21, 0.8, None, None, [])
+    assert sink.texts[1] == _sampled(model, vocab, "ab", 3000, 22, 0.8, None, None, [])

@@ -1,6 +1,7 @@
 """`charrnn serve` against clients that send too much, send nonsense or never read: each is
 refused or ended with an OpenAI error body while everyone else is served."""
 
+import json
 import socket
 import threading
 import time
@@ -25,7 +26,8 @@ def test_a_prompt_past_max_prompt_is_refused_before_it_is_read(server):
     r = post(server, {"prompt": "A" * 500_000, "n": 128, "echo": True, "max_tokens": 0})
     assert r.status_code == 400 and time.perf_counter() - start < 2
     error = r.json()["error"]
-    assert error["code"] == "context_length_exceeded" and error["param"] == "prompt" and "32768" in error["message"]
+    assert error["code"] == "context_length_exceeded" and error["param"] == "prompt"
+    assert "500000 characters" in error["message"] and "at most 32768 characters" in error["message"]
     r = post(server, {"prompt": ["A" * 20_000, "B" * 20_000], "max_tokens": 1})
     assert r.status_code == 400 and r.json()["error"]["code"] == "context_length_exceeded"
     r = post(server, {"prompt": "A" * 32_768, "max_tokens": 1, "echo": True})
@@ -105,6 +107,92 @@ def test_a_failed_tick_is_a_500_and_three_in_a_row_stop_the_server(tmp_path):
     lines = [line for line in s.lines if line.startswith("error: ")]
     assert len(lines) == 7 and all("Traceback" not in line for line in s.lines)
     assert lines[-1].startswith("error: the model's worker stopped (") and lines[-1].endswith("exiting for a restart\n")
+
+
+class Streamer(threading.Thread):
+    """A client that streams one completion and reads every event as it comes: its text, and
+    ``started`` once the first text has arrived."""
+
+    def __init__(self, url: str, body: dict) -> None:
+        super().__init__()
+        self.url, self.body = url, {**body, "stream": True}
+        self.started = threading.Event()
+        self.text, self.finish, self.error = "", None, None
+
+    def run(self) -> None:
+        with httpx.stream("POST", f"{self.url}/v1/completions", json=self.body, timeout=60) as r:
+            for line in r.iter_lines():
+                if not line.startswith("data: {"):
+                    continue
+                event = json.loads(line[6:])
+                if "error" in event:
+                    self.error = event["error"]
+                    return
+                self.text += event["choices"][0]["text"]
+                self.finish = event["choices"][0]["finish_reason"] or self.finish
+                self.started.set()
+
+
+GOOD = [{"prompt": "INT. KITCHEN", "max_tokens": 5000, "seed": seed, "temperature": 1.1} for seed in (41, 42, 43, 44)]
+
+
+def test_a_faulty_request_fails_alone_beside_good_streams(tmp_path):
+    """A request whose every step raises gets its 500; the good streams stepped in the same
+    ticks go on to the end with the text they have without it."""
+    with Server(
+        ascii_run(tmp_path / "ascii"), "--max-tokens", "100000", "--quiet", env={"CHARRNN_FAULT": "FAULT"}
+    ) as s:
+        quiet = [post(s, body).json()["choices"][0]["text"] for body in GOOD]
+        goods = [Streamer(s.url, body) for body in GOOD]
+        for g in goods:
+            g.start()
+        assert all(g.started.wait(30) for g in goods)
+        r = post(s, {"prompt": "FAULT here", "max_tokens": 50})
+        assert r.status_code == 500 and r.json()["error"]["type"] == "server_error"
+        assert any(g.is_alive() for g in goods)  # the fault came while good rows were stepping
+        for g in goods:
+            g.join(60)
+        assert [g.error for g in goods] == [None] * 4 and [g.finish for g in goods] == ["length"] * 4
+        assert [g.text for g in goods] == quiet
+        assert httpx.get(f"{s.url}/health").json()["status"] == "ok"
+    failed = [line for line in s.lines if line.startswith("error: a tick")]
+    assert len(failed) == 1 and "1 rows ended, 4 went on" in failed[0]
+
+
+def test_a_client_that_never_reads_is_parked_not_stepped(tmp_path):
+    """A stream whose client reads nothing is parked (/health's parked_rows) once its connection's
+    buffers fill, until the stall timeout ends it; a good client beside it keeps its text."""
+    flags = ("--stall-timeout", "30", "--max-tokens", "1000000", "--quiet")
+    with Server(ascii_run(tmp_path / "ascii"), *flags) as s:
+        body = GOOD[0]
+        quiet = post(s, body).json()["choices"][0]["text"]
+        reader = socket.socket()
+        reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        reader.connect(("127.0.0.1", s.port))
+        raw = b'{"prompt": "A", "n": 2, "max_tokens": 1000000, "stream": true}'
+        reader.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n")
+        reader.sendall(b"Content-Length: %d\r\n\r\n%s" % (len(raw), raw))
+        assert _health_within(s.url, lambda h: h["parked_rows"] == 2, 20)["active_rows"] == 2
+        good = Streamer(s.url, body)
+        good.start()
+        polls = []
+        while good.is_alive():
+            polls.append(httpx.get(f"{s.url}/health").json())
+            time.sleep(0.05)
+        # Every poll while the good client streamed: both never-read rows parked, not stepped.
+        assert len(polls) > 3 and all(h["parked_rows"] == 2 for h in polls)
+        assert good.error is None and good.text == quiet
+        reader.close()  # its rows leave the parked set at once
+        assert _health_within(s.url, lambda h: h["active_rows"] == 0, 10)["parked_rows"] == 0
+
+
+def _health_within(url, done, seconds) -> dict:
+    deadline = time.monotonic() + seconds
+    while True:
+        health = httpx.get(f"{url}/health").json()
+        if done(health) or time.monotonic() > deadline:
+            return health
+        time.sleep(0.1)
 
 
 def _stream_until(url, body, ready: threading.Event, stop: threading.Event):

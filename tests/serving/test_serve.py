@@ -210,6 +210,7 @@ def test_unknown_skip_unknown_fields_and_routes(server, model):
 def test_limits_and_auth(server):
     r = post(server, {"prompt": "A" * (1 << 20)})
     assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
+    assert "1048576 bytes" in r.text and "at most 32768 characters (--max-prompt" in r.text
 
     def chunked():
         for _ in range(20):
