@@ -34,6 +34,7 @@ from charrnn.sampling.batch import Event as BatchEvent
 from charrnn.sampling.generate import PROMPT_CHUNK, copies, read_chunks, start_ids
 from charrnn.sampling.options import SampleOptions
 from charrnn.sampling.pick import RowNoise
+from charrnn.sampling.precision import choose
 from charrnn.sampling.text import LENGTH, RowText
 
 
@@ -109,8 +110,10 @@ class Engine:
         self.vocab = vocab
         self.device = torch.device(device)
         self.sink = sink
-        # The precision `charrnn sample` steps in by default, so a seeded request gets its text.
-        stepper = Stepper(self.model, "auto" if self.device.type == "cpu" else "float32")
+        # auto's precision (measured here, one verdict for every batch): the precision `charrnn
+        # sample` steps in by default, so a seeded request gets its text.
+        self.precision = choose(self.model, "auto", self.device)
+        stepper = Stepper(self.model, self.precision.name)
         # Compacting: a row leaves the batch's tensors when its request ends.
         self.batch = Batch(stepper, vocab.token_bytes(), compact=True)
         self.parked = Batch(stepper, vocab.token_bytes(), compact=True)  # rows whose reader is behind
