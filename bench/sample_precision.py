@@ -1,10 +1,12 @@
-"""What bfloat16 sampling costs in quality: bits per character of a validation split read by the
-sampler's step in float32 and in bfloat16, beside charrnn eval's full-sequence forward.
+"""What reduced-precision sampling costs in quality: bits per character of a validation split read
+by the sampler's step in float32 and in each reduced precision this machine steps in (bfloat16,
+int8), beside charrnn eval's full-sequence forward.
 
 The split runs as eval's rows (2,048 tokens each, every row after the first read from 256
 tokens earlier), stepped one token at a time through ``Stepper`` for each precision, so the
 numbers are the sampler's own predictions. Usage:
-python bench/sample_precision.py CHECKPOINT [CORPUS (default tinyshakespeare)] [--val-frac 0.1]
+python bench/sample_precision.py CHECKPOINT [CORPUS: a file or folder (default tinyshakespeare)]
+[--val-frac 0.1]; characters outside the model's vocabulary are left out of the split.
 """
 
 from __future__ import annotations
@@ -23,12 +25,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import corpus, emit  # noqa: E402
 
 from charrnn.data.batches import val_streams  # noqa: E402
-from charrnn.data.corpus import decode  # noqa: E402
+from charrnn.data.corpus import open_sources, read_text, resolve  # noqa: E402
 from charrnn.data.prepare import split_point  # noqa: E402
 from charrnn.evaluation.bpc import BURN_IN, MAX_STREAMS, TOKENS_PER_STREAM, evaluate  # noqa: E402
 from charrnn.model import checkpoint  # noqa: E402
 from charrnn.model.network import select_state  # noqa: E402
 from charrnn.model.stepper import Stepper  # noqa: E402
+from charrnn.runtime.precision import step_unavailable  # noqa: E402
 
 
 @torch.no_grad()
@@ -60,8 +63,10 @@ def main() -> None:
     args = ap.parse_args()
     path = Path(args.corpus) if args.corpus else corpus("tinyshakespeare.txt")
     model, vocab = checkpoint.build_model(checkpoint.load(args.checkpoint))
-    text = decode(path.read_bytes(), str(path))
-    ids = vocab.encode(text[split_point(len(text), args.val_frac) :])
+    text = read_text(open_sources(resolve([str(path)])))
+    split = text[split_point(len(text), args.val_frac) :]
+    unknown = set(vocab.missing(split))
+    ids = vocab.encode("".join(c for c in split if c not in unknown))
     chars = vocab.count_chars(ids[1:])
     start = time.perf_counter()
     reference = evaluate(model, ids, torch.device("cpu"), chars=chars).bpc
@@ -73,7 +78,8 @@ def main() -> None:
         tokens=len(ids),
     )
     bpcs = {}
-    for precision in ("float32", "bfloat16"):
+    reduced = [p for p in ("bfloat16", "int8") if step_unavailable(p, model.cfg.model) is None]
+    for precision in ("float32", *reduced):
         start = time.perf_counter()
         bpcs[precision] = stepped_nats(Stepper(model, precision), model, ids) / math.log(2) / chars
         emit(
@@ -83,7 +89,13 @@ def main() -> None:
             vs_eval=round(bpcs[precision] - reference, 5),
             seconds=round(time.perf_counter() - start, 1),
         )
-    emit(bench="sample_precision", who="bfloat16 - float32", bpc_change=round(bpcs["bfloat16"] - bpcs["float32"], 5))
+    for precision in reduced:
+        emit(
+            bench="sample_precision",
+            who=f"{precision} - float32",
+            corpus=path.name,
+            bpc_change=round(bpcs[precision] - bpcs["float32"], 5),
+        )
 
 
 if __name__ == "__main__":

@@ -1,15 +1,17 @@
 """Sampling speed: a plain nn.LSTM loop vs charrnn's step function and onnxruntime, and the bounds.
 
 For a 2x512 LSTM (vocabulary 65) it prints one JSON line each for: the plain loop (nn.LSTM called
-once per character), charrnn at batch 1 and 64 in float32 and (where the CPU computes it)
-bfloat16, the model exported to ONNX stepped by onnxruntime at batch 1 and 64 (where onnxruntime
-is installed; its loop samples with numpy and does not decode text), the memory-bandwidth bound
-of batch 1 (weight bytes read per character over the matrix-vector bandwidth measured on float32
-matrices of the same total size, the faster of torch's and numpy's products; bfloat16 weights
-are half the bytes, so twice the bound at the same bandwidth) and the compute bound of batch 64
-(the step's matrix products at batch 64 over the matrix-multiply FLOP/s measured on the same
-shapes, again the faster library's), all in the same run, repeated in interleaved rounds with
-medians reported. Usage: python bench/sampler.py [--hidden 512] [--chars 2000]
+once per character), charrnn at batch 1 and 64 in float32, (where the CPU computes it) bfloat16 and
+(where torch has fbgemm) int8, what ``--precision auto`` picks here (timed afresh), the model
+exported to ONNX stepped by onnxruntime at batch 1 and 64 (where onnxruntime is installed; its loop
+samples with numpy and does not decode text), the memory-bandwidth bound of batch 1 (weight bytes
+read per character over the matrix-vector bandwidth measured on float32 matrices of the same total
+size, the faster of torch's and numpy's products; bfloat16 weights are half the bytes, int8 a
+quarter, so twice and four times the bound at the same bandwidth) and the compute bound of batch 64
+(the step's matrix products at batch 64 over the matrix-multiply FLOP/s measured on the same shapes,
+again the faster library's), all in the same run, repeated in interleaved rounds with medians
+reported.
+Usage: python bench/sampler.py [--hidden 512] [--chars 2000]
 """
 
 from __future__ import annotations
@@ -32,9 +34,11 @@ from common import emit  # noqa: E402
 from charrnn.data.vocab import CharVocab  # noqa: E402
 from charrnn.model import gate_kernel  # noqa: E402
 from charrnn.model.network import CharRNN, ModelConfig  # noqa: E402
+from charrnn.runtime.kernels import has_int8_product  # noqa: E402
 from charrnn.runtime.precision import cpu_computes  # noqa: E402
+from charrnn.sampling import precision  # noqa: E402
 from charrnn.sampling.generate import generate  # noqa: E402
-from charrnn.sampling.options import SampleOptions
+from charrnn.sampling.options import SampleOptions  # noqa: E402
 
 
 def plain_loop(model: CharRNN, n: int) -> float:
@@ -134,6 +138,28 @@ def step_shapes(cfg: ModelConfig) -> list[tuple[int, int]]:
     return [(H, 4 * H)] + [(2 * H, 4 * H)] * (cfg.layers - 1) + [(H, cfg.vocab_size)]
 
 
+def auto_pick(model: CharRNN, med: dict[str, float], bound: float) -> dict:
+    """What ``--precision auto`` picks for this model here, timed afresh (a cache of its own), and
+    how that precision's batch-1 speed in this run compares with float32's and the bound."""
+    with tempfile.TemporaryDirectory() as cache, mock.patch.dict(os.environ, {"XDG_CACHE_HOME": cache}):
+        start = time.perf_counter()
+        choice = precision.choose(model, "auto")
+        seconds = time.perf_counter() - start
+        timings = precision.measured.read(precision.measured.cache_path("step-precision"))
+    one = med[f"{choice.name} 1"]
+    return dict(
+        who="--precision auto",
+        picked=choice.name,
+        decided_in_s=round(seconds, 2),
+        its_timings={
+            k.split("|")[-1]: {p: round(v) for p, v in t.items()} for k, t in timings.items() if k.startswith("speed")
+        },
+        bpc_change={k.split("|")[-1]: round(v, 5) for k, v in timings.items() if k.startswith("quality")},
+        batch1_vs_charrnn_float32=round(one / med["float32 1"], 2),
+        batch1_fraction_of_float32_bound=round(one / bound, 3),
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--hidden", type=int, default=512)
@@ -155,7 +181,9 @@ def main() -> None:
     fresh = plain_loop(model, max(200, args.chars // 10))
     shapes = step_shapes(cfg)
     weight_bytes = 4 * sum(k * n for k, n in shapes)
-    precisions = ["float32"] + (["bfloat16"] if cpu_computes(torch.bfloat16) else [])
+    precisions = (
+        ["float32"] + (["bfloat16"] if cpu_computes(torch.bfloat16) else []) + (["int8"] if has_int8_product() else [])
+    )
     folder = tempfile.TemporaryDirectory()
     session = onnx_session(model, vocab, folder.name)
     runs: dict[str, list[float]] = {}
@@ -239,8 +267,11 @@ def main() -> None:
         numpy_matvec_gb_s=round(med["bw numpy"] / 1e9, 2),
         bound_chars_per_s=round(bound, 1),
         bfloat16_weights_bound_chars_per_s=round(2 * bound, 1),
+        int8_weights_bound_chars_per_s=round(4 * bound, 1),
         charrnn_float32_fraction_of_bound=round(b1 / bound, 3),
+        best_fraction_of_float32_bound=round(max(med[f"{p} 1"] for p in precisions) / bound, 3),
     )
+    emit(bench="sampler", **auto_pick(model, med, bound))
     emit(
         bench="sampler",
         who="compute bound, batch 64 (float32)",

@@ -83,8 +83,7 @@ class Stepper:
                     # Layers above the first: one product of [x, h] with the stacked matrices. Each
                     # layer's matrix for its product: the first layer's multiplies h alone.
                     self.w_cat: list[Matrix] = [self.w_hh[0]] + [
-                        pack(_stacked(p(f"weight_ih_l{i}"), p(f"weight_hh_l{i}"), blocks))
-                        for i in range(1, cfg.layers)
+                        pack(_stacked(p(f"weight_ih_l{i}"), p(f"weight_hh_l{i}"), blocks)) for i in range(1, cfg.layers)
                     ]
             # Layer 0's input product depends only on the token: precompute it for every token.
             self.table = torch.addmm(self.b_ih[0], model.embed.weight.detach().float(), w_ih[0])
