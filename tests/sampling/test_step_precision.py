@@ -122,3 +122,17 @@ def test_a_seeds_int8_text_is_the_same_alone_and_in_a_batch():
     for row, piece in generate(model, vocab, opts, [1], 5):
         batch[row] += piece
     assert batch[0] == alone
+
+
+def test_a_quality_verdict_belongs_to_the_weights(cache, monkeypatch):
+    _timed(monkeypatch, {1: {"float32": 1000.0, "int8": 2000.0}, 64: {"float32": 9e3, "int8": 2e4}})
+    checked = []
+    monkeypatch.setattr(precision, "bpc_change", lambda model, name: checked.append(name) or 0.001)
+    model = _model()
+    precision.choose(model, "auto")
+    precision.choose(model, "auto")
+    assert checked == ["int8"]
+    with torch.no_grad():
+        model.head.bias.add_(1.0)  # the same tensors, changed in place: checked again
+    precision.choose(model, "auto")
+    assert checked == ["int8", "int8"]
