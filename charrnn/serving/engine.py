@@ -77,6 +77,9 @@ MAX_FAILURES = 3
 # preset's 16 good streams beside 48 never-reading requests (384 rows) to 0.80x of their quiet
 # speed, against 0.86x looking every 20 ms (bench/serve_faults.py, 2-core AMD EPYC Zen 3).
 PARK_POLL = 0.02
+# Seconds of no work after a busy spell before the ``idle`` hook runs: the event loop frees the
+# spell's last responses a moment after the engine's last tick.
+IDLE_AFTER = 1.0
 
 
 @dataclass(eq=False)
@@ -100,11 +103,13 @@ class Engine:
         threads: int | None = None,
         fault: Callable[[list[Job]], None] | None = None,
         behind: Callable[[Job], bool] | None = None,
+        idle: Callable[[], object] | None = None,
     ) -> None:
         """``fault`` is a test hook, called with the jobs of the batch, or of the part of it
         being stepped, before each step: what it raises is what a bug in the step would raise.
         ``behind`` says whether a job's reader has left too much of its text unread: such a
-        job is parked until it says no."""
+        job is parked until it says no. ``idle`` runs on the worker, without the lock, once
+        ``IDLE_AFTER`` seconds after each busy spell (the server gives memory back there)."""
         self.model = model.eval().to(device)
         self.threads = threads
         self.vocab = vocab
@@ -118,6 +123,8 @@ class Engine:
         self.batch = Batch(stepper, vocab.token_bytes(), compact=True)
         self.parked = Batch(stepper, vocab.token_bytes(), compact=True)  # rows whose reader is behind
         self.behind = behind
+        self.idle = idle
+        self._busy = False  # worked since idle last ran
         self._looked = 0.0  # time.monotonic() of the last look at readers
         self._pending: list[list[Job]] = []
         self._reading: _Read | None = None
@@ -193,6 +200,10 @@ class Engine:
                         if self.parked.rows:  # a parked row's reader may catch up, or go
                             self._wake.wait(PARK_POLL)
                             break
+                        if self._busy and self.idle is not None:
+                            if not self._wake.wait(IDLE_AFTER):
+                                self._run_idle()
+                            continue
                         self._wake.wait()
                     groups, self._pending = self._pending, []
                     end, self._end_now = self._end_now or not self._running, False
@@ -208,6 +219,16 @@ class Engine:
                     raise
                 except Exception as e:  # noqa: BLE001 - outside a row's step: every job held fails
                     self._failed_tick(e, self._held() + [job for group in groups for job in group], 0)
+
+    def _run_idle(self) -> None:
+        """The ``idle`` hook, called with ``_wake`` held: run it without (submitters must not wait on it)."""
+        assert self.idle is not None
+        self._busy = False
+        self._wake.release()
+        try:
+            self.idle()
+        finally:
+            self._wake.acquire()
 
     def _failed_tick(self, e: Exception, failed: list[Job], stepped: int) -> None:
         """Fail ``failed`` and log one line; count the tick against ``MAX_FAILURES`` unless some
@@ -226,13 +247,19 @@ class Engine:
     def _advance(self, groups: list[list[Job]]) -> None:
         """Admit waiting jobs, read a chunk of a prompt, step the batch: one tick. ``groups``
         (taken from the queue) are back in it, or reading, once it returns."""
+        self._busy = True
         waiting = self._admit(groups)
         if waiting:
             with self._wake:
                 self._pending[:0] = waiting
         groups.clear()
-        if self._reading is not None:
-            self._read()
+        reading = self._reading
+        if reading is not None:
+            try:
+                self._read()
+            except Exception as e:  # noqa: BLE001 - a prompt's read fails its own jobs, not the batch's
+                self._reading = None
+                self._failed_tick(e, reading.jobs, len(self.batch.rows) + len(self.parked.rows))
         if self.behind is not None and time.monotonic() - self._looked >= PARK_POLL:
             self._looked = time.monotonic()
             self._park(self.behind)

@@ -23,6 +23,7 @@ from starlette.requests import ClientDisconnect
 
 from charrnn.data.vocab import encode_prime
 from charrnn.errors import CharrnnError
+from charrnn.serving import memory
 from charrnn.serving.crosssite import CrossSite
 from charrnn.serving.engine import FAILED, Engine, Job
 from charrnn.serving.log import RequestLog
@@ -41,7 +42,9 @@ def create_app(state: ServerState) -> FastAPI:
         loop = asyncio.get_running_loop()
         for served in state.models.values():
             fault = injected_fault(served.vocab)
-            served.engine = Engine(served.model, served.vocab, _sink(loop), state.device, state.threads, fault, _behind)
+            served.engine = Engine(
+                served.model, served.vocab, _sink(loop), state.device, state.threads, fault, _behind, memory.release
+            )
             state.engines.append(served.engine)
         yield
         for engine in state.engines:

@@ -13,6 +13,7 @@ from types import FrameType
 import uvicorn
 
 from charrnn.errors import CharrnnError, ServerFailed
+from charrnn.serving import memory
 from charrnn.serving.crosssite import exposed_warning
 from charrnn.serving.guard import guarded_protocol
 from charrnn.serving.http import create_app
@@ -73,6 +74,7 @@ def run(state: ServerState, host: str, port: int) -> None:
         sock.close()
         raise CharrnnError(f"cannot listen on {host}:{port} ({e.strerror or e})") from None
     exposed_warning(host, state.api_key)
+    memory.settle()  # before uvicorn's and the engines' threads start
     shown = f"[{host}]" if family == socket.AF_INET6 else host
     url = f"http://{shown}:{sock.getsockname()[1]}"
     config = uvicorn.Config(

@@ -2,6 +2,7 @@
 most one prompt, cancelled jobs leave silently, and each job's tokens are counted."""
 
 import threading
+import time
 
 import pytest
 import torch
@@ -168,3 +169,55 @@ def test_a_row_whose_reader_is_behind_is_parked_and_keeps_its_text(tiny):
     assert not engine.parked.rows
     assert sink.texts[0] == _sampled(model, vocab, "ab", 400, 21, 0.8, None, None, [])
     assert sink.texts[1] == _sampled(model, vocab, "ab", 3000, 22, 0.8, None, None, [])
+
+
+def test_the_idle_hook_runs_once_after_each_busy_spell(tiny, monkeypatch):
+    """The server gives memory back when its engine has had nothing to do for a moment: once per
+    spell of work, never while jobs run, and never while the engine merely waits."""
+    monkeypatch.setattr(engine_module, "IDLE_AFTER", 0.2)
+    model, vocab = tiny
+    sink = Collector([])
+    calls: list[int] = []
+    engine = Engine(model, vocab, sink, idle=lambda: calls.append(engine.active))
+    time.sleep(0.5)
+    assert calls == []  # no work yet: nothing to give back
+    engine.submit([Job(vocab.encode("ab").tolist(), 200, 1, index=0)])
+    sink.wait([0])
+    deadline = time.monotonic() + 10
+    while not calls and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.6)
+    assert calls == [0]
+    engine.submit([Job(vocab.encode("ab").tolist(), 20, 2, index=1)])
+    sink.wait([1])
+    deadline = time.monotonic() + 10
+    while len(calls) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    engine.close()
+    assert calls == [0, 0]
+
+
+def test_a_prompt_whose_read_raises_fails_its_own_jobs_alone(tiny, monkeypatch):
+    """A fault while a prompt is read (its own text, a bug in the read) ends that prompt's jobs
+    with an error; the rows already streaming go on with the text they would have had."""
+    model, vocab = tiny
+    poisoned = vocab.encode("hh").tolist()
+    read = engine_module.read_chunks
+
+    def faulty(m, ids):
+        if ids[-2:] == poisoned:
+            raise RuntimeError("injected read fault")
+        yield from read(m, ids)
+
+    monkeypatch.setattr(engine_module, "read_chunks", faulty)
+    sink = Collector([])
+    engine = Engine(model, vocab, sink)
+    ab = vocab.encode("ab").tolist()
+    engine.submit([Job(ab, 3000, 31, index=0)])
+    with sink.cond:
+        assert sink.cond.wait_for(lambda: len(sink.texts.get(0, "")) >= 20, timeout=60)
+    engine.submit([Job(poisoned, 50, 32, index=1), Job(poisoned, 50, 33, index=2)])
+    sink.wait([0, 1, 2])
+    engine.close()
+    assert sink.finish == {0: "length", 1: "error", 2: "error"} and engine.dead is None
+    assert sink.texts[0] == _sampled(model, vocab, "ab", 3000, 31, 0.8, None, None, [])

@@ -1,0 +1,65 @@
+"""The server's memory going back to the system after a burst (glibc's allocator; elsewhere a no-op).
+
+A hostile phase (a thousand connections, 1 MB prompts, hundreds of rows) makes glibc grow its
+heaps, and glibc keeps what it grew: freed chunks stay in the process, one heap per thread that
+ever contended for the allocator, and its mmap threshold rises to the largest block freed so far,
+so later big buffers (prompt text, batch tensors) land in the heap too. The server ends up holding
+its peak, and a long-lived process that an attacker can push to its peak at will should not.
+Three settings fix the layout once, at start: big blocks always mapped (given back on free), a
+fixed trim threshold, few heaps; and ``release`` hands free heap pages back when the engine goes
+idle.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import sys
+
+# mallopt's parameters (glibc's malloc.h).
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+_M_ARENA_MAX = -8
+
+# Blocks of this size or more are mapped on their own and unmapped on free; fixing it stops glibc
+# raising it after each big free. Freed heap space past TRIM at the top goes back at once.
+MMAP_THRESHOLD = 256 * 1024
+TRIM_THRESHOLD = 1024 * 1024
+# The event loop, the engine's worker and uvicorn's helper threads share this many heaps.
+ARENAS = 2
+
+
+def _glibc() -> ctypes.CDLL | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+    return libc if hasattr(libc, "malloc_trim") and hasattr(libc, "mallopt") else None
+
+
+_LIBC = _glibc()
+
+
+def settle() -> bool:
+    """Set the allocator's layout for a long-lived server; call before the server's threads start.
+    False where the allocator is not glibc's (nothing changed)."""
+    if _LIBC is None:
+        return False
+    ok = [_LIBC.mallopt(param, value) for param, value in _SETTINGS]
+    return all(ok)
+
+
+def release() -> bool:
+    """Give the heaps' free pages back to the system (``malloc_trim``); True if any went back.
+    It walks every free list with the allocator locked: call it when idle."""
+    if _LIBC is None:
+        return False
+    return bool(_LIBC.malloc_trim(0))
+
+
+_SETTINGS = (
+    (_M_MMAP_THRESHOLD, MMAP_THRESHOLD),
+    (_M_TRIM_THRESHOLD, TRIM_THRESHOLD),
+    (_M_ARENA_MAX, ARENAS),
+)
