@@ -53,11 +53,13 @@ def samples_of(run: Path, count: int, chars: int) -> list[str]:
     return [model.generate("", length=chars, seed=seed) for seed in range(1, count + 1)]
 
 
-def train_cell(path: Path, minutes: float, start: str, held_out: str, count: int, chars: int, screenplay: bool) -> dict:
+def train_cell(
+    path: Path, minutes: float, start: str, held_out: str, args: argparse.Namespace, screenplay: bool
+) -> dict:
     """One training from ``start`` for ``minutes``, scored, sampled and checked for copying."""
     with tempfile.TemporaryDirectory() as out:
         cmd = [sys.executable, "-m", "charrnn", "train", str(path), "--time", f"{minutes * 60:g}s", "--out", out]
-        cmd += ["--base", start, "--seed", "1337"]
+        cmd += ["--base", start, "--seed", str(args.seed)]
         log = Path(out) / "stderr.txt"
         with open(log, "w") as err:
             done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=err)
@@ -66,7 +68,7 @@ def train_cell(path: Path, minutes: float, start: str, held_out: str, count: int
         model = load(Path(out) / "best.pt")
         score, _ = score_text(model.net, model.vocab, held_out, skip_unknown=True)
         last = [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()][-1]
-        texts = samples_of(Path(out) / "best.pt", count, chars)
+        texts = samples_of(Path(out) / "best.pt", args.samples, args.chars)
         index = run_index(checkpoint.load(Path(out) / "best.pt"))
         copied = [index.copying(t).covered for t in texts] if index else []
         shape = structure("\n".join(texts)).as_dict() if screenplay else None
@@ -87,17 +89,18 @@ def run(args: argparse.Namespace) -> None:
     done = set()
     if args.results.is_file():
         rows = [json.loads(line) for line in args.results.read_text().splitlines() if line.strip()]
-        done = {(r["corpus"], r["minutes"], r["start"]) for r in rows}
+        done = {(r["corpus"], r["minutes"], r["start"], r.get("seed", 1337)) for r in rows}
     for name in args.corpora.split(","):
         path = corpus_path(name)
         fit = fit_row(name, path)
         train_text, held_out = split_text(path)
         for minutes in args.minutes:
             for start in STARTS:
-                if (name, minutes, start) in done:
+                if (name, minutes, start, args.seed) in done:
                     continue
-                cell = train_cell(path, minutes, start, held_out, args.samples, args.chars, name == "demo")
+                cell = train_cell(path, minutes, start, held_out, args, name == "demo")
                 row = {"bench": "base", "corpus": name, "chars": len(train_text), "minutes": minutes, "start": start}
+                row["seed"] = args.seed
                 row |= {**fit, **cell, "cpu": cpu_name(), "date": time.strftime("%Y-%m-%d")}
                 emit(**row)
                 with open(args.results, "a") as f:
@@ -108,14 +111,15 @@ def table(results: Path) -> None:
     """Per corpus and budget: val bpc from the base and from random weights, the gain, what auto
     picks (and how far its pick is from the better start), and the copied shares."""
     rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
-    cells = {(r["corpus"], r["minutes"], r["start"]): r for r in rows}
+    seed = lambda r: r.get("seed", 1337)
+    cells = {(r["corpus"], r["minutes"], r["start"], seed(r)): r for r in rows}
     head = (
         "| corpus | minutes | zero-shot bpc | from the base | from random | gain | auto picks | copied (base/random) |"
     )
     print(head)
     print("|---|---|---|---|---|---|---|---|")
-    for corpus, minutes in dict.fromkeys((r["corpus"], r["minutes"]) for r in rows):
-        base, rand = cells.get((corpus, minutes, "english")), cells.get((corpus, minutes, "none"))
+    for corpus, minutes, s in dict.fromkeys((r["corpus"], r["minutes"], seed(r)) for r in rows):
+        base, rand = cells.get((corpus, minutes, "english", s)), cells.get((corpus, minutes, "none", s))
         if not (base and rand):
             continue
         pick = base if base["auto"] else rand
@@ -126,7 +130,8 @@ def table(results: Path) -> None:
         gain = rand["val_bpc"] - base["val_bpc"]
         picks = f"{'base' if base['auto'] else 'random'} (+{off:.3f})"
         scores = f"{base['val_bpc']:.3f} | {rand['val_bpc']:.3f} | {gain:+.3f}"
-        print(f"| {corpus} | {minutes:g} | {base['zero_shot_bpc']:.2f} | {scores} | {picks} | {copies} |")
+        name = corpus if s == 1337 else f"{corpus} (seed {s})"
+        print(f"| {name} | {minutes:g} | {base['zero_shot_bpc']:.2f} | {scores} | {picks} | {copies} |")
 
 
 def main() -> None:
@@ -134,6 +139,9 @@ def main() -> None:
     ap.add_argument("--corpora", default="demo,earnest,tinyshakespeare,warpeace")
     ap.add_argument("--minutes", type=float, nargs="+", default=[2.0, 10.0])
     ap.add_argument("--samples", type=int, default=5)
+    ap.add_argument(
+        "--seed", type=int, default=1337, help="charrnn train's --seed (a cell is a corpus, budget, start and seed)"
+    )
     ap.add_argument("--chars", type=int, default=2000)
     ap.add_argument("--results", type=Path, default=Path("base-results.jsonl"))
     ap.add_argument("--fits-only", action="store_true", help="only the base's fit and auto's choice per corpus")
