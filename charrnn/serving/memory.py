@@ -26,6 +26,7 @@ MMAP_THRESHOLD = 256 * 1024
 TRIM_THRESHOLD = 1024 * 1024
 # The event loop, the engine's worker and uvicorn's helper threads share this many heaps.
 ARENAS = 2
+_SETTINGS = ((_M_MMAP_THRESHOLD, MMAP_THRESHOLD), (_M_TRIM_THRESHOLD, TRIM_THRESHOLD), (_M_ARENA_MAX, ARENAS))
 
 
 def _glibc() -> ctypes.CDLL | None:
@@ -46,8 +47,7 @@ def settle() -> bool:
     False where the allocator is not glibc's (nothing changed)."""
     if _LIBC is None:
         return False
-    ok = [_LIBC.mallopt(param, value) for param, value in _SETTINGS]
-    return all(ok)
+    return all([_LIBC.mallopt(param, value) for param, value in _SETTINGS])
 
 
 def release() -> bool:
@@ -56,10 +56,3 @@ def release() -> bool:
     if _LIBC is None:
         return False
     return bool(_LIBC.malloc_trim(0))
-
-
-_SETTINGS = (
-    (_M_MMAP_THRESHOLD, MMAP_THRESHOLD),
-    (_M_TRIM_THRESHOLD, TRIM_THRESHOLD),
-    (_M_ARENA_MAX, ARENAS),
-)
