@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import statistics
 import subprocess
 import sys
@@ -105,6 +106,12 @@ def cpu_name() -> str:
 
 def emit(**fields) -> None:
     print(json.dumps(fields), flush=True)
+
+
+def rss_mb(pid: int) -> float:
+    """A process's resident memory (VmRSS of /proc/PID/status), in MiB."""
+    text = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmRSS:\s+(\d+) kB", text).group(1)) / 1024
 
 
 def corpus(name: str) -> Path:

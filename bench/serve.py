@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import emit  # noqa: E402
+from common import emit, rss_mb  # noqa: E402
 
 from charrnn.data.vocab import CharVocab  # noqa: E402
 from charrnn.model import checkpoint  # noqa: E402
@@ -122,10 +122,6 @@ def summarise(
         reference_chars_per_s=round(reference, 1),
         vs_reference=round(total / wall / reference, 3),
     )
-
-
-def rss_mb(pid: int) -> float:
-    return int(re.search(r"VmRSS:\s+(\d+)", Path(f"/proc/{pid}/status").read_text()).group(1)) / 1024
 
 
 async def short_requests(port: int, count: int, pid: int, concurrency: int = 8) -> dict[int, float]:

@@ -33,14 +33,13 @@ import time
 from collections import Counter
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import emit, rss_mb  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "charrnn" / "demo" / "demo_screenplay.fountain"
 PROMPT = "INT. KITCHEN - NIGHT\n\nShe opens the door. "
 FAULT = "FAULT"
-
-
-def emit(**fields) -> None:
-    print(json.dumps(fields), flush=True)
 
 
 def p(values: list[float], q: float) -> float | None:
@@ -81,8 +80,7 @@ class Server:
         self.port = int(re.search(r"http://[^:]+:(\d+)", start).group(1))
 
     def rss_mb(self) -> float:
-        text = Path(f"/proc/{self.proc.pid}/status").read_text()
-        return int(re.search(r"VmRSS:\s+(\d+) kB", text).group(1)) / 1024
+        return rss_mb(self.proc.pid)
 
     def stop(self) -> int | None:
         self.proc.terminate()
