@@ -35,6 +35,18 @@ class Row:
 Event = tuple[Row, str, "str | None"]
 
 
+class RowsFailed(Exception):
+    """Some rows' text raised once the step was taken: they ended, the others' step stands.
+
+    The step cannot be tried again (the draws and the other rows' text have moved on), so it
+    carries what the rows that went on added (``events``) and the rows that failed (``rows``).
+    """
+
+    def __init__(self, rows: list[Row], events: list[Event], first: Exception) -> None:
+        super().__init__(f"{len(rows)} row(s) failed adding their text: {type(first).__name__}: {first}")
+        self.rows, self.events = rows, events
+
+
 class Batch:
     """The rows' logits, state, random draws and filters, stepped together.
 
@@ -107,8 +119,10 @@ class Batch:
 
         The model steps every row before any row's text or draws change, so a step that raises
         there changes nothing and can be tried again (the server's engine tries a part of the
-        batch at a time, to fail only the row whose step raises). A row that ends on this step
-        is stepped too, then dropped: once per row, where stepping first saves a retry's text."""
+        batch at a time, to fail only the row whose step raises). After it the step is taken: a
+        row whose text raises ends, the others keep theirs, and ``RowsFailed`` says which. A row
+        that ends on this step is stepped too, then dropped: once per row, where stepping first
+        saves a retry's text."""
         logits, state = self.logits, self.state
         if logits is None or state is None:
             raise ValueError("a batch without rows has no step")
@@ -119,19 +133,27 @@ class Batch:
         next_logits, next_state = self.stepper.step(tokens, state)
         if self.noise is not None:
             self.noise.advance()
+        self.logits, self.state = next_logits, next_state
         events: list[Event] = []
+        failed: list[tuple[Row, Exception]] = []
         for row, token in zip(self.rows, tokens.tolist()):
             if row.done:
                 continue
             if cancelled is not None and cancelled(row.key):
                 row.done = True
                 continue
-            text, finish = row.text.add(self.pieces[token])
+            try:
+                text, finish = row.text.add(self.pieces[token])
+            except Exception as e:  # noqa: BLE001 - one row's text fails that row, not the step
+                row.done = True
+                failed.append((row, e))
+                continue
             if text or finish:
                 events.append((row, text, finish))
             row.done = finish is not None
-        self.logits, self.state = next_logits, next_state
         ended = [i for i, row in enumerate(self.rows) if row.done]
         if self.compact and ended:
             self.take(ended)
+        if failed:
+            raise RowsFailed([row for row, _ in failed], events, failed[0][1]) from failed[0][1]
         return events

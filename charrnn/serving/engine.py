@@ -9,7 +9,8 @@ A prompt is read a chunk per tick (``PROMPT_CHUNK`` tokens), so a long one never
 rows already generating for more than one chunk's pass.
 
 A tick that raises is tried again in halves, down to the rows whose own step raises: only their
-requests fail, and every other row goes on with the text it would have had. A row whose reader
+requests fail, and every other row goes on with the text it would have had; a row whose text
+raises once the step is taken (``RowsFailed``) fails alone, the step standing. A row whose reader
 has fallen behind (``behind``) is parked, out of the batch and not stepped, until its reader
 catches up or goes: a client that never reads costs the others nothing.
 """
@@ -29,7 +30,7 @@ from charrnn.data.vocab import Vocab
 from charrnn.errors import ServerFailed
 from charrnn.model.network import CharRNN, State
 from charrnn.model.stepper import Stepper
-from charrnn.sampling.batch import Batch, Row
+from charrnn.sampling.batch import Batch, Row, RowsFailed
 from charrnn.sampling.batch import Event as BatchEvent
 from charrnn.sampling.generate import PROMPT_CHUNK, copies, read_chunks, start_ids
 from charrnn.sampling.options import SampleOptions
@@ -345,6 +346,12 @@ class Engine:
                 events += self._events(part.step(lambda job: job.cancelled))
                 stepped.append(part)
                 went_on += rows
+            except RowsFailed as e:  # the step was taken: the rows that went on keep it
+                error = e
+                events += self._events(e.events)
+                stepped.append(part)
+                went_on += rows - len(e.rows)
+                failed += [_counted(row) for row in e.rows]
             except Exception as e:  # noqa: BLE001 - one row's error is its job's, not the batch's
                 error = e
                 if len(part.rows) == 1:

@@ -197,6 +197,32 @@ def test_the_idle_hook_runs_once_after_each_busy_spell(tiny, monkeypatch):
     assert calls == [0, 0]
 
 
+def test_a_row_whose_text_raises_fails_alone_and_the_step_stands(tiny, monkeypatch):
+    """A fault while a row's token is added to its text (after the model stepped and the draws
+    moved on) ends that row's job; the rows beside it keep the text they would have had, no
+    token twice or missing, as the step is not tried again."""
+    model, vocab = tiny
+    text_of = engine_module.RowText
+
+    class Faulty(text_of):
+        def add(self, piece):
+            if self.length == 77 and self.count == 9:
+                raise RuntimeError("injected text fault")
+            return super().add(piece)
+
+    monkeypatch.setattr(engine_module, "RowText", Faulty)
+    sink = Collector([])
+    engine = Engine(model, vocab, sink)
+    ab = vocab.encode("ab").tolist()
+    engine.submit([Job(ab, 50, 3, index=0), Job(ab, 77, 4, index=1), Job(ab, 60, 5, 1.2, index=7)])
+    sink.wait([0, 1, 7])
+    engine.close()
+    assert sink.finish == {0: "length", 1: "error", 7: "length"} and engine.dead is None
+    assert sink.texts[0] == _sampled(model, vocab, "ab", 50, 3, 0.8, None, None, [])
+    assert sink.texts[7] == _sampled(model, vocab, "ab", 60, 5, 1.2, None, None, [])
+    assert sink.texts[1] == _sampled(model, vocab, "ab", 9, 4, 0.8, None, None, [])
+
+
 def test_a_prompt_whose_read_raises_fails_its_own_jobs_alone(tiny, monkeypatch):
     """A fault while a prompt is read (its own text, a bug in the read) ends that prompt's jobs
     with an error; the rows already streaming go on with the text they would have had."""
