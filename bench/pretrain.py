@@ -8,6 +8,9 @@ Each training call trains until the chunk's time is up (then the run saves last.
 call resumes it exactly) or the run is finished. The corpus is the manifest's books, each checked
 against its sha256, in the manifest's order with four held-back books last: the validation split
 is exactly those books (two plays, two novels), so the base's val bpc is on text it never read.
+Gutenberg's text is hard-wrapped at ~72 characters, where screenplays, drafts and web text put a
+paragraph on one line: every other book of the manifest is read with its wrapped paragraphs joined
+(``unwrap``; verse and indented lines kept), so the base knows both and the user's text says which.
 The run is seeded and stops at a fixed step count, so on one kind of CPU every chunking of it
 gives the same weights bit for bit. Packaging stores the last step's weights in bfloat16 (half
 the bytes; the model still computes in float32) with what the run was in its metadata, scores
@@ -68,8 +71,38 @@ FLAGS = [
 ]
 
 
-def books() -> tuple[list[Path], list[Path], str]:
-    """The training books and the held-back books, checked; the manifest's sha256."""
+def wrap_width(lines: list[str]) -> int:
+    """The width a book was filled to: nearly its longest line (a few long lines are tables)."""
+    lengths = sorted(len(line) for line in lines if line.strip())
+    return lengths[int(0.995 * (len(lengths) - 1))] if lengths else 0
+
+
+def unwrap(text: str) -> str:
+    """Join the lines a filler broke: where the next line's first word would not have fitted.
+
+    A greedy filler breaks a line only when the next word overflows the width, so a line that
+    leaves room for it ended a verse line, a cue or a paragraph, and stays; indented lines stay.
+    """
+    lines = text.split("\n")
+    width = wrap_width(lines)
+    out: list[str] = []
+    previous = 0  # the length of the last line read, 0 after a blank one
+    for line in lines:
+        words = line.split()
+        if previous and words and not line[0].isspace() and previous + 1 + len(words[0]) > width:
+            out[-1] += " " + line
+        else:
+            out.append(line)
+        previous = len(line) if words else 0
+    return "\n".join(out)
+
+
+def books(out: Path) -> tuple[list[Path], list[Path], str]:
+    """The training books and the held-back books as the run reads them; the manifest's sha256.
+
+    Each book is checked against the manifest; those at odd places in it are unwrapped into
+    ``out/books`` (written once; the rest are read where they are).
+    """
     manifest = PG / "MANIFEST.tsv"
     with open(manifest, encoding="utf-8", newline="") as f:
         rows = list(csv.DictReader(f, delimiter="\t"))
@@ -77,9 +110,31 @@ def books() -> tuple[list[Path], list[Path], str]:
         data = (PG / row["file"]).read_bytes()
         if hashlib.sha256(data).hexdigest() != row["sha256"]:
             sys.exit(f"error: {row['file']} differs from MANIFEST.tsv's sha256")
-    train = [PG / r["file"] for r in rows if r["ebook_number"] not in HELD_BACK]
-    held = [PG / r["file"] for n in HELD_BACK for r in rows if r["ebook_number"] == n]
+    read = {r["ebook_number"]: prepared(PG / r["file"], out, i % 2 == 1) for i, r in enumerate(rows)}
+    train = [read[r["ebook_number"]] for r in rows if r["ebook_number"] not in HELD_BACK]
+    held = [read[n] for n in HELD_BACK]
     return train, held, hashlib.sha256(manifest.read_bytes()).hexdigest()
+
+
+def prepared(book: Path, out: Path, joined: bool) -> Path:
+    """Where the run reads ``book``: itself, or its unwrapped copy under ``out/books``."""
+    if not joined:
+        return book
+    copy = out / "books" / book.name
+    if not copy.is_file():
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        tmp = copy.with_name(f".{copy.name}.tmp")
+        tmp.write_text(unwrap(book.read_text(encoding="utf-8")), encoding="utf-8")
+        tmp.replace(copy)
+    return copy
+
+
+def text_sha256(paths: list[Path]) -> str:
+    """One digest of the text the run read, in its order: what the recipe must reproduce."""
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
 
 
 def chars_of(paths: list[Path]) -> int:
@@ -88,7 +143,7 @@ def chars_of(paths: list[Path]) -> int:
 
 def train_chunk(out: Path, seconds: float | None) -> int:
     """One chunk of training: a fresh run, or the saved one resumed; the trainer's exit code."""
-    train, held, _ = books()
+    train, held, _ = books(out)
     if (out / "last.pt").is_file():
         args = ["train", "--resume", str(out)]
     else:
@@ -135,15 +190,19 @@ def package(out: Path, to: Path) -> dict:
     run = checkpoint.load(out / "last.pt")
     if run["step"] != STEPS:
         sys.exit(f"error: {out} is at step {run['step']:,} of {STEPS:,}; train on before packaging")
-    train, held, manifest = books()
+    train, held, manifest = books(out)
     weights = {k: v.to(torch.bfloat16) for k, v in run["state_dict"].items()}
     bpc = held_back_bpc({k: v.float() for k, v in weights.items()}, run["model_config"], run["vocab"], held)
     exact = held_back_bpc(run["state_dict"], run["model_config"], run["vocab"], held)
     read = STEPS * 32 * 100
     meta = {
         "name": "english",
-        "corpus": f"pg-english: {len(train)} public-domain Project Gutenberg books read, {len(held)} held back",
+        "corpus": (
+            f"pg-english: {len(train)} public-domain Project Gutenberg books read, {len(held)} held back;"
+            " every other book's wrapped paragraphs joined into one line each"
+        ),
         "manifest_sha256": manifest,
+        "text_sha256": text_sha256(train + held),
         "held_back": [p.name for p in held],
         "steps": STEPS,
         "chars_read": read,

@@ -183,6 +183,7 @@ def _base_rows(base: dict[str, Any] | None) -> list[tuple[str, str]]:
     return [
         ("base model", f"{base['name']}: {base['corpus']}"),
         ("corpus sha256", f"{base['manifest_sha256']} (MANIFEST.tsv)"),
+        *([("text sha256", f"{base['text_sha256']} (the text as read)")] if "text_sha256" in base else []),
         ("held back", ", ".join(base["held_back"])),
         ("pretraining", f"{base['steps']:,} steps, {base['chars_read']:,} characters read ({base['passes']} passes)"),
         ("trained on", base["trained_on"]),
