@@ -13,7 +13,7 @@ from charrnn.model.network import CharRNN, State, map_state
 from charrnn.model.single_row import SingleRow
 from charrnn.model.stepper import Stepper
 from charrnn.sampling import precision
-from charrnn.sampling.batch import Batch, Row
+from charrnn.sampling.batch import Batch, Row, RowsFailed
 from charrnn.sampling.options import SampleOptions
 from charrnn.sampling.pick import RowNoise, single_row_pick
 from charrnn.sampling.text import RowText
@@ -119,6 +119,10 @@ def _rows(
         noise,
     )
     while batch.generating:
-        for row, piece, _ in batch.step():
+        try:
+            events = batch.step()
+        except RowsFailed as e:  # as the one-row loop: the row's own error
+            raise e.__cause__ or e from None
+        for row, piece, _ in events:
             if piece:
                 yield row.key, piece

@@ -231,10 +231,11 @@ class Engine:
         finally:
             self._wake.acquire()
 
-    def _failed_tick(self, e: Exception, failed: list[Job], stepped: int) -> None:
+    def _failed_tick(self, e: Exception, failed: list[Job], stepped: int, model_ok: bool = False) -> None:
         """Fail ``failed`` and log one line; count the tick against ``MAX_FAILURES`` unless some
-        rows (``stepped``) went on without raising, which shows the fault is those jobs' own."""
-        self.failures = 0 if stepped else self.failures + 1
+        rows (``stepped``) went on without raising or the model's step ran (``model_ok``), which
+        shows the fault is those jobs' own."""
+        self.failures = 0 if stepped or model_ok else self.failures + 1
         print(
             f"error: a tick of the model's worker failed ({_one_line(e)}); "
             f"{sum(not job.cancelled for job in set(failed))} rows ended, {stepped} went on",
@@ -332,11 +333,13 @@ class Engine:
     def _tick(self) -> None:
         """One step of the batch, its text to the sink in one call (cancelled jobs leave silently).
         If the step raises, the batch is stepped in halves, and those that raise in halves
-        again, down to single rows: a row fails only when its own step raises."""
+        again, down to single rows: a row fails only when its own step raises. Rows whose text
+        raises once the model stepped (``RowsFailed``) fail alone, and the step is not retried."""
         parts, stepped, failed = [self.batch], [], []
         events: list[Event] = []
         error: Exception | None = None
         went_on = 0  # rows whose step did not raise
+        model_ok = False  # the model's step ran, only rows' text raised
         while parts:
             part = parts.pop()
             try:
@@ -346,8 +349,8 @@ class Engine:
                 events += self._events(part.step(lambda job: job.cancelled))
                 stepped.append(part)
                 went_on += rows
-            except RowsFailed as e:  # the step was taken: the rows that went on keep it
-                error = e
+            except RowsFailed as e:  # the model stepped: the rows that went on keep their step
+                error, model_ok = e, True
                 events += self._events(e.events)
                 stepped.append(part)
                 went_on += rows - len(e.rows)
@@ -367,7 +370,7 @@ class Engine:
         for part in stepped:
             if part.rows:
                 self.batch.join(part.rows, *_tensors(part))
-        self._failed_tick(error, failed, went_on)
+        self._failed_tick(error, failed, went_on, model_ok)
 
     @staticmethod
     def _events(events: list[BatchEvent]) -> list[Event]:

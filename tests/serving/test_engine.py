@@ -216,11 +216,16 @@ def test_a_row_whose_text_raises_fails_alone_and_the_step_stands(tiny, monkeypat
     ab = vocab.encode("ab").tolist()
     engine.submit([Job(ab, 50, 3, index=0), Job(ab, 77, 4, index=1), Job(ab, 60, 5, 1.2, index=7)])
     sink.wait([0, 1, 7])
-    engine.close()
     assert sink.finish == {0: "length", 1: "error", 7: "length"} and engine.dead is None
     assert sink.texts[0] == _sampled(model, vocab, "ab", 50, 3, 0.8, None, None, [])
     assert sink.texts[7] == _sampled(model, vocab, "ab", 60, 5, 1.2, None, None, [])
     assert sink.texts[1] == _sampled(model, vocab, "ab", 9, 4, 0.8, None, None, [])
+    # Alone in the batch, such rows fail tick after tick: the model is sound, the engine goes on.
+    for i in (2, 3, 4):
+        engine.submit([Job(ab, 77, i, index=i)])
+        sink.wait([i])
+    engine.close()
+    assert [sink.finish[i] for i in (2, 3, 4)] == ["error"] * 3 and engine.dead is None
 
 
 def test_a_prompt_whose_read_raises_fails_its_own_jobs_alone(tiny, monkeypatch):
