@@ -8,11 +8,13 @@ machine: each best.pt scored on the held-out split as bench/auto.py scores (the 
 text, its first 262,144 characters), and --samples samples of --chars characters at the
 default temperature checked for copying (the share of each sample inside spans of 50+
 characters found verbatim in the training text); on the demo screenplays also the structure
-scores of bench/screenplay.py. One JSON line per cell, appended to --results (cells already
-there are skipped, so an interrupted panel resumes); ``--table`` prints the docs' table.
+scores of bench/screenplay.py. One JSON line per cell, appended to --results with the base's
+digest (cells already there from the same base are skipped, so an interrupted panel resumes);
+``--table`` prints the docs' table.
 
 Usage:
   python bench/base.py --corpora demo,earnest,tinyshakespeare,warpeace --minutes 2 10
+  python bench/base.py --corpora quijote,stacks --minutes 10 --starts english
   python bench/base.py --corpora quijote,stacks,kernel --fits-only
   python bench/base.py --table
 """
@@ -20,6 +22,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import statistics
 import subprocess
@@ -40,14 +43,24 @@ from charrnn.screenplay.fountain import structure  # noqa: E402
 from charrnn.training.start import corpus_sample, fit_of, prefers_base  # noqa: E402
 
 STARTS = ("english", "none")
+
+
+def base_digest() -> str:
+    """Which base a cell started from (the bundled file's digest): a new base makes a new panel."""
+    return hashlib.sha256(checkpoint.bundled_base().read_bytes()).hexdigest()[:16]
+
+
 # The seed of every cell run before --seed existed (their rows carry none).
 SEED = 1337
 
 
-def fit_row(name: str, path: Path) -> dict:
+def fit_row(path: Path, minutes: list[float]) -> dict:
+    """The base's fit to the corpus, and auto's pick for each budget (a list, as ``minutes``)."""
     base = checkpoint.load(checkpoint.bundled_base())
-    fit = fit_of(base, corpus_sample([str(path)], keep_gutenberg=False))
-    return {"coverage": round(fit.coverage, 4), "zero_shot_bpc": round(fit.bpc, 3), "auto": prefers_base(fit)}
+    sample, size = corpus_sample([str(path)], keep_gutenberg=False)
+    fit = fit_of(base, sample)
+    picks = [prefers_base(fit, m * 60, size) for m in minutes]
+    return {"coverage": round(fit.coverage, 4), "zero_shot_bpc": round(fit.bpc, 3), "auto": picks}
 
 
 def samples_of(run: Path, count: int, chars: int) -> list[str]:
@@ -86,24 +99,28 @@ def train_cell(
 def run(args: argparse.Namespace) -> None:
     if args.fits_only:
         for name in args.corpora.split(","):
-            emit(bench="base", corpus=name, **fit_row(name, corpus_path(name)), cpu=cpu_name())
+            row = fit_row(corpus_path(name), args.minutes)
+            emit(bench="base", corpus=name, minutes=args.minutes, **row, cpu=cpu_name())
         return
-    done = set()
+    done, digest = set(), base_digest()
     if args.results.is_file():
         rows = [json.loads(line) for line in args.results.read_text().splitlines() if line.strip()]
-        done = {(r["corpus"], r["minutes"], r["start"], r.get("seed", SEED)) for r in rows}
+        done = {
+            (r["corpus"], r["minutes"], r["start"], r.get("seed", SEED)) for r in rows if r.get("base_sha256") == digest
+        }
     for name in args.corpora.split(","):
         path = corpus_path(name)
-        fit = fit_row(name, path)
+        fit = fit_row(path, args.minutes)
         train_text, held_out = split_text(path)
-        for minutes in args.minutes:
-            for start in STARTS:
+        for minutes, auto in zip(args.minutes, fit.pop("auto")):
+            for start in args.starts.split(","):
                 if (name, minutes, start, args.seed) in done:
                     continue
                 cell = train_cell(path, minutes, start, held_out, args, name == "demo")
                 row = {"bench": "base", "corpus": name, "chars": len(train_text), "minutes": minutes, "start": start}
                 row["seed"] = args.seed
-                row |= {**fit, **cell, "cpu": cpu_name(), "date": time.strftime("%Y-%m-%d")}
+                row |= {**fit, "auto": auto, "base_sha256": digest, **cell}
+                row |= {"cpu": cpu_name(), "date": time.strftime("%Y-%m-%d")}
                 emit(**row)
                 with open(args.results, "a") as f:
                     f.write(json.dumps(row) + "\n")
@@ -114,6 +131,8 @@ def table(results: Path) -> None:
     picks (and how far its pick is from the better start), and the copied shares."""
     rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
     seed = lambda r: r.get("seed", SEED)
+    if len({r.get("base_sha256") for r in rows}) > 1:
+        sys.exit(f"error: {results} holds cells of more than one base; one file per base")
     cells = {(r["corpus"], r["minutes"], r["start"], seed(r)): r for r in rows}
     head = (
         "| corpus | minutes | zero-shot bpc | from the base | from random | gain | auto picks | copied (base/random) |"
@@ -145,6 +164,12 @@ def main() -> None:
         "--seed", type=int, default=SEED, help="charrnn train's --seed (a cell is a corpus, budget, start and seed)"
     )
     ap.add_argument("--chars", type=int, default=2000)
+    ap.add_argument(
+        "--starts",
+        default=",".join(STARTS),
+        type=lambda v: v if set(v.split(",")) <= set(STARTS) else ap.error(f"--starts: {v!r} is not english, none"),
+        help="the starts to train from (english, none or both)",
+    )
     ap.add_argument("--results", type=Path, default=Path("base-results.jsonl"))
     ap.add_argument("--fits-only", action="store_true", help="only the base's fit and auto's choice per corpus")
     ap.add_argument("--table", action="store_true", help="print the table of the results file and exit")

@@ -263,7 +263,8 @@ _RUN_OPTIONS = {
     "init_from": Option("Start from this checkpoint's weights (fine-tuning); a fresh run otherwise.", type=Path),
     "base": Option(
         "english: start from the bundled English base model (LSTM 2x512) | none: from random weights. Default: "
-        "--preset auto decides from how well the base reads the corpus; other presets start from random weights.",
+        "--preset auto decides from how well the base reads the corpus, its size and --time; other presets start "
+        "from random weights.",
         type=str,
         choices=("english", "none"),
     ),

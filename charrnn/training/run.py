@@ -222,7 +222,9 @@ def _starting_point(
                 "--base english trains the base's own model: not with --model, --layers, --hidden or --embed"
             )
         return None
-    chosen = choose_start(base, (preset or DEFAULT_PRESET) == "auto", paths, cfg.keep_gutenberg, log)
+    auto = (preset or DEFAULT_PRESET) == "auto"
+    timed = cfg.steps is None and cfg.epochs is None  # else the run may end long before --time
+    chosen = choose_start(base, auto, paths, cfg.keep_gutenberg, cfg.time if timed else None, log)
     if chosen is not None:  # the run trains the base's own model, whatever the preset's size
         for name in ("model", "layers", "hidden", "embed", "tie"):
             setattr(cfg, name, chosen["model_config"][name])
