@@ -117,14 +117,16 @@ def books(out: Path) -> tuple[list[Path], list[Path], str]:
 
 
 def prepared(book: Path, out: Path, joined: bool) -> Path:
-    """Where the run reads ``book``: itself, or its unwrapped copy under ``out/books``."""
+    """Where the run reads ``book``: itself, or its unwrapped copy under ``out/books`` (made
+    again each time and rewritten where it differs, so a copy is always this recipe's)."""
     if not joined:
         return book
     copy = out / "books" / book.name
-    if not copy.is_file():
+    data = unwrap(book.read_text(encoding="utf-8")).encode("utf-8")
+    if not copy.is_file() or copy.read_bytes() != data:
         copy.parent.mkdir(parents=True, exist_ok=True)
         tmp = copy.with_name(f".{copy.name}.tmp")
-        tmp.write_text(unwrap(book.read_text(encoding="utf-8")), encoding="utf-8")
+        tmp.write_bytes(data)
         tmp.replace(copy)
     return copy
 
@@ -191,6 +193,8 @@ def package(out: Path, to: Path) -> dict:
     if run["step"] != STEPS:
         sys.exit(f"error: {out} is at step {run['step']:,} of {STEPS:,}; train on before packaging")
     train, held, manifest = books(out)
+    if [Path(p).resolve() for p in run["corpus"].get("paths", [])] != [p.resolve() for p in train + held]:
+        sys.exit(f"error: {out} was trained on other text than this recipe reads; train it again")
     weights = {k: v.to(torch.bfloat16) for k, v in run["state_dict"].items()}
     bpc = held_back_bpc({k: v.float() for k, v in weights.items()}, run["model_config"], run["vocab"], held)
     exact = held_back_bpc(run["state_dict"], run["model_config"], run["vocab"], held)
