@@ -9,8 +9,9 @@ call resumes it exactly) or the run is finished. The corpus is the manifest's bo
 against its sha256, in the manifest's order with four held-back books last: the validation split
 is exactly those books (two plays, two novels), so the base's val bpc is on text it never read.
 Gutenberg's text is hard-wrapped at ~72 characters, where screenplays, drafts and web text put a
-paragraph on one line: every other book of the manifest is read with its wrapped paragraphs joined
-(``unwrap``; verse and indented lines kept), so the base knows both and the user's text says which.
+paragraph on one line. ``--unwrap`` (for both calls) reads every other book of the manifest with
+its wrapped paragraphs joined (``unwrap``; verse and indented lines kept): a candidate base that
+knows both; measured against the shipped one in docs/benchmarks.md, it did not ship.
 The run is seeded and stops at a fixed step count, so on one kind of CPU every chunking of it
 gives the same weights bit for bit. Packaging stores the last step's weights in bfloat16 (half
 the bytes; the model still computes in float32) with what the run was in its metadata, scores
@@ -97,11 +98,11 @@ def unwrap(text: str) -> str:
     return "\n".join(out)
 
 
-def books(out: Path) -> tuple[list[Path], list[Path], str]:
+def books(out: Path, unwrapped: bool) -> tuple[list[Path], list[Path], str]:
     """The training books and the held-back books as the run reads them; the manifest's sha256.
 
-    Each book is checked against the manifest; those at odd places in it are unwrapped into
-    ``out/books`` (written once; the rest are read where they are).
+    Each book is checked against the manifest; with ``unwrapped``, those at odd places in it are
+    read from their unwrapped copies in ``out/books``.
     """
     manifest = PG / "MANIFEST.tsv"
     with open(manifest, encoding="utf-8", newline="") as f:
@@ -110,7 +111,7 @@ def books(out: Path) -> tuple[list[Path], list[Path], str]:
         data = (PG / row["file"]).read_bytes()
         if hashlib.sha256(data).hexdigest() != row["sha256"]:
             sys.exit(f"error: {row['file']} differs from MANIFEST.tsv's sha256")
-    read = {r["ebook_number"]: prepared(PG / r["file"], out, i % 2 == 1) for i, r in enumerate(rows)}
+    read = {r["ebook_number"]: prepared(PG / r["file"], out, unwrapped and i % 2 == 1) for i, r in enumerate(rows)}
     train = [read[r["ebook_number"]] for r in rows if r["ebook_number"] not in HELD_BACK]
     held = [read[n] for n in HELD_BACK]
     return train, held, hashlib.sha256(manifest.read_bytes()).hexdigest()
@@ -143,9 +144,9 @@ def chars_of(paths: list[Path]) -> int:
     return sum(len(p.read_text(encoding="utf-8")) for p in paths)
 
 
-def train_chunk(out: Path, seconds: float | None) -> int:
+def train_chunk(out: Path, seconds: float | None, unwrapped: bool) -> int:
     """One chunk of training: a fresh run, or the saved one resumed; the trainer's exit code."""
-    train, held, _ = books(out)
+    train, held, _ = books(out, unwrapped)
     if (out / "last.pt").is_file():
         args = ["train", "--resume", str(out)]
     else:
@@ -181,7 +182,7 @@ def held_back_bpc(state: dict, model_config: dict, vocab_state: dict, held: list
     return evaluate(model.eval(), ids, torch.device("cpu")).bpc
 
 
-def package(out: Path, to: Path) -> dict:
+def package(out: Path, to: Path, unwrapped: bool) -> dict:
     """Write the shipped base model from the finished run in ``out``; its metadata."""
     import torch
 
@@ -192,21 +193,19 @@ def package(out: Path, to: Path) -> dict:
     run = checkpoint.load(out / "last.pt")
     if run["step"] != STEPS:
         sys.exit(f"error: {out} is at step {run['step']:,} of {STEPS:,}; train on before packaging")
-    train, held, manifest = books(out)
+    train, held, manifest = books(out, unwrapped)
     if [Path(p).resolve() for p in run["corpus"].get("paths", [])] != [p.resolve() for p in train + held]:
         sys.exit(f"error: {out} was trained on other text than this recipe reads; train it again")
     weights = {k: v.to(torch.bfloat16) for k, v in run["state_dict"].items()}
     bpc = held_back_bpc({k: v.float() for k, v in weights.items()}, run["model_config"], run["vocab"], held)
     exact = held_back_bpc(run["state_dict"], run["model_config"], run["vocab"], held)
     read = STEPS * 32 * 100
+    flag = " --unwrap" if unwrapped else ""
     meta = {
         "name": "english",
-        "corpus": (
-            f"pg-english: {len(train)} public-domain Project Gutenberg books read, {len(held)} held back;"
-            " every other book's wrapped paragraphs joined into one line each"
-        ),
+        "corpus": f"pg-english: {len(train)} public-domain Project Gutenberg books read, {len(held)} held back"
+        + ("; every other book's wrapped paragraphs joined into one line each" if unwrapped else ""),
         "manifest_sha256": manifest,
-        "text_sha256": text_sha256(train + held),
         "held_back": [p.name for p in held],
         "steps": STEPS,
         "chars_read": read,
@@ -215,9 +214,12 @@ def package(out: Path, to: Path) -> dict:
         "held_back_bpc": round(bpc, 4),
         "held_back_bpc_float32": round(exact, 4),
         "stored": "bfloat16 weights, computed in float32",
-        "recipe": "python bench/pretrain.py --out checkpoints/base-english; python bench/pretrain.py --package",
+        "recipe": f"python bench/pretrain.py --out checkpoints/base-english{flag}; "
+        f"python bench/pretrain.py --package{flag}",
         "packaged_by": f"charrnn {__version__}",
     }
+    if unwrapped:  # the manifest pins the books, not the copies made of them
+        meta["text_sha256"] = text_sha256(train + held)
     cfg = run["train_config"]
     shipped = {
         "model_config": run["model_config"],
@@ -239,19 +241,20 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("checkpoints/base-english"))
     parser.add_argument("--chunk", help="stop (resumably) after this long, e.g. 2h (default: run to the end)")
     parser.add_argument("--package", action="store_true", help="write the shipped model from the finished run")
+    parser.add_argument("--unwrap", action="store_true", help="the candidate that reads every other book unwrapped")
     parser.add_argument(
         "--to", type=Path, default=Path(__file__).resolve().parents[1] / "charrnn" / "base" / "english.pt"
     )
     a = parser.parse_args()
     if a.package:
-        meta = package(a.out, a.to)
+        meta = package(a.out, a.to, a.unwrap)
         print(json.dumps({"bench": "pretrain", "packaged": str(a.to), "bytes": a.to.stat().st_size, **meta}))
         return
     from charrnn.training.config import parse_duration
 
     seconds = parse_duration(a.chunk) if a.chunk else None
     start = time.monotonic()
-    code = train_chunk(a.out, seconds)
+    code = train_chunk(a.out, seconds, a.unwrap)
     state = "chunk" if code == 128 + signal.SIGTERM else "done" if code == 0 else "failed"
     took = round(time.monotonic() - start, 1)
     print(json.dumps({"bench": "pretrain", "out": str(a.out), "state": state, "exit": code, "seconds": took}))
