@@ -22,6 +22,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import statistics
@@ -71,8 +72,10 @@ def samples_of(run: Path, count: int, chars: int) -> list[str]:
 def train_cell(
     path: Path, minutes: float, start: str, held_out: str, args: argparse.Namespace, screenplay: bool
 ) -> dict:
-    """One training from ``start`` for ``minutes``, scored, sampled and checked for copying."""
-    with tempfile.TemporaryDirectory() as out:
+    """One training from ``start`` for ``minutes``, scored, sampled and checked for copying; the
+    run directory is kept under ``--keep`` (for bench/screenplay.py's longer samples)."""
+    kept = args.keep / f"{path.stem}-{minutes:g}m-{start}-seed{args.seed}" if args.keep else None
+    with contextlib.nullcontext(str(kept)) if kept else tempfile.TemporaryDirectory() as out:
         cmd = [sys.executable, "-m", "charrnn", "train", str(path), "--time", f"{minutes * 60:g}s", "--out", out]
         cmd += ["--base", start, "--seed", str(args.seed)]
         log = Path(out) / "stderr.txt"
@@ -171,6 +174,7 @@ def main() -> None:
         help="the starts to train from (english, none or both)",
     )
     ap.add_argument("--results", type=Path, default=Path("base-results.jsonl"))
+    ap.add_argument("--keep", type=Path, help="keep each cell's run directory in this folder")
     ap.add_argument("--fits-only", action="store_true", help="only the base's fit and auto's choice per corpus")
     ap.add_argument("--table", action="store_true", help="print the table of the results file and exit")
     args = ap.parse_args()
