@@ -75,6 +75,8 @@ def train_cell(
     """One training from ``start`` for ``minutes``, scored, sampled and checked for copying; the
     run directory is kept under ``--keep`` (for bench/screenplay.py's longer samples)."""
     kept = args.keep / f"{path.stem}-{minutes:g}m-{start}-seed{args.seed}" if args.keep else None
+    if kept:
+        kept.mkdir(parents=True, exist_ok=True)
     with contextlib.nullcontext(str(kept)) if kept else tempfile.TemporaryDirectory() as out:
         cmd = [sys.executable, "-m", "charrnn", "train", str(path), "--time", f"{minutes * 60:g}s", "--out", out]
         cmd += ["--base", start, "--seed", str(args.seed)]
