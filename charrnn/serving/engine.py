@@ -8,11 +8,10 @@ call, so a web server wakes its event loop at most once per tick rather than onc
 A prompt is read a chunk per tick (``PROMPT_CHUNK`` tokens), so a long one never holds up the
 rows already generating for more than one chunk's pass.
 
-A tick that raises is tried again in halves, down to the rows whose own step raises: only their
-requests fail, and every other row goes on with the text it would have had; a row whose text
-raises once the step is taken (``RowsFailed``) fails alone, the step standing. A row whose reader
-has fallen behind (``behind``) is parked, out of the batch and not stepped, until its reader
-catches up or goes: a client that never reads costs the others nothing.
+A tick that raises is tried again in halves, down to the rows whose own step (or text, once the
+model stepped) raises: only their requests fail, every other row goes on with the text it would
+have had. A row whose reader has fallen behind (``behind``) is parked, out of the batch and not
+stepped, until its reader catches up or goes: a client that never reads costs the others nothing.
 """
 
 from __future__ import annotations
@@ -233,8 +232,8 @@ class Engine:
 
     def _failed_tick(self, e: Exception, failed: list[Job], stepped: int, model_ok: bool = False) -> None:
         """Fail ``failed`` and log one line; count the tick against ``MAX_FAILURES`` unless some
-        rows (``stepped``) went on without raising or the model's step ran (``model_ok``), which
-        shows the fault is those jobs' own."""
+        rows (``stepped``) went on without raising or the model stepped for some (``model_ok``),
+        which shows the fault is those jobs' own."""
         self.failures = 0 if stepped or model_ok else self.failures + 1
         print(
             f"error: a tick of the model's worker failed ({_one_line(e)}); "
@@ -332,14 +331,12 @@ class Engine:
 
     def _tick(self) -> None:
         """One step of the batch, its text to the sink in one call (cancelled jobs leave silently).
-        If the step raises, the batch is stepped in halves, and those that raise in halves
-        again, down to single rows: a row fails only when its own step raises. Rows whose text
-        raises once the model stepped (``RowsFailed``) fail alone, and the step is not retried."""
+        A step that raises is tried again in halves, down to single rows: a row fails only when
+        its own step raises, or its text once the model stepped (``RowsFailed``: not retried)."""
         parts, stepped, failed = [self.batch], [], []
         events: list[Event] = []
         error: Exception | None = None
         went_on = 0  # rows whose step did not raise
-        model_ok = False  # the model's step ran, only rows' text raised
         while parts:
             part = parts.pop()
             try:
@@ -350,7 +347,7 @@ class Engine:
                 stepped.append(part)
                 went_on += rows
             except RowsFailed as e:  # the model stepped: the rows that went on keep their step
-                error, model_ok = e, True
+                error = e
                 events += self._events(e.events)
                 stepped.append(part)
                 went_on += rows - len(e.rows)
@@ -370,7 +367,7 @@ class Engine:
         for part in stepped:
             if part.rows:
                 self.batch.join(part.rows, *_tensors(part))
-        self._failed_tick(error, failed, went_on, model_ok)
+        self._failed_tick(error, failed, went_on, model_ok=bool(stepped))
 
     @staticmethod
     def _events(events: list[BatchEvent]) -> list[Event]:
