@@ -129,12 +129,12 @@ def choose_start(
         if base == ENGLISH:
             raise CharrnnError(f"--base english: this installation lacks the bundled base model ({found})")
         return None
+    if base is None and STDIN in paths:  # read once, by the run: the base cannot read a sample of it first
+        log("auto: from random weights: a corpus from stdin is read once, by the run (--base english: from the base)")
+        return None
     ckpt = checkpoint.load(found)
     if base == ENGLISH:
         return ckpt
-    if STDIN in paths:  # read once, by the run: the base cannot read a sample of it first
-        log("auto: from random weights: a corpus from stdin is read once, by the run (--base english: from the base)")
-        return None
     sample, size = corpus_sample(paths, keep_gutenberg)
     fit = fit_of(ckpt, sample)
     chosen = prefers_base(fit, seconds, size)
