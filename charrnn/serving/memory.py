@@ -7,13 +7,15 @@ so later big buffers (prompt text, batch tensors) land in the heap too. The serv
 its peak, and a long-lived process that an attacker can push to its peak at will should not.
 Three settings fix the layout once, at start: big blocks always mapped (given back on free), a
 fixed trim threshold, few heaps; and ``release`` hands free heap pages back when the engine goes
-idle.
+idle, with the product buffers MKL pools for itself (kept by the process as glibc's are).
 """
 
 from __future__ import annotations
 
 import ctypes
 import sys
+
+from charrnn.runtime import kernels
 
 # mallopt's parameters (glibc's malloc.h).
 _M_TRIM_THRESHOLD = -1
@@ -51,8 +53,10 @@ def settle() -> bool:
 
 
 def release() -> bool:
-    """Give the heaps' free pages back to the system (``malloc_trim``); True if any went back.
-    It walks every free list with the allocator locked: call it when idle."""
+    """Give back what the allocators hold free: MKL's pooled product buffers, then the heaps' free
+    pages (``malloc_trim``); True if any went back. It walks every free list with the allocator
+    locked: call it when idle."""
+    blas = kernels.free_blas_buffers()
     if _LIBC is None:
-        return False
-    return bool(_LIBC.malloc_trim(0))
+        return blas
+    return bool(_LIBC.malloc_trim(0)) or blas

@@ -127,3 +127,13 @@ def test_int8_product_is_the_product_of_the_scaled_matrix():
     # A row's product is its own, whatever else its batch holds.
     assert torch.equal(kernels.int8_product(x[:1], kernels.pack_int8(w)), got[:1])
     assert torch.equal(kernels.int8_product(torch.cat([x[:1], x[1:] * 0.01]), kernels.pack_int8(w))[:1], got[:1])
+
+
+@pytest.mark.skipif(not torch.backends.mkl.is_available(), reason="this torch has no MKL")
+def test_mkl_buffer_pool_symbols_resolve():
+    """``mkl_serv_mem_stat`` and ``mkl_serv_free_buffers`` in libtorch_cpu (what a server's
+    ``release`` calls when idle): a torch that drops them fails here by name."""
+    torch.randn(64, 256) @ torch.randn(256, 1024)
+    assert kernels.blas_buffered_bytes() is not None, kernels.MKL_BUFFERED
+    assert kernels.free_blas_buffers(), kernels.MKL_FREE_BUFFERS
+    assert kernels.blas_buffered_bytes() == 0

@@ -4,7 +4,9 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 
+from charrnn.runtime import kernels
 from charrnn.serving import memory
 
 glibc = pytest.mark.skipif(memory._LIBC is None, reason="not glibc's allocator")
@@ -35,3 +37,13 @@ def test_release_gives_back_what_a_burst_freed_inside_the_heap():
 @glibc
 def test_settle_sets_every_parameter():
     assert memory.settle()
+
+
+@pytest.mark.skipif(kernels.blas_buffered_bytes() is None, reason="this torch has no MKL")
+def test_release_gives_back_the_buffers_mkl_pooled_for_a_big_product():
+    """A 400-row batch's product leaves MKL's packing buffers pooled (megabytes a server may not
+    need again); ``release`` frees them."""
+    torch.randn(400, 512) @ torch.randn(512, 2048)
+    assert kernels.blas_buffered_bytes() > 1_000_000
+    memory.release()
+    assert kernels.blas_buffered_bytes() == 0
