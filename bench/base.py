@@ -41,7 +41,7 @@ from charrnn.evaluation.bpc import score_text  # noqa: E402
 from charrnn.evaluation.copying import run_index  # noqa: E402
 from charrnn.model import checkpoint  # noqa: E402
 from charrnn.screenplay.fountain import structure  # noqa: E402
-from charrnn.training.start import corpus_sample, fit_of, prefers_base  # noqa: E402
+from charrnn.training.start import Fit, corpus_sample, fit_of, prefers_base  # noqa: E402
 
 STARTS = ("english", "none")
 
@@ -61,7 +61,22 @@ def fit_row(path: Path, minutes: list[float]) -> dict:
     sample, size = corpus_sample([str(path)], keep_gutenberg=False)
     fit = fit_of(base, sample)
     picks = [prefers_base(fit, m * 60, size) for m in minutes]
-    return {"coverage": round(fit.coverage, 4), "zero_shot_bpc": round(fit.bpc, 3), "auto": picks}
+    return {
+        "coverage": round(fit.coverage, 4),
+        "zero_shot_bpc": round(fit.bpc, 3),
+        "fit_chars": fit.chars,
+        "corpus_bytes": size,
+        "auto": picks,
+    }
+
+
+def auto_pick(row: dict) -> bool:
+    """Whether today's rule starts this cell's corpus and budget from the base, from the fit the
+    row recorded (``auto`` holds what the rule of the day the cell ran picked). Rows older than
+    ``corpus_bytes`` take the corpus's size from the file, as auto does."""
+    size = row.get("corpus_bytes") or corpus_path(row["corpus"]).stat().st_size
+    fit = Fit(coverage=row["coverage"], bpc=row["zero_shot_bpc"], chars=row.get("fit_chars", 0))
+    return prefers_base(fit, row["minutes"] * 60, size)
 
 
 def samples_of(run: Path, count: int, chars: int) -> list[str]:
@@ -132,8 +147,8 @@ def run(args: argparse.Namespace) -> None:
 
 
 def table(results: Path) -> None:
-    """Per corpus and budget: val bpc from the base and from random weights, the gain, what auto
-    picks (and how far its pick is from the better start), and the copied shares."""
+    """Per corpus and budget: val bpc from the base and from random weights, the gain, what auto's
+    rule of today picks (and how far its pick is from the better start), and the copied shares."""
     rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
     seed = lambda r: r.get("seed", SEED)
     if len({r.get("base_sha256") for r in rows}) > 1:
@@ -148,13 +163,14 @@ def table(results: Path) -> None:
         base, rand = cells.get((corpus, minutes, "english", s)), cells.get((corpus, minutes, "none", s))
         if not (base and rand):
             continue
-        pick = base if base["auto"] else rand
+        to_base = auto_pick(base)
+        pick = base if to_base else rand
         off = pick["val_bpc"] - min(base["val_bpc"], rand["val_bpc"])
         copies = " / ".join(
             "-" if c["copied_fraction"] is None else f"{c['copied_fraction']:.3f}" for c in (base, rand)
         )
         gain = rand["val_bpc"] - base["val_bpc"]
-        picks = f"{'base' if base['auto'] else 'random'} (+{off:.3f})"
+        picks = f"{'base' if to_base else 'random'} (+{off:.3f})"
         scores = f"{base['val_bpc']:.3f} | {rand['val_bpc']:.3f} | {gain:+.3f}"
         name = corpus if s == SEED else f"{corpus} (seed {s})"
         print(f"| {name} | {minutes:g} | {base['zero_shot_bpc']:.2f} | {scores} | {picks} | {copies} |")
