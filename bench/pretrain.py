@@ -83,6 +83,8 @@ def unwrap(text: str) -> str:
 
     A greedy filler breaks a line only when the next word overflows the width, so a line that
     leaves room for it ended a verse line, a cue or a paragraph, and stays; indented lines stay.
+    A line that ends in a hyphen broke a compound ("well-known") or a dash ("--"): it joins the
+    next with no space, and the next word would have followed with none.
     """
     lines = text.split("\n")
     width = wrap_width(lines)
@@ -90,8 +92,9 @@ def unwrap(text: str) -> str:
     previous = 0  # the length of the last line read, 0 after a blank one
     for line in lines:
         words = line.split()
-        if previous and words and not line[0].isspace() and previous + 1 + len(words[0]) > width:
-            out[-1] += " " + line
+        joint = "" if previous and out[-1].endswith("-") else " "
+        if previous and words and not line[0].isspace() and previous + len(joint) + len(words[0]) > width:
+            out[-1] += joint + line
         else:
             out.append(line)
         previous = len(line) if words else 0

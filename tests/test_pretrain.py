@@ -30,3 +30,14 @@ def test_indented_lines_and_lines_that_left_room_stay():
     text = f"{filled}\n{quote}\n\n{short}\n"
     assert unwrap(text) == f"{PROSE}\n{quote}\n\n{short}\n"
     assert unwrap("") == "" and unwrap("one line") == "one line"
+
+
+def test_a_line_broken_at_a_hyphen_or_a_dash_joins_without_a_space():
+    prose = (
+        "The well-known house stood--so the neighbours said--on a hill-top above the river, "
+        "half-hidden by old-fashioned hedges, where the long-suffering housekeeper kept a "
+        "never-ending watch over the self-satisfied cat and its ever-growing family of kittens."
+    )
+    filled = textwrap.fill(prose, width=52, break_on_hyphens=True)  # breaks after "said--" and "old-"
+    assert any(line.endswith("-") for line in filled.split("\n")), filled
+    assert unwrap(f"{filled}\n\n{filled}\n") == f"{prose}\n\n{prose}\n"
