@@ -1,17 +1,16 @@
 """Continuous batching: one worker thread per model steps every active request as one batch.
 
-An RNN's whole memory of a request is its state, a few kilobytes, so unrelated requests can
-share each step: a request joins the batch at the next tick once its prompt has been read in
-full-sequence passes, and leaves at its length, a stop string, or a cancel. The worker is
-the only thread that touches the model; it hands each tick's text to a ``sink`` callback in one
-call, so a web server wakes its event loop at most once per tick rather than once per character.
-A prompt is read a chunk per tick (``PROMPT_CHUNK`` tokens), so a long one never holds up the
-rows already generating for more than one chunk's pass.
+An RNN's whole memory of a request is its state, a few kilobytes, so unrelated requests can share each
+step: a request joins the batch at the next tick once its prompt has been read in full-sequence passes,
+and leaves at its length, a stop string, or a cancel. The worker is the only thread that touches the
+model; it hands each tick's text to a ``sink`` callback in one call, so a web server wakes its event
+loop at most once per tick rather than once per character. A prompt is read a chunk per tick
+(``PROMPT_CHUNK`` tokens), so a long one never holds up the rows already generating for more than one.
 
-A tick that raises is tried again in halves, down to the rows whose own step (or text, once the
-model stepped) raises: only their requests fail, every other row goes on with the text it would
-have had. A row whose reader has fallen behind (``behind``) is parked, out of the batch and not
-stepped, until its reader catches up or goes: a client that never reads costs the others nothing.
+A tick that raises is tried again in halves, down to the rows whose own step (or text, once the model
+stepped) raises: only their requests fail, every other row goes on with the text it would have had. A
+row whose reader has fallen behind (``behind``) is parked, out of the batch and not stepped, until its
+reader catches up or goes: a client that never reads costs the others nothing.
 """
 
 from __future__ import annotations
@@ -36,6 +35,7 @@ from charrnn.sampling.options import SampleOptions
 from charrnn.sampling.pick import RowNoise
 from charrnn.sampling.precision import choose
 from charrnn.sampling.text import LENGTH, RowText
+from charrnn.serving.lull import Lull
 
 
 @dataclass(eq=False)
@@ -44,8 +44,7 @@ class Job:
 
     ``temp`` 0 is greedy. ``listener`` and ``index`` are the caller's: where the sink should
     route this job's text. ``tokens`` is how many tokens it generated, counted by its last event
-    (what the usage reports).
-    """
+    (what the usage reports)."""
 
     prompt_ids: list[int]
     max_tokens: int
@@ -65,17 +64,15 @@ Event = tuple[Job, str, "str | None"]
 Sink = Callable[[list[Event]], None]
 # The finish of a job whose tick raised: the server answers it with a 500.
 FAILED = "error"
-# The finish of a job the server ended because it is stopping (not a stop string: a client
-# must be able to tell).
+# The finish of a job the server ended because it is stopping (not a stop string: a client must be able to tell).
 SHUTDOWN = "shutdown"
-# Ticks that raise one after another, with no tick between that did not, before the engine
-# gives up: a fault that follows every tick is no one request's. A tick counts when every row
-# in it raised; one where some rows stepped found its faulty rows and failed only them.
+# Ticks that raise one after another, with no tick between that did not, before the engine gives up: a
+# fault that follows every tick is no one request's. A tick counts when every row in it raised.
 MAX_FAILURES = 3
-# Seconds between the worker's looks at which rows' readers are behind or back (and its sleep
-# while only parked rows need it). A look asks every row: looking on every tick held the tiny
-# preset's 16 good streams beside 48 never-reading requests (384 rows) to 0.80x of their quiet
-# speed, against 0.86x looking every 20 ms (bench/serve_faults.py, 2-core AMD EPYC Zen 3).
+# Seconds between the worker's looks at which rows' readers are behind or back (and its sleep while only
+# parked rows need it). A look asks every row: looking on every tick held the tiny preset's 16 good
+# streams beside 48 never-reading requests (384 rows) to 0.80x of their quiet speed, against 0.86x
+# looking every 20 ms (bench/serve_faults.py, 2-core AMD EPYC Zen 3).
 PARK_POLL = 0.02
 # Seconds of no work after a busy spell before the ``idle`` hook runs: the event loop frees the
 # spell's last responses a moment after the engine's last tick.
@@ -105,11 +102,11 @@ class Engine:
         behind: Callable[[Job], bool] | None = None,
         idle: Callable[[], object] | None = None,
     ) -> None:
-        """``fault`` is a test hook, called with the jobs of the batch, or of the part of it
-        being stepped, before each step: what it raises is what a bug in the step would raise.
-        ``behind`` says whether a job's reader has left too much of its text unread: such a
-        job is parked until it says no. ``idle`` runs on the worker, without the lock, once
-        ``IDLE_AFTER`` seconds after each busy spell (the server gives memory back there)."""
+        """``fault`` is a test hook, called with the jobs of the batch, or of the part of it being stepped,
+        before each step: what it raises is what a bug in the step would raise. ``behind`` says whether a
+        job's reader has left too much of its text unread: such a job is parked until it says no. ``idle``
+        runs on the worker, without the lock, ``IDLE_AFTER`` seconds after each busy spell and after each
+        burst of rows (``Lull``): the server gives memory back there."""
         self.model = model.eval().to(device)
         self.threads = threads
         self.vocab = vocab
@@ -125,6 +122,7 @@ class Engine:
         self.behind = behind
         self.idle = idle
         self._busy = False  # worked since idle last ran
+        self._lull = Lull(IDLE_AFTER)
         self._looked = 0.0  # time.monotonic() of the last look at readers
         self._pending: list[list[Job]] = []
         self._reading: _Read | None = None
@@ -266,6 +264,9 @@ class Engine:
             self._park(self.behind)
         if self.batch.rows:
             self._tick()
+        held = len(self.batch.rows) + len(self.parked.rows)
+        if self.idle is not None and self._lull.update(held, time.monotonic()):
+            self.idle()  # a burst of rows is over (the engine is not idle): its memory goes back
 
     def _held(self) -> list[Job]:
         """Every job the worker holds (in the batch or being read), taken from it."""
@@ -281,10 +282,9 @@ class Engine:
         self.sink([(job, "", SHUTDOWN) for job in jobs if not job.cancelled])
 
     def _admit(self, groups: list[list[Job]]) -> list[list[Job]]:
-        """Start reading the first waiting prompt, once for every waiting job that starts from
-        it, unless a prompt is being read; the jobs that wait for a later read (returned). So a
-        tick waits for at most one chunk of one prompt, and the first request's text starts
-        after its own read alone."""
+        """Start reading the first waiting prompt, once for every waiting job that starts from it, unless
+        a prompt is being read; the jobs that wait for a later read (returned). So a tick waits for at
+        most one chunk of one prompt, and the first request's text starts after its own read alone."""
         jobs = [job for group in groups for job in group if not job.cancelled]
         done: list[Event] = [(job, "", LENGTH) for job in jobs if job.max_tokens <= 0]
         if done:

@@ -13,6 +13,7 @@ from charrnn.sampling.generate import generate
 from charrnn.sampling.options import SampleOptions
 from charrnn.serving import engine as engine_module
 from charrnn.serving.engine import Engine, Job
+from charrnn.serving.lull import FLOOR
 
 
 @pytest.fixture(scope="module")
@@ -195,6 +196,27 @@ def test_the_idle_hook_runs_once_after_each_busy_spell(tiny, monkeypatch):
         time.sleep(0.05)
     engine.close()
     assert calls == [0, 0]
+
+
+def test_the_idle_hook_also_runs_once_a_burst_of_rows_is_over(tiny, monkeypatch):
+    """A server that always has a client never goes idle: the memory a burst of rows left goes
+    back once the rows have stayed under half their peak for ``IDLE_AFTER``, while others run."""
+    monkeypatch.setattr(engine_module, "IDLE_AFTER", 0.2)
+    model, vocab = tiny
+    sink = Collector([])
+    calls: list[int] = []
+    engine = Engine(model, vocab, sink, idle=lambda: calls.append(engine.active))
+    ids = vocab.encode("ab").tolist()
+    engine.submit([Job(ids, 1_000_000, 1, index=0)])
+    burst = list(range(1, FLOOR + 1))
+    engine.submit([Job(ids, 10, 1 + i, index=i) for i in burst])
+    sink.wait(burst)
+    deadline = time.monotonic() + 10
+    while not calls and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    engine.close()
+    assert calls == [1]  # once, while the long job still ran
 
 
 def test_a_row_whose_text_raises_fails_alone_and_the_step_stands(tiny, monkeypatch):
