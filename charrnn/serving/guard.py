@@ -16,6 +16,8 @@ import socket
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+# The key of a request's scope that holds its connection (for admission to evict a stalled stream).
+CONNECTION = "charrnn.connection"
 # Bytes a connection may hold unsent, in the kernel and in the transport, before its writes
 # pause: a stream whose client does not read pauses within this much of its text.
 SEND_BUFFER = 64 * 1024
@@ -45,6 +47,7 @@ class Guarded(H11Protocol):
     stall_timeout = 10.0
     headers_due: asyncio.TimerHandle | None = None
     stalled: asyncio.TimerHandle | None = None
+    paused_at: float | None = None  # loop.time() when writes last paused on the client
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -62,6 +65,8 @@ class Guarded(H11Protocol):
         super().handle_events()
         if self.conn.their_state is not h11.IDLE:
             self.cancel()
+            if self.scope is not None:  # None until a request parsed (a malformed first one never does)
+                self.scope[CONNECTION] = self  # type: ignore[literal-required]  # read before the app runs
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
@@ -75,10 +80,12 @@ class Guarded(H11Protocol):
 
     def pause_writing(self) -> None:
         super().pause_writing()
+        self.paused_at = self.loop.time()
         self.stalled = self.loop.call_later(self.stall_timeout, self.transport.abort)
 
     def resume_writing(self) -> None:
         super().resume_writing()
+        self.paused_at = None
         if self.stalled is not None:
             self.stalled.cancel()
             self.stalled = None
@@ -88,6 +95,14 @@ class Guarded(H11Protocol):
         if self.stalled is not None:
             self.stalled.cancel()
         super().connection_lost(exc)
+
+    def stalled_for(self) -> float:
+        """Seconds this connection's writes have waited on its client (0 while they flow)."""
+        return 0.0 if self.paused_at is None else self.loop.time() - self.paused_at
+
+    def evict(self) -> None:
+        """Close the connection now, as the stall timeout would: its stream ends as a hang-up."""
+        self.transport.abort()
 
     def cancel(self) -> None:
         if self.headers_due is not None:

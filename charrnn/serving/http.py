@@ -24,8 +24,10 @@ from starlette.requests import ClientDisconnect
 from charrnn.data.vocab import encode_prime
 from charrnn.errors import CharrnnError
 from charrnn.serving import memory
+from charrnn.serving.admission import admit
 from charrnn.serving.crosssite import CrossSite
 from charrnn.serving.engine import FAILED, Engine, Job
+from charrnn.serving.guard import CONNECTION
 from charrnn.serving.log import RequestLog
 from charrnn.serving.mailbox import Mailbox, deliver
 from charrnn.serving.models import Served, ServerState, injected_fault
@@ -136,7 +138,7 @@ async def completions(request: Request):
     engine = served.engine
     if engine is None:  # only before the app's start has made the engines
         raise ApiError(503, "the server is starting; retry shortly", code="starting", kind="server_error")
-    _admit(state, len(jobs))
+    slot = admit(state, len(jobs))
     box = Mailbox(asyncio.get_running_loop())
     for job in jobs:
         job.listener = box
@@ -146,11 +148,13 @@ async def completions(request: Request):
 
     def release() -> None:
         engine.cancel(jobs)
-        state.active -= 1
-        state.rows -= len(jobs)
+        slot.free()
 
     head = (f"cmpl-{secrets.token_hex(12)}", int(time.time()), served.name)
     if req.stream:
+        connection = request.scope.get(CONNECTION)
+        if connection is not None:  # a full server may close it if its client stops reading
+            slot.streams_on(connection, lambda: engine.cancel(jobs))
         return _Stream(_stream(req, head, jobs, box, prompt_tokens, log), release)
     try:
         result = await _until_disconnect(request, _collect(jobs, box))
@@ -187,28 +191,6 @@ def _completion_body(
     ]
     obj = completion(*head, choices, usage(prompt_tokens, sum(job.tokens for job in jobs)))
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-
-
-def _admit(state: ServerState, rows: int) -> None:
-    """Count a request and its rows in, or refuse it: 400 if its rows could never be served,
-    429 (with Retry-After) while the server is at its limit of requests or rows."""
-    if rows > state.max_rows:
-        raise ApiError(400, f"n times the number of prompts must be at most {state.max_rows} (--max-rows)", "n")
-    busy = None
-    if state.active >= state.max_concurrent:
-        busy = f"its limit of {state.max_concurrent} concurrent requests"
-    elif state.rows + rows > state.max_rows:
-        busy = f"its limit of {state.max_rows} rows generated at once"
-    if busy is not None:
-        raise ApiError(
-            429,
-            f"the server is at {busy}; retry shortly",
-            code="rate_limit_exceeded",
-            kind="rate_limit_error",
-            headers={"Retry-After": "1"},
-        )
-    state.active += 1
-    state.rows += rows
 
 
 def _authorized(request: Request) -> ServerState:

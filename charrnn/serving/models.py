@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -44,6 +45,8 @@ class ServerState:
     threads: int = field(default_factory=lambda: model_threads())
     active: int = 0
     rows: int = 0  # the rows (choices) of the requests in flight
+    # Streams that may give up their place (charrnn.serving.admission's Slot -> its Connection).
+    streams: dict[Any, Any] = field(default_factory=dict)
     engines: list[Engine] = field(default_factory=list)
 
 

@@ -10,6 +10,8 @@ import httpx
 import pytest
 from servers import Server, ascii_run
 
+from charrnn.serving import admission
+
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
@@ -184,6 +186,39 @@ def test_a_client_that_never_reads_is_parked_not_stepped(tmp_path):
         assert good.error is None and good.text == quiet
         reader.close()  # its rows leave the parked set at once
         assert _health_within(s.url, lambda h: h["active_rows"] == 0, 10)["parked_rows"] == 0
+
+
+def _never_reader(port: int, n: int) -> socket.socket:
+    """A streaming request whose client reads nothing (a 4 kB receive buffer fills at once)."""
+    reader = socket.socket()
+    reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    reader.connect(("127.0.0.1", port))
+    raw = b'{"prompt": "A", "n": %d, "max_tokens": 1000000, "stream": true}' % n
+    reader.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n")
+    reader.sendall(b"Content-Length: %d\r\n\r\n%s" % (len(raw), raw))
+    return reader
+
+
+def test_a_full_server_takes_a_stalled_streams_place_for_a_client_that_reads(tmp_path):
+    """Clients that never read cannot hold every place until the stall timeout: once their writes
+    have waited a second, a new request takes the longest-stalled stream's place (that stream is
+    closed) instead of getting 429."""
+    flags = ("--max-concurrent", "2", "--stall-timeout", "60", "--max-tokens", "1000000", "--quiet")
+    with Server(ascii_run(tmp_path / "ascii"), *flags) as s:
+        first = _never_reader(s.port, 1)
+        assert _health_within(s.url, lambda h: h["parked_rows"] == 1, 20)["parked_rows"] == 1
+        time.sleep(0.5)
+        second = _never_reader(s.port, 1)
+        assert _health_within(s.url, lambda h: h["parked_rows"] == 2, 20)["parked_rows"] == 2
+        time.sleep(admission.EVICT_AFTER + 0.5)
+        r = post(s, {"prompt": "A", "max_tokens": 5})
+        assert r.status_code == 200, r.text
+        assert _closed(first, 5)  # the longest stalled gave its place up
+        health = _health_within(s.url, lambda h: h["parked_rows"] == 1, 10)
+        assert health["active_requests"] == 1 and health["parked_rows"] == 1  # the other still holds its own
+        second.close()
+        health = _health_within(s.url, lambda h: h["active_requests"] == 0, 10)
+        assert health["active_requests"] == 0 and health["active_rows"] == 0
 
 
 def _health_within(url, done, seconds) -> dict:

@@ -1,0 +1,91 @@
+"""A request's place among those the server generates at once, and who gives a place up.
+
+The server generates at most ``--max-concurrent`` requests and ``--max-rows`` rows at once; a
+request past either gets 429. A stream whose client stops reading keeps its place until
+``--stall-timeout`` closes its connection (10 s by default), so clients that never read could
+take every place and lock out the ones that do: in the fault bench, 51 never-reading requests
+beside 16 good streams left three of those without a place for ten seconds (165 refusals, the
+good clients at 0.75x their quiet throughput). So a full server makes room: a stream whose
+connection has waited on its client for ``EVICT_AFTER`` seconds gives its place to the new
+request, longest-waiting first, and its connection is closed as the stall timeout would close it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from charrnn.serving.models import ServerState
+from charrnn.serving.openai import ApiError
+
+# Seconds a stream's writes must have waited on its client before a new request may take its
+# place: a reader that keeps up never waits this long (its buffers drain within milliseconds).
+EVICT_AFTER = 1.0
+
+
+class Connection(Protocol):
+    """What admission needs of a stream's connection (``charrnn.serving.guard.Guarded``)."""
+
+    def stalled_for(self) -> float: ...
+
+    def evict(self) -> None: ...
+
+
+class Slot:
+    """One admitted request's place: its count and rows in the server's totals until ``free``."""
+
+    def __init__(self, state: ServerState, rows: int) -> None:
+        self.state, self.rows = state, rows
+        self.freed = False
+        state.active += 1
+        state.rows += rows
+
+    def free(self) -> None:
+        """Give the place back (once, however many ways the request ends)."""
+        if not self.freed:
+            self.freed = True
+            self.state.active -= 1
+            self.state.rows -= self.rows
+            self.state.streams.pop(self, None)
+
+    def streams_on(self, connection: Connection, cancel: Callable[[], None]) -> None:
+        """The request streams on ``connection``: it may lose its place if the client stops
+        reading, and then ``cancel`` ends its rows at once (not when its stream next runs)."""
+        if not self.freed:
+            self.state.streams[self] = (connection, cancel)
+
+
+def admit(state: ServerState, rows: int) -> Slot:
+    """A place for a request of ``rows`` rows, or an ``ApiError``: 400 if its rows could never be
+    served, 429 (with Retry-After) while the server is at its limit of requests or rows and no
+    stalled stream can make room."""
+    if rows > state.max_rows:
+        raise ApiError(400, f"n times the number of prompts must be at most {state.max_rows} (--max-rows)", "n")
+    _make_room(state, rows)
+    busy = None
+    if state.active >= state.max_concurrent:
+        busy = f"its limit of {state.max_concurrent} concurrent requests"
+    elif state.rows + rows > state.max_rows:
+        busy = f"its limit of {state.max_rows} rows generated at once"
+    if busy is not None:
+        raise ApiError(
+            429,
+            f"the server is at {busy}; retry shortly",
+            code="rate_limit_exceeded",
+            kind="rate_limit_error",
+            headers={"Retry-After": "1"},
+        )
+    return Slot(state, rows)
+
+
+def _make_room(state: ServerState, rows: int) -> None:
+    """Evict stalled streams, the longest stalled first, until a request of ``rows`` fits."""
+    streams = [(conn.stalled_for(), slot, conn, cancel) for slot, (conn, cancel) in state.streams.items()]
+    for waited, slot, conn, cancel in sorted(streams, key=lambda s: -s[0]):
+        if state.active < state.max_concurrent and state.rows + rows <= state.max_rows:
+            return
+        if waited < EVICT_AFTER:
+            return
+        slot.free()
+        cancel()
+        conn.evict()
