@@ -1,6 +1,9 @@
 """The server's allocator settings and its release after a burst, on glibc (what Linux servers run)."""
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -47,3 +50,35 @@ def test_release_gives_back_the_buffers_mkl_pooled_for_a_big_product():
     assert kernels.blas_buffered_bytes() > 1_000_000
     memory.release()
     assert kernels.blas_buffered_bytes() == 0
+
+
+_READS = """
+import re, sys, torch
+from pathlib import Path
+from charrnn.model.network import CharRNN, ModelConfig
+from charrnn.sampling.generate import read_chunks
+from charrnn.serving import memory
+if sys.argv[1] == "settled":
+    memory.settle()
+rss = lambda: int(re.search(r"VmRSS:\\s+(\\d+) kB", Path("/proc/self/status").read_text()).group(1)) / 1024
+model = CharRNN(ModelConfig(vocab_size=60, hidden=64, layers=2)).eval()
+with torch.no_grad():
+    list(read_chunks(model, [1] * 10))
+    start = rss()
+    for n in range(1, 129):
+        list(read_chunks(model, [1] * n))
+print(rss() - start)
+"""
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this torch has no oneDNN")
+def test_prompts_of_many_lengths_do_not_grow_a_settled_server():
+    """Each prompt length a client sends builds a oneDNN primitive for its read; a settled
+    process keeps few of them, where torch's default keeps 1,024 (~0.4 MB each)."""
+    env = {k: v for k, v in os.environ.items() if k != memory.PRIMITIVE_CACHE_ENV}
+    grown = {}
+    for how in ("default", "settled"):
+        read = subprocess.run([sys.executable, "-c", _READS, how], env=env, capture_output=True, text=True, check=True)
+        grown[how] = float(read.stdout)
+    assert grown["default"] > 20, grown  # what 128 lengths cost without the cap
+    assert grown["settled"] < grown["default"] / 2, grown
