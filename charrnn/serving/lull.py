@@ -6,37 +6,43 @@ so what a burst of hundreds of rows left behind (freed heap pages, MKL's product
 stay until a lull that may never come: after 384 never-reading rows were cut, a server under 16
 steady streams held 5-10 MB more than when idle (bench/serve_faults.py, 2-core AMD EPYC Zen 3).
 ``Lull`` watches the rows the engine holds and says when the burst is over: the rows have stayed
-at or under half their peak for a while. Ordinary traffic (a peak under ``floor``) never
-triggers it, since a release walks the allocator's free lists and delays the next tick (0.2-6
-ms measured on the same machine).
+at or under half their peak for a while. Ordinary traffic (a peak under ``floor``) does not
+trigger that, since a release walks the allocator's free lists and delays the next tick (0.2-6
+ms measured on the same machine). Bursts that are not rows (ten floods of unknown characters
+left ~4 MB under load) go back at the latest ``EVERY`` seconds after the last release, since a
+release that often costs under a thousandth of the engine's time.
 """
 
 from __future__ import annotations
 
 # A peak of rows smaller than this is ordinary traffic, not a burst worth a release.
 FLOOR = 64
+# Seconds of work after which the engine releases whatever its rows did.
+EVERY = 10.0
 
 
 class Lull:
     """The rows' peak since the last release, and since when they have stayed under half of it."""
 
-    def __init__(self, after: float, floor: int = FLOOR) -> None:
-        self.after = after
-        self.floor = floor
+    def __init__(self, after: float, floor: int = FLOOR, every: float = EVERY) -> None:
+        self.after, self.floor, self.every = after, floor, every
         self.peak = 0
         self.since: float | None = None  # when the rows last fell to half the peak or under
+        self.last: float | None = None  # when update last said to release (or first ran)
 
     def update(self, rows: int, now: float) -> bool:
         """Record the rows held at ``now`` (time.monotonic()); True when the memory a burst left
         should go back: the peak reached ``floor`` and the rows have stayed at or under half of
-        it for ``after`` seconds. The peak then starts again from ``rows``."""
+        it for ``after`` seconds, or ``every`` seconds have passed since the last release. The
+        peak then starts again from ``rows``."""
+        self.last = now if self.last is None else self.last
         self.peak = max(self.peak, rows)
         if self.peak < self.floor or 2 * rows > self.peak:
             self.since = None
-            return False
-        if self.since is None:
+        elif self.since is None:
             self.since = now
-        if now - self.since < self.after:
+        lull = self.since is not None and now - self.since >= self.after
+        if not (lull or now - self.last >= self.every):
             return False
-        self.peak, self.since = rows, None
+        self.peak, self.since, self.last = rows, None, now
         return True

@@ -3,13 +3,15 @@
 from charrnn.serving.lull import Lull
 
 
-def test_ordinary_traffic_never_asks_for_a_release():
-    lull = Lull(after=1.0, floor=64)
-    assert not any(lull.update(rows, t) for t, rows in enumerate([10, 63, 2, 0, 40, 1, 1, 1, 1]))
+def test_ordinary_traffic_asks_for_a_release_only_every_so_often():
+    lull = Lull(after=1.0, floor=64, every=10.0)
+    assert not any(lull.update(rows, t) for t, rows in enumerate([10, 63, 2, 0, 40, 1, 1, 1, 1, 5]))
+    assert lull.update(5, 10.0)  # ten seconds of work since the first tick
+    assert not lull.update(5, 19.9) and lull.update(5, 20.0)
 
 
 def test_a_burst_is_over_once_the_rows_stay_under_half_its_peak_for_a_while():
-    lull = Lull(after=1.0, floor=64)
+    lull = Lull(after=1.0, floor=64, every=100.0)
     assert not lull.update(400, 0.0)
     assert not lull.update(200, 0.5)  # half the peak: the lull starts
     assert not lull.update(201, 1.0)  # over half: it starts again
