@@ -12,6 +12,7 @@ breaks one fails there, by name, rather than somewhere in a sample's text.
 from __future__ import annotations
 
 import ctypes
+import functools
 import warnings
 from pathlib import Path
 from typing import Any
@@ -130,11 +131,19 @@ def gate_function_addresses() -> tuple[int, int]:
 
 
 # -- MKL's buffer pool, given back by an idle server ---------------------------------------------
+@functools.cache
 def _mkl(name: str) -> Any:
+    """An MKL service function of libtorch_cpu, typed (bound once: a server calls it every few
+    seconds); None where this torch has no MKL."""
     try:
-        return getattr(ctypes.CDLL(str(_LIBTORCH_CPU)), name)
+        function = getattr(ctypes.CDLL(str(_LIBTORCH_CPU)), name)
     except (OSError, AttributeError):
         return None
+    if name == MKL_BUFFERED:
+        function.restype, function.argtypes = ctypes.c_int64, [ctypes.POINTER(ctypes.c_int)]
+    else:
+        function.restype, function.argtypes = None, []
+    return function
 
 
 def free_blas_buffers() -> bool:
@@ -142,9 +151,11 @@ def free_blas_buffers() -> bool:
     torch has no MKL.
 
     MKL's memory manager pools the packing buffers of each thread's products for reuse and never
-    returns them: after one batch of 400 rows a server holds ~7 MB it may not need again. Buffers
-    in use stay; the next big product allocates afresh (``MKL_DISABLE_FAST_MM``, which turns the
-    pool off, halved a server's throughput on a 2-core Zen 3 EPYC)."""
+    returns them: after one batch of 400 rows a server holds ~7 MB it may not need again. It frees
+    every thread's unused buffers and, as MKL documents it, none a product is using, so another
+    model's worker may be mid-product meanwhile; the next big product allocates afresh
+    (``MKL_DISABLE_FAST_MM``, which turns the pool off, halved a server's throughput on a 2-core
+    Zen 3 EPYC)."""
     free = _mkl(MKL_FREE_BUFFERS)
     if free is None:
         return False
@@ -153,10 +164,10 @@ def free_blas_buffers() -> bool:
 
 
 def blas_buffered_bytes() -> int | None:
-    """The bytes MKL's pool holds now (``mkl_mem_stat``); None where this torch has no MKL."""
+    """The bytes MKL's pool holds now (``mkl_mem_stat``): how the tests see ``free_blas_buffers``
+    work; None where this torch has no MKL."""
     stat = _mkl(MKL_BUFFERED)
     if stat is None:
         return None
-    stat.restype, stat.argtypes = ctypes.c_int64, [ctypes.POINTER(ctypes.c_int)]
     buffers = ctypes.c_int(0)
     return int(stat(ctypes.byref(buffers)))

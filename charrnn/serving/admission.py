@@ -79,13 +79,21 @@ def admit(state: ServerState, rows: int) -> Slot:
 
 
 def _make_room(state: ServerState, rows: int) -> None:
-    """Evict stalled streams, the longest stalled first, until a request of ``rows`` fits."""
-    streams = [(conn.stalled_for(), slot, conn, cancel) for slot, (conn, cancel) in state.streams.items()]
-    for waited, slot, conn, cancel in sorted(streams, key=lambda s: -s[0]):
-        if state.active < state.max_concurrent and state.rows + rows <= state.max_rows:
-            return
-        if waited < EVICT_AFTER:
-            return
+    """Evict stalled streams, the longest stalled first, as many as a request of ``rows`` needs
+    to fit; none if evicting every stream stalled long enough would still leave it out."""
+    requests, held = state.active, state.rows
+    if requests < state.max_concurrent and held + rows <= state.max_rows:
+        return
+    stalled = [(conn.stalled_for(), slot, conn, cancel) for slot, (conn, cancel) in state.streams.items()]
+    chosen = []
+    for waited, slot, conn, cancel in sorted(stalled, key=lambda s: -s[0]):
+        if waited < EVICT_AFTER or (requests < state.max_concurrent and held + rows <= state.max_rows):
+            break
+        chosen.append((slot, conn, cancel))
+        requests, held = requests - 1, held - slot.rows
+    if requests >= state.max_concurrent or held + rows > state.max_rows:
+        return
+    for slot, conn, cancel in chosen:
         slot.free()
         cancel()
         conn.evict()

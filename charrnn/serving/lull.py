@@ -28,14 +28,18 @@ class Lull:
         self.after, self.floor, self.every = after, floor, every
         self.peak = 0
         self.since: float | None = None  # when the rows last fell to half the peak or under
-        self.last: float | None = None  # when update last said to release (or first ran)
+        self.last = 0.0  # when update last said to release, or the engine woke (set by the first update)
+        self.seen: float | None = None  # the last update's time
 
     def update(self, rows: int, now: float) -> bool:
         """Record the rows held at ``now`` (time.monotonic()); True when the memory a burst left
         should go back: the peak reached ``floor`` and the rows have stayed at or under half of
-        it for ``after`` seconds, or ``every`` seconds have passed since the last release. The
-        peak then starts again from ``rows``."""
-        self.last = now if self.last is None else self.last
+        it for ``after`` seconds, or ``every`` seconds of work have passed since the last release.
+        The peak then starts again from ``rows``. A gap of over ``after`` seconds since the last
+        update was the engine idle, when its own idle hook released: the count starts afresh."""
+        if self.seen is None or now - self.seen > self.after:
+            self.peak, self.since, self.last = 0, None, now
+        self.seen = now
         self.peak = max(self.peak, rows)
         if self.peak < self.floor or 2 * rows > self.peak:
             self.since = None

@@ -66,7 +66,7 @@ def settle() -> bool:
 def release() -> bool:
     """Give back what the allocators hold free: MKL's pooled product buffers, then the heaps' free
     pages (``malloc_trim``); True if any went back. It walks every free list with the allocator
-    locked: call it when idle."""
+    locked (0.2-6 ms): call it when idle or between the engine's ticks, not within one."""
     blas = kernels.free_blas_buffers()
     if _LIBC is None:
         return blas

@@ -38,8 +38,10 @@ def test_release_gives_back_what_a_burst_freed_inside_the_heap():
 
 
 @glibc
-def test_settle_sets_every_parameter():
+def test_settle_sets_every_parameter(monkeypatch):
+    monkeypatch.delenv(memory.PRIMITIVE_CACHE_ENV, raising=False)  # and restored after
     assert memory.settle()
+    assert os.environ[memory.PRIMITIVE_CACHE_ENV] == str(memory.PRIMITIVE_CACHE)
 
 
 @pytest.mark.skipif(kernels.blas_buffered_bytes() is None, reason="this torch has no MKL")
@@ -80,5 +82,5 @@ def test_prompts_of_many_lengths_do_not_grow_a_settled_server():
     for how in ("default", "settled"):
         read = subprocess.run([sys.executable, "-c", _READS, how], env=env, capture_output=True, text=True, check=True)
         grown[how] = float(read.stdout)
-    assert grown["default"] > 20, grown  # what 128 lengths cost without the cap
+    assert grown["default"] > 10, grown  # what 128 lengths cost without the cap (52 MB on a Zen 3)
     assert grown["settled"] < grown["default"] / 2, grown
