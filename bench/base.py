@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import hashlib
 import json
 import statistics
@@ -70,11 +71,17 @@ def fit_row(path: Path, minutes: list[float]) -> dict:
     }
 
 
+@functools.cache
+def corpus_bytes(name: str) -> int:
+    """A panel corpus's size as auto measures it (``corpus_sample``), once per corpus."""
+    return corpus_sample([str(corpus_path(name))], keep_gutenberg=False)[1]
+
+
 def auto_pick(row: dict) -> bool:
     """Whether today's rule starts this cell's corpus and budget from the base, from the fit the
     row recorded (``auto`` holds what the rule of the day the cell ran picked). Rows older than
-    ``corpus_bytes`` take the corpus's size from the file, as auto does."""
-    size = row.get("corpus_bytes") or corpus_path(row["corpus"]).stat().st_size
+    ``corpus_bytes`` take the corpus's size as auto measures it."""
+    size = row.get("corpus_bytes") or corpus_bytes(row["corpus"])
     fit = Fit(coverage=row["coverage"], bpc=row["zero_shot_bpc"], chars=row.get("fit_chars", 0))
     return prefers_base(fit, row["minutes"] * 60, size)
 

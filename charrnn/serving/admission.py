@@ -50,11 +50,12 @@ class Slot:
             self.state.rows -= self.rows
             self.state.streams.pop(self, None)
 
-    def streams_on(self, connection: Connection, cancel: Callable[[], None]) -> None:
+    def streams_on(self, connection: Connection, release: Callable[[], None]) -> None:
         """The request streams on ``connection``: it may lose its place if the client stops
-        reading, and then ``cancel`` ends its rows at once (not when its stream next runs)."""
+        reading, and then ``release`` (what the request runs as it ends: its rows cancelled, this
+        place freed) runs at once, not when its stream next runs."""
         if not self.freed:
-            self.state.streams[self] = (connection, cancel)
+            self.state.streams[self] = (connection, release)
 
 
 def admit(state: ServerState, rows: int) -> Slot:
@@ -80,22 +81,26 @@ def admit(state: ServerState, rows: int) -> Slot:
     return Slot(state, rows)
 
 
+def _fits(state: ServerState, requests: int, held: int, rows: int) -> bool:
+    """Whether a request of ``rows`` fits beside ``requests`` requests holding ``held`` rows."""
+    return requests < state.max_concurrent and held + rows <= state.max_rows
+
+
 def _make_room(state: ServerState, rows: int) -> None:
     """Evict stalled streams, the longest stalled first, as many as a request of ``rows`` needs
     to fit; none if evicting every stream stalled long enough would still leave it out."""
     requests, held = state.active, state.rows
-    if requests < state.max_concurrent and held + rows <= state.max_rows:
+    if _fits(state, requests, held, rows):
         return
-    stalled = [(conn.stalled_for(), slot, conn, cancel) for slot, (conn, cancel) in state.streams.items()]
+    stalled = [(conn.stalled_for(), slot, conn, release) for slot, (conn, release) in state.streams.items()]
     chosen = []
-    for waited, slot, conn, cancel in sorted(stalled, key=lambda s: -s[0]):
-        if waited < EVICT_AFTER or (requests < state.max_concurrent and held + rows <= state.max_rows):
+    for waited, slot, conn, release in sorted(stalled, key=lambda s: -s[0]):
+        if waited < EVICT_AFTER or _fits(state, requests, held, rows):
             break
-        chosen.append((slot, conn, cancel))
+        chosen.append((conn, release))
         requests, held = requests - 1, held - slot.rows
-    if requests >= state.max_concurrent or held + rows > state.max_rows:
+    if not _fits(state, requests, held, rows):
         return
-    for slot, conn, cancel in chosen:
-        slot.free()
-        cancel()
+    for conn, release in chosen:
+        release()
         conn.evict()

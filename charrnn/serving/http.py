@@ -154,7 +154,7 @@ async def completions(request: Request):
     if req.stream:
         connection = request.scope.get(CONNECTION)
         if connection is not None:  # a full server may close it if its client stops reading
-            slot.streams_on(connection, lambda: engine.cancel(jobs))
+            slot.streams_on(connection, release)
         return _Stream(_stream(req, head, jobs, box, prompt_tokens, log), release)
     try:
         result = await _until_disconnect(request, _collect(jobs, box))

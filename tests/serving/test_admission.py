@@ -26,7 +26,7 @@ def _streams(state, *specs):
     out = []
     for rows, waited in specs:
         slot, conn, cancelled = admission.admit(state, rows), Stalled(waited), []
-        slot.streams_on(conn, lambda c=cancelled: c.append(True))
+        slot.streams_on(conn, lambda s=slot, c=cancelled: (c.append(True), s.free()))  # as the server's release
         out.append((slot, conn, cancelled))
     return out
 

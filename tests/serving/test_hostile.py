@@ -168,12 +168,7 @@ def test_a_client_that_never_reads_is_parked_not_stepped(tmp_path):
     with Server(ascii_run(tmp_path / "ascii"), *flags) as s:
         body = GOOD[0]
         quiet = post(s, body).json()["choices"][0]["text"]
-        reader = socket.socket()
-        reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        reader.connect(("127.0.0.1", s.port))
-        raw = b'{"prompt": "A", "n": 2, "max_tokens": 1000000, "stream": true}'
-        reader.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n")
-        reader.sendall(b"Content-Length: %d\r\n\r\n%s" % (len(raw), raw))
+        reader = _never_reader(s.port, 2)
         assert _health_within(s.url, lambda h: h["parked_rows"] == 2, 20)["active_rows"] == 2
         good = Streamer(s.url, body)
         good.start()
@@ -290,12 +285,7 @@ def test_slow_clients_are_cut_off(tmp_path):
         )
         assert slow.recv(4096).startswith(b"HTTP/1.1 408")
         # A stream whose client never reads: ended, its rows freed.
-        reader = socket.socket()
-        reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        reader.connect(("127.0.0.1", s.port))
-        body = b'{"prompt": "A", "n": 4, "max_tokens": 1000000, "stream": true}'
-        reader.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n")
-        reader.sendall(b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        reader = _never_reader(s.port, 4)
         rows = [_rows_within(s.url, lambda n: n == 4, 10), _rows_within(s.url, lambda n: n == 0, 20)]
         assert rows == [4, 0]
         for sock in [*half, *extra, slow, reader]:
