@@ -35,7 +35,7 @@ from charrnn.sampling.options import SampleOptions
 from charrnn.sampling.pick import RowNoise
 from charrnn.sampling.precision import choose
 from charrnn.sampling.text import LENGTH, RowText
-from charrnn.serving.lull import Lull
+from charrnn.serving.lull import Lull, forgiving
 
 
 @dataclass(eq=False)
@@ -106,7 +106,7 @@ class Engine:
         before each step: what it raises is what a bug in the step would raise. ``behind`` says whether a
         job's reader has left too much of its text unread: such a job is parked until it says no. ``idle``
         runs on the worker, without the lock, ``IDLE_AFTER`` seconds after each busy spell and after each
-        burst of rows (``Lull``): the server gives memory back there."""
+        burst of rows (``Lull``): the server gives memory back there (what it raises is only logged)."""
         self.model = model.eval().to(device)
         self.threads = threads
         self.vocab = vocab
@@ -120,7 +120,7 @@ class Engine:
         self.batch = Batch(stepper, vocab.token_bytes(), compact=True)
         self.parked = Batch(stepper, vocab.token_bytes(), compact=True)  # rows whose reader is behind
         self.behind = behind
-        self.idle = idle
+        self.idle = forgiving(idle) if idle is not None else None
         self._busy = False  # worked since idle last ran
         self._lull = Lull(IDLE_AFTER)
         self._looked = 0.0  # time.monotonic() of the last look at readers

@@ -11,9 +11,16 @@ trigger that, since a release walks the allocator's free lists and delays the ne
 ms measured on the same machine). Bursts that are not rows (ten floods of unknown characters
 left ~4 MB under load) go back at the latest ``EVERY`` seconds after the last release, since a
 release that often costs under a thousandth of the engine's time.
+
+A release is worth trying, never worth a request: ``forgiving`` wraps the hook so that one that
+raises (a library's allocator symbol missing, a bug) says so once on stderr and the engine goes
+on, instead of failing the rows of the tick it ran in or stopping the worker.
 """
 
 from __future__ import annotations
+
+import sys
+from collections.abc import Callable
 
 # A peak of rows smaller than this is ordinary traffic, not a burst worth a release.
 FLOOR = 64
@@ -50,3 +57,20 @@ class Lull:
             return False
         self.peak, self.since, self.last = rows, None, now
         return True
+
+
+def forgiving(release: Callable[[], object]) -> Callable[[], None]:
+    """``release`` as the engine may call it: what it raises is logged (the first time) and dropped."""
+    failed = False
+
+    def run() -> None:
+        nonlocal failed
+        try:
+            release()
+        except Exception as e:  # noqa: BLE001 - memory not given back costs memory, not the rows
+            if not failed:
+                why = " ".join(f"{type(e).__name__}: {e}".split())[:300]
+                print(f"warning: the server could not give memory back ({why})", file=sys.stderr, flush=True)
+            failed = True
+
+    return run

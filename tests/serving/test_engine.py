@@ -219,6 +219,45 @@ def test_the_idle_hook_also_runs_once_a_burst_of_rows_is_over(tiny, monkeypatch)
     assert calls == [1]  # once, while the long job still ran
 
 
+def test_an_idle_hook_that_raises_costs_no_row_and_says_so_once(tiny, monkeypatch, capfd):
+    """Giving memory back is best effort: a hook that raises inside a tick (a burst is over) or
+    when idle fails no job, leaves the worker alive and is logged once, not on every release."""
+    monkeypatch.setattr(engine_module, "IDLE_AFTER", 0.2)
+    model, vocab = tiny
+    sink = Collector([])
+    calls: list[int] = []
+
+    def broken() -> None:
+        calls.append(engine.active)
+        raise OSError("no allocator to ask")
+
+    engine = Engine(model, vocab, sink, idle=broken)
+    ids = vocab.encode("ab").tolist()
+    long = Job(ids, 1_000_000, 1, index=0)
+    engine.submit([long])
+    burst = list(range(1, FLOOR + 1))
+    engine.submit([Job(ids, 10, 1 + i, index=i) for i in burst])
+    sink.wait(burst)
+    deadline = time.monotonic() + 10
+    while not calls and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert calls and calls[0] >= 1  # in a tick, beside the long job
+    engine.submit([Job(ids, 30, 99, index=99)])
+    sink.wait([99])
+    engine.cancel([long])
+    deadline = time.monotonic() + 10
+    while calls[-1] != 0 and time.monotonic() < deadline:  # then with nothing to do
+        time.sleep(0.05)
+    assert engine.dead is None and calls[-1] == 0 and len(calls) >= 2
+    engine.submit([Job(ids, 30, 100, index=100)])
+    sink.wait([100])
+    engine.close()
+    assert all(sink.finish[i] == "length" for i in [*burst, 99, 100])
+    err = capfd.readouterr().err
+    assert err.count("warning: the server could not give memory back (OSError: no allocator to ask)") == 1, err
+    assert "error" not in err
+
+
 def test_a_row_whose_text_raises_fails_alone_and_the_step_stands(tiny, monkeypatch):
     """A fault while a row's token is added to its text (after the model stepped and the draws
     moved on) ends that row's job; the rows beside it keep the text they would have had, no
