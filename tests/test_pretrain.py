@@ -1,12 +1,13 @@
-"""bench/pretrain.py's unwrapping: Gutenberg's filled paragraphs become one line each, as
-screenplays and drafts write them, while verse, cues and indented lines keep their breaks."""
+"""bench/pretrain.py's rewrites of the books. Unwrapping: Gutenberg's filled paragraphs become
+one line each, as screenplays and drafts write them, while verse, cues and indented lines keep
+their breaks. Cue layout: a play's ``NAME. Speech`` becomes a screenplay's cue over its speech."""
 
 import sys
 import textwrap
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-from pretrain import unwrap  # noqa: E402
+from pretrain import cue_layout, unwrap  # noqa: E402
 
 PROSE = (
     "It was the best of times, it was the worst of times, it was the age of wisdom, it was the "
@@ -41,3 +42,93 @@ def test_a_line_broken_at_a_hyphen_or_a_dash_joins_without_a_space():
     filled = textwrap.fill(prose, width=52, break_on_hyphens=True)  # breaks after "said--" and "old-"
     assert any(line.endswith("-") for line in filled.split("\n")), filled
     assert unwrap(f"{filled}\n\n{filled}\n") == f"{prose}\n\n{prose}\n"
+
+
+PLAY = """ACT I.
+
+A room. NORA comes in.
+
+Nora. Is that my little lark twittering out there?
+
+Mrs. Linde (shyly). How do you do, Nora?
+
+Nora. Yes; odds and ends, needlework,
+crotchet-work, and that kind of thing.
+
+Mrs. Linde. You spent a whole year in Italy.
+
+Nora. Oh yes.
+
+Mrs. Linde. So I should think.
+
+     KROGSTAD. Hum,--all the Jews in Malta must be there!
+     Ay, like enough.
+
+KROGSTAD.
+
+[Rising.] Yes, the young couple.
+
+KROGSTAD. No.
+
+Yes. She goes out. Yes. Yes. Yes.
+
+Yes. Then the door.
+
+Yes. Then the curtain.
+
+A MAN. Once only.
+"""
+
+
+LAID_OUT = """ACT I.
+
+A room. NORA comes in.
+
+NORA
+Is that my little lark twittering out there?
+
+MRS. LINDE
+(shyly)
+How do you do, Nora?
+
+NORA
+Yes; odds and ends, needlework,
+crotchet-work, and that kind of thing.
+
+MRS. LINDE
+You spent a whole year in Italy.
+
+NORA
+Oh yes.
+
+MRS. LINDE
+So I should think.
+
+     KROGSTAD
+     Hum,--all the Jews in Malta must be there!
+     Ay, like enough.
+
+KROGSTAD
+[Rising.] Yes, the young couple.
+
+KROGSTAD
+No.
+
+Yes. She goes out. Yes. Yes. Yes.
+
+Yes. Then the door.
+
+Yes. Then the curtain.
+
+A MAN. Once only.
+"""
+
+
+def test_a_plays_cues_go_on_their_own_line_over_the_speech():
+    assert cue_layout(PLAY) == LAID_OUT
+
+
+def test_text_without_cues_is_left_as_it_is():
+    prose = textwrap.fill(PROSE, width=72) + "\n\nMr. Lorry. He said so.\n"
+    assert cue_layout(prose) == prose
+    assert cue_layout("") == ""
