@@ -12,10 +12,12 @@ is reported apart). Per phase one JSON line: the good clients' aggregate chars/s
 to the quiet phase, p50/p99 gap between chunks, the slowest first chunk, how every hostile
 request ended, the good streams that ended in an error, the server's RSS (VmRSS of its
 /proc/PID/status) at the phase's start and a second after it, /health's slowest answer and
-whether every poll got a 200. A last line: the goals of issue 42 checked, RSS among them as it
-was before the first phase and after the last, under the good clients' load and idle (the good
-clients paused until the server's idle hook, which gives memory back, has run): the idle pair
-decides the goal, since what a row in flight holds at the instant of a reading varies.
+whether every poll got a 200, and the most rows parked at once with when 90% of that many first
+were (the time a client that never reads has its rows stepped). A last line: the goals of issue
+42 checked, RSS among them as it was before the first phase and after the last, under the good
+clients' load and idle (the good clients paused until the server's idle hook, which gives memory
+back, has run): the idle pair decides the goal, since what a row in flight holds at the instant
+of a reading varies.
 Usage: python bench/serve_faults.py [--seconds 18] [--good 16] [--max-tokens 400] [--run DIR]
 """
 
@@ -167,25 +169,28 @@ class Good(threading.Thread):
 
 
 class Health(threading.Thread):
-    """GET /health every 0.25 s: (sent, seconds, status or the exception's name)."""
+    """GET /health every 0.1 s: (sent, seconds, status or the exception's name, parked rows)."""
 
     def __init__(self, port: int, stop: threading.Event) -> None:
         super().__init__(daemon=True)
         self.port, self.stop = port, stop
-        self.polls: list[tuple[float, float, object]] = []
+        self.polls: list[tuple[float, float, object, int]] = []
 
     def run(self) -> None:
         while not self.stop.is_set():
             start = time.perf_counter()
+            parked = 0
             try:
                 conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
                 conn.request("GET", "/health")
-                status: object = conn.getresponse().status
+                answer = conn.getresponse()
+                status: object = answer.status
+                parked = json.loads(answer.read()).get("parked_rows", 0)
                 conn.close()
-            except (OSError, http.client.HTTPException) as e:
+            except (OSError, http.client.HTTPException, ValueError) as e:
                 status = type(e).__name__
-            self.polls.append((start, time.perf_counter() - start, status))
-            time.sleep(0.25)
+            self.polls.append((start, time.perf_counter() - start, status, parked))
+            time.sleep(0.1)
 
 
 def status_of(data: bytes) -> str | None:
@@ -352,7 +357,9 @@ def window(goods: list[Good], health: Health, t0: float, t1: float) -> dict:
     gaps = [gap * 1000 for g in goods for t, gap in g.gaps if t0 <= t < t1]
     firsts = [f * 1000 for g in goods for t, f in g.firsts if t0 <= t < t1]
     errors = Counter(what for g in goods for t, what in g.errors if t0 <= t < t1)
-    polls = [(sec, st) for t, sec, st in health.polls if t0 <= t < t1]
+    polls = [(sec, st) for t, sec, st, _ in health.polls if t0 <= t < t1]
+    parked = [(t - t0, n) for t, _, _, n in health.polls if t0 <= t < t1]
+    most = max((n for _, n in parked), default=0)
     return {
         "good_chars_per_s": round(chars / (t1 - t0)),
         "gap_p50_ms": round(p(gaps, 0.5), 1) if gaps else None,
@@ -364,6 +371,9 @@ def window(goods: list[Good], health: Health, t0: float, t1: float) -> dict:
         "health_polls": len(polls),
         "health_all_200": all(st == 200 for _, st in polls),
         "health_slowest_ms": round(max(sec for sec, _ in polls) * 1000, 1) if polls else None,
+        # How long rows whose clients do not read were stepped: until 90% of the most parked at once.
+        "parked_rows_max": most,
+        "parked_90pct_after_s": next((round(t, 2) for t, n in parked if n >= 0.9 * most), None) if most else None,
     }
 
 
