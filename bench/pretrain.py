@@ -1,8 +1,8 @@
 """The English base model's recipe: pretrain on ../shared/corpora/pg-english/, resumable in chunks,
 then package what ships in the wheel (charrnn/base/english.pt).
 
-    python bench/pretrain.py --out checkpoints/base-english --chunk 2h   # again until it says done
-    python bench/pretrain.py --out checkpoints/base-english --package    # -> charrnn/base/english.pt
+    python bench/pretrain.py --out checkpoints/base-english --cues --chunk 2h   # again until it says done
+    python bench/pretrain.py --out checkpoints/base-english --cues --package    # -> charrnn/base/english.pt
 
 Each training call trains until the chunk's time is up (then the run saves last.pt and the next
 call resumes it exactly) or the run is finished. The corpus is the manifest's books, each checked
@@ -11,10 +11,12 @@ is exactly those books (two plays, two novels), so the base's val bpc is on text
 Gutenberg's text is hard-wrapped at ~72 characters, where screenplays, drafts and web text put a
 paragraph on one line. ``--unwrap`` (for both calls) reads every other book of the manifest with
 its wrapped paragraphs joined (``unwrap``; verse and indented lines kept): a candidate base that
-knows both; measured against the shipped one in docs/benchmarks.md, it did not ship.
-``--cues`` (for both calls) reads the training plays with their speakers' cues laid out as a
-screenplay lays them out (``cue_layout``: ``HELMER. Yes.`` becomes ``HELMER`` over ``Yes.``), so
-that the base does not learn that a capitalised word and a full stop start a speech.
+knows both; measured against the first base in docs/benchmarks.md, it did not ship.
+``--cues`` (for both calls; what ships since 2026-12-07) reads the training plays with their
+speakers' cues laid out as a screenplay lays them out (``cue_layout``: ``HELMER. Yes.`` becomes
+``HELMER`` over ``Yes.``), so that the base does not learn that a capitalised word and a full
+stop start a speech, and a screenplay's scene heading is not read as one. Without either flag
+the books are read as published: the first base, shipped before it.
 The run is seeded and stops at a fixed step count, so on one kind of CPU every chunking of it
 gives the same weights bit for bit. Packaging stores the last step's weights in bfloat16 (half
 the bytes; the model still computes in float32) with what the run was in its metadata, scores
@@ -249,7 +251,7 @@ def held_back_bpc(state: dict, model_config: dict, vocab_state: dict, held: list
     return evaluate(model.eval(), ids, torch.device("cpu")).bpc
 
 
-# What each candidate recipe does to the text, for the shipped file's metadata.
+# What each recipe does to the text as published, for the packaged file's metadata.
 REWRITES = {
     "unwrap": "every other book's wrapped paragraphs joined into one line each",
     "cues": "the training plays' cues laid out as a screenplay's",
@@ -316,8 +318,8 @@ def main() -> None:
     parser.add_argument("--chunk", help="stop (resumably) after this long, e.g. 2h (default: run to the end)")
     parser.add_argument("--package", action="store_true", help="write the shipped model from the finished run")
     candidate = parser.add_mutually_exclusive_group()
+    candidate.add_argument("--cues", action="store_true", help="the shipped base: the plays' cues as in a script")
     candidate.add_argument("--unwrap", action="store_true", help="the candidate that reads every other book unwrapped")
-    candidate.add_argument("--cues", action="store_true", help="the candidate with the plays' cues as in a script")
     parser.add_argument(
         "--to", type=Path, default=Path(__file__).resolve().parents[1] / "charrnn" / "base" / "english.pt"
     )
