@@ -28,3 +28,8 @@ class Interrupted(Exception):
         super().__init__(f"interrupted by {signal.Signals(signum).name}{done}")
         self.exit_code = 128 + signum
         self.path = path
+
+
+def one_line(e: BaseException) -> str:
+    """An exception as one line of a log (its text may hold newlines), at most 300 characters."""
+    return " ".join(f"{type(e).__name__}: {e}".split())[:300]

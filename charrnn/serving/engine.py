@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from charrnn.data.vocab import Vocab
-from charrnn.errors import ServerFailed
+from charrnn.errors import ServerFailed, one_line
 from charrnn.model.network import CharRNN, State
 from charrnn.model.stepper import Stepper
 from charrnn.sampling.batch import Batch, Row, RowsFailed
@@ -181,7 +181,7 @@ class Engine:
         try:
             self._serve()
         except BaseException as e:  # noqa: BLE001 - whatever ended the worker, its jobs must hear
-            self.dead = _one_line(e)
+            self.dead = one_line(e)
             print(f"error: the model's worker stopped: {self.dead}", file=sys.stderr, flush=True)
             with self._wake:
                 groups, self._pending = self._pending, []
@@ -234,14 +234,14 @@ class Engine:
         which shows the fault is those jobs' own."""
         self.failures = 0 if stepped or model_ok else self.failures + 1
         print(
-            f"error: a tick of the model's worker failed ({_one_line(e)}); "
+            f"error: a tick of the model's worker failed ({one_line(e)}); "
             f"{sum(not job.cancelled for job in set(failed))} rows ended, {stepped} went on",
             file=sys.stderr,
             flush=True,
         )
         self._fail(failed)
         if self.failures >= MAX_FAILURES:
-            raise ServerFailed(f"{MAX_FAILURES} ticks in a row failed, the last with {_one_line(e)}") from e
+            raise ServerFailed(f"{MAX_FAILURES} ticks in a row failed, the last with {one_line(e)}") from e
 
     def _advance(self, groups: list[list[Job]]) -> None:
         """Admit waiting jobs, read a chunk of a prompt, step the batch: one tick. ``groups``
@@ -386,11 +386,6 @@ def _tensors(batch: Batch) -> tuple[torch.Tensor, State, RowNoise | None]:
     """A batch's logits, state and draws, to join another batch."""
     assert batch.logits is not None and batch.state is not None  # a batch with rows has both
     return batch.logits, batch.state, batch.noise
-
-
-def _one_line(e: BaseException) -> str:
-    """An exception as one line of a log (its text may hold newlines)."""
-    return " ".join(f"{type(e).__name__}: {e}".split())[:300]
 
 
 def _counted(row: Row) -> Job:

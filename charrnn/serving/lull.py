@@ -22,6 +22,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
+from charrnn.errors import one_line
+
 # A peak of rows smaller than this is ordinary traffic, not a burst worth a release.
 FLOOR = 64
 # Seconds of work after which the engine releases whatever its rows did.
@@ -69,8 +71,7 @@ def forgiving(release: Callable[[], object]) -> Callable[[], None]:
             release()
         except Exception as e:  # noqa: BLE001 - memory not given back costs memory, not the rows
             if not failed:
-                why = " ".join(f"{type(e).__name__}: {e}".split())[:300]
-                print(f"warning: the server could not give memory back ({why})", file=sys.stderr, flush=True)
+                print(f"warning: the server could not give memory back ({one_line(e)})", file=sys.stderr, flush=True)
             failed = True
 
     return run

@@ -206,17 +206,25 @@ def test_the_idle_hook_also_runs_once_a_burst_of_rows_is_over(tiny, monkeypatch)
     sink = Collector([])
     calls: list[int] = []
     engine = Engine(model, vocab, sink, idle=lambda: calls.append(engine.active))
+    _burst_beside_a_long_job(engine, vocab, sink, calls)
+    time.sleep(0.5)
+    engine.close()
+    assert calls == [1]  # once, while the long job still ran
+
+
+def _burst_beside_a_long_job(engine: Engine, vocab, sink: Collector, calls: list[int]) -> Job:
+    """A long job, then ``FLOOR`` short ones (indices 1 to FLOOR) beside it, waited for until
+    they have ended and the idle hook (which appends to ``calls``) has run, or 10 s; the long job."""
     ids = vocab.encode("ab").tolist()
-    engine.submit([Job(ids, 1_000_000, 1, index=0)])
+    long = Job(ids, 1_000_000, 1, index=0)
+    engine.submit([long])
     burst = list(range(1, FLOOR + 1))
     engine.submit([Job(ids, 10, 1 + i, index=i) for i in burst])
     sink.wait(burst)
     deadline = time.monotonic() + 10
     while not calls and time.monotonic() < deadline:
         time.sleep(0.05)
-    time.sleep(0.5)
-    engine.close()
-    assert calls == [1]  # once, while the long job still ran
+    return long
 
 
 def test_an_idle_hook_that_raises_costs_no_row_and_says_so_once(tiny, monkeypatch, capfd):
@@ -232,16 +240,9 @@ def test_an_idle_hook_that_raises_costs_no_row_and_says_so_once(tiny, monkeypatc
         raise OSError("no allocator to ask")
 
     engine = Engine(model, vocab, sink, idle=broken)
-    ids = vocab.encode("ab").tolist()
-    long = Job(ids, 1_000_000, 1, index=0)
-    engine.submit([long])
-    burst = list(range(1, FLOOR + 1))
-    engine.submit([Job(ids, 10, 1 + i, index=i) for i in burst])
-    sink.wait(burst)
-    deadline = time.monotonic() + 10
-    while not calls and time.monotonic() < deadline:
-        time.sleep(0.05)
+    long = _burst_beside_a_long_job(engine, vocab, sink, calls)
     assert calls and calls[0] >= 1  # in a tick, beside the long job
+    ids = vocab.encode("ab").tolist()
     engine.submit([Job(ids, 30, 99, index=99)])
     sink.wait([99])
     engine.cancel([long])
@@ -252,7 +253,7 @@ def test_an_idle_hook_that_raises_costs_no_row_and_says_so_once(tiny, monkeypatc
     engine.submit([Job(ids, 30, 100, index=100)])
     sink.wait([100])
     engine.close()
-    assert all(sink.finish[i] == "length" for i in [*burst, 99, 100])
+    assert all(sink.finish[i] == "length" for i in [*range(1, FLOOR + 1), 99, 100])
     err = capfd.readouterr().err
     assert err.count("warning: the server could not give memory back (OSError: no allocator to ask)") == 1, err
     assert "error" not in err

@@ -196,8 +196,8 @@ def _never_reader(port: int, n: int) -> socket.socket:
 
 def test_a_full_server_takes_a_stalled_streams_place_for_a_client_that_reads(tmp_path):
     """Clients that never read cannot hold every place until the stall timeout: once their writes
-    have waited a second, a new request takes the longest-stalled stream's place (that stream is
-    closed) instead of getting 429."""
+    have waited ``admission.EVICT_AFTER`` (a quarter of a second), a new request takes the
+    longest-stalled stream's place (that stream is closed) instead of getting 429."""
     flags = ("--max-concurrent", "2", "--stall-timeout", "60", "--max-tokens", "1000000", "--quiet")
     with Server(ascii_run(tmp_path / "ascii"), *flags) as s:
         first = _never_reader(s.port, 1)
