@@ -13,24 +13,15 @@ request, longest-waiting first, and its connection is closed as the stall timeou
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
 
-from charrnn.serving.models import ServerState
+from charrnn.serving.models import Connection, ServerState, Stream
 from charrnn.serving.openai import ApiError
 
 # Seconds a stream's writes must have waited on its client before a new request may take its
-# place. Writes wait only once ~64 kB of the stream's text lies unread (guard.SEND_BUFFER): a
+# place. Writes wait only once ~16 kB of the stream's text lies unread (guard.SEND_BUFFER): a
 # reader that keeps up never gets there, and a second's wait on top (the first choice) left the
 # fault bench's good clients 48-140 refusals in the seconds before the never-readers qualified.
 EVICT_AFTER = 0.25
-
-
-class Connection(Protocol):
-    """What admission needs of a stream's connection (``charrnn.serving.guard.Guarded``)."""
-
-    def stalled_for(self) -> float: ...
-
-    def evict(self) -> None: ...
 
 
 class Slot:
@@ -55,7 +46,7 @@ class Slot:
         reading, and then ``release`` (what the request runs as it ends: its rows cancelled, this
         place freed) runs at once, not when its stream next runs."""
         if not self.freed:
-            self.state.streams[self] = (connection, release)
+            self.state.streams[self] = Stream(connection, self.rows, release)
 
 
 def admit(state: ServerState, rows: int) -> Slot:
@@ -92,15 +83,15 @@ def _make_room(state: ServerState, rows: int) -> None:
     requests, held = state.active, state.rows
     if _fits(state, requests, held, rows):
         return
-    stalled = [(conn.stalled_for(), slot, conn, release) for slot, (conn, release) in state.streams.items()]
-    chosen = []
-    for waited, slot, conn, release in sorted(stalled, key=lambda s: -s[0]):
+    stalled = sorted(((s.connection.stalled_for(), s) for s in state.streams.values()), key=lambda w: -w[0])
+    chosen: list[Stream] = []
+    for waited, stream in stalled:
         if waited < EVICT_AFTER or _fits(state, requests, held, rows):
             break
-        chosen.append((conn, release))
-        requests, held = requests - 1, held - slot.rows
+        chosen.append(stream)
+        requests, held = requests - 1, held - stream.rows
     if not _fits(state, requests, held, rows):
         return
-    for conn, release in chosen:
-        release()
-        conn.evict()
+    for stream in chosen:
+        stream.release()
+        stream.connection.evict()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import NamedTuple, Protocol
 
 import torch
 
@@ -14,6 +14,23 @@ from charrnn.errors import CharrnnError
 from charrnn.model import checkpoint
 from charrnn.model.network import CharRNN
 from charrnn.serving.engine import Engine, Job
+
+
+class Connection(Protocol):
+    """What admission needs of a stream's connection (``charrnn.serving.guard.Guarded``)."""
+
+    def stalled_for(self) -> float: ...
+
+    def evict(self) -> None: ...
+
+
+class Stream(NamedTuple):
+    """A streaming request that may give up its place: its connection, its rows, and what ends it
+    (its rows cancelled, its place freed)."""
+
+    connection: Connection
+    rows: int
+    release: Callable[[], None]
 
 
 @dataclass
@@ -45,8 +62,8 @@ class ServerState:
     threads: int = field(default_factory=lambda: model_threads())
     active: int = 0
     rows: int = 0  # the rows (choices) of the requests in flight
-    # Streams that may give up their place (charrnn.serving.admission's Slot -> its Connection).
-    streams: dict[Any, Any] = field(default_factory=dict)
+    # Streams that may give up their place, by their admission slot (charrnn.serving.admission).
+    streams: dict[object, Stream] = field(default_factory=dict)
     engines: list[Engine] = field(default_factory=list)
 
 
