@@ -19,6 +19,7 @@ clients' load and idle (the good clients paused until the server's idle hook, wh
 back, has run): the idle pair decides the goal, since what a row in flight holds at the instant
 of a reading varies.
 Usage: python bench/serve_faults.py [--seconds 18] [--good 16] [--max-tokens 400] [--run DIR]
+[--phases never-read,slowloris,prompts,floods,faults] (the quiet phase always runs first)
 """
 
 from __future__ import annotations
@@ -395,6 +396,15 @@ def idle_rss(server: Server, goods: list[Good], pause: threading.Event) -> float
     return rss
 
 
+PHASES = {
+    "never-read": ("64 clients that never read", never_read),
+    "slowloris": ("500 slowloris sockets", slowloris),
+    "prompts": ("ten ~1 MB prompts", big_prompts),
+    "floods": ("ten unknown-character floods", floods),
+    "faults": ("worker faults (3)", faults),
+}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=18, help="each phase's length")
@@ -402,7 +412,12 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=400, help="characters per good request")
     ap.add_argument("--steps", type=int, default=30, help="training steps of the tiny model")
     ap.add_argument("--run", type=Path, help="serve this run directory instead of training one")
+    ap.add_argument(
+        "--phases", default=",".join(PHASES), help="the hostile phases to run after the quiet one, in order"
+    )
     args = ap.parse_args()
+    if unknown := set(args.phases.split(",")) - set(PHASES):
+        ap.error(f"unknown phase(s) {', '.join(sorted(unknown))}; choose from {', '.join(PHASES)}")
 
     with tempfile.TemporaryDirectory() as tmp:
         run = args.run
@@ -426,14 +441,7 @@ def main() -> None:
         time.sleep(3)  # the clients' first requests: not part of any phase
         start_rss = server.rss_mb()
         idle_start_rss = idle_rss(server, goods, pause)
-        phases = [
-            ("quiet", quiet),
-            ("64 clients that never read", never_read),
-            ("500 slowloris sockets", slowloris),
-            ("ten ~1 MB prompts", big_prompts),
-            ("ten unknown-character floods", floods),
-            ("worker faults (3)", faults),
-        ]
+        phases = [("quiet", quiet), *(PHASES[key] for key in args.phases.split(","))]
         results, base = [], None
         for name, action in phases:
             rss_before = server.rss_mb()

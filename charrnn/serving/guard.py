@@ -19,8 +19,13 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 # The key of a request's scope that holds its connection (for admission to evict a stalled stream).
 CONNECTION = "charrnn.connection"
 # Bytes a connection may hold unsent, in the kernel and in the transport, before its writes
-# pause: a stream whose client does not read pauses within this much of its text.
-SEND_BUFFER = 64 * 1024
+# pause: a stream whose client does not read pauses within this much of its text, and its rows
+# are parked half a second later. At 64 KiB the fault bench's 48 never-read streams were parked
+# 2.2-2.4 s after they were sent and the good clients kept 0.72-0.90x of their quiet throughput;
+# at 16 KiB 1.2-1.4 s and 0.81-1.03x (2-core AMD EPYC Zen 3, interleaved runs). A stream sends
+# at most 50 events a second of ~190 bytes a choice, so 16 KiB still carries a one-choice
+# stream over round trips of up to about a second, and one of eight choices up to ~100 ms.
+SEND_BUFFER = 16 * 1024
 
 
 def _full(max_connections: int) -> bytes:
