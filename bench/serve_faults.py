@@ -416,7 +416,8 @@ def main() -> None:
         "--phases", default=",".join(PHASES), help="the hostile phases to run after the quiet one, in order"
     )
     args = ap.parse_args()
-    if unknown := set(args.phases.split(",")) - set(PHASES):
+    chosen = args.phases.split(",")
+    if unknown := set(chosen) - set(PHASES):
         ap.error(f"unknown phase(s) {', '.join(sorted(unknown))}; choose from {', '.join(PHASES)}")
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -441,7 +442,7 @@ def main() -> None:
         time.sleep(3)  # the clients' first requests: not part of any phase
         start_rss = server.rss_mb()
         idle_start_rss = idle_rss(server, goods, pause)
-        phases = [("quiet", quiet), *(PHASES[key] for key in args.phases.split(","))]
+        phases = [("quiet", quiet), *(PHASES[key] for key in chosen)]
         results, base = [], None
         for name, action in phases:
             rss_before = server.rss_mb()
