@@ -5,8 +5,9 @@
    torch calls whose argument parsing and dispatch (2.5-4.5 us each on a 2-core Zen 3 EPYC) cost
    more than their arithmetic.  These functions do the same arithmetic in one call per layer, on
    the same buffers, with the very functions torch computes it with: torch's own copies of
-   SLEEF's vectorised expf (its sigmoid) and MKL's vmsTanh (its tanh), whose addresses the caller
-   takes from libtorch_cpu and passes to bind().  The rest is IEEE arithmetic, rounded exactly
+   SLEEF's vectorised expf (its sigmoid: 8 floats wide in its AVX2 kernels, 16 in its AVX-512
+   ones) and MKL's vmsTanh (its tanh), whose addresses the caller takes from libtorch_cpu and
+   passes to bind().  The rest is IEEE arithmetic, rounded exactly
    whoever computes it: this file is compiled without floating-point contraction, and fmaf
    stands where torch's own build fused a multiply and an add (addcmul).  charrnn.fused checks
    every result against torch's, bit for bit, before it is used.
@@ -22,7 +23,10 @@
 #include <immintrin.h>
 #define LSTM_ROW_X86 1
 typedef __m256 (*vexp8_fn)(__m256);
+typedef __m512 (*vexp16_fn)(__m512);
+/* One of the two is bound: the one torch's sigmoid calls on this CPU. */
 static vexp8_fn sleef_expf8;
+static vexp16_fn sleef_expf16;
 #endif
 
 typedef void (*vml_fn)(int n, const float *a, float *r, long long mode);
@@ -34,14 +38,30 @@ static const long long VML_MODE = 0x2 | 0x140000 | 0x100;
 static Py_ssize_t vector_block;
 
 #ifdef LSTM_ROW_X86
-__attribute__((target("avx2,fma"))) static void sigmoid(float *x, Py_ssize_t n)
+__attribute__((target("avx2,fma"))) static Py_ssize_t sigmoid8(float *x, Py_ssize_t vectors)
 {
     const __m256 one = _mm256_set1_ps(1.0f);
-    Py_ssize_t i = 0, vectors = n - n % vector_block;
-    for (; i < vectors; i += 8) {
+    for (Py_ssize_t i = 0; i < vectors; i += 8) {
         __m256 a = _mm256_sub_ps(_mm256_setzero_ps(), _mm256_loadu_ps(x + i));
         _mm256_storeu_ps(x + i, _mm256_div_ps(one, _mm256_add_ps(sleef_expf8(a), one)));
     }
+    return vectors;
+}
+
+__attribute__((target("avx512f"))) static Py_ssize_t sigmoid16(float *x, Py_ssize_t vectors)
+{
+    const __m512 one = _mm512_set1_ps(1.0f);
+    for (Py_ssize_t i = 0; i < vectors; i += 16) {
+        __m512 a = _mm512_sub_ps(_mm512_setzero_ps(), _mm512_loadu_ps(x + i));
+        _mm512_storeu_ps(x + i, _mm512_div_ps(one, _mm512_add_ps(sleef_expf16(a), one)));
+    }
+    return vectors;
+}
+
+static void sigmoid(float *x, Py_ssize_t n)
+{
+    Py_ssize_t vectors = n - n % vector_block;
+    Py_ssize_t i = sleef_expf16 != NULL ? sigmoid16(x, vectors) : sigmoid8(x, vectors);
     for (; i < n; i++)
         x[i] = 1.0f / (1.0f + expf(-x[i]));
 }
@@ -86,15 +106,20 @@ static int unpack(PyObject *const *args, Py_ssize_t nargs, Py_ssize_t count, voi
 
 static PyObject *bind(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
+    /* bind(expf, vms_tanh, vector_block): expf is SLEEF's 8-wide expf where torch's loop takes
+       16 floats (two AVX2 vectors), its 16-wide one where it takes 32 (two AVX-512 vectors). */
     void *p[2];
     Py_ssize_t block;
-    if (unpack(args, nargs, 2, p, &block, "bind(expf8, vms_tanh, vector_block)") < 0)
+    if (unpack(args, nargs, 2, p, &block, "bind(expf, vms_tanh, vector_block)") < 0)
         return NULL;
 #ifdef LSTM_ROW_X86
     __builtin_cpu_init();
-    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma") || block < 8 || block % 8)
+    int wide = block == 32;
+    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma") || (block != 16 && !wide) ||
+        (wide && !__builtin_cpu_supports("avx512f")))
         Py_RETURN_FALSE;
-    sleef_expf8 = (vexp8_fn)p[0];
+    sleef_expf8 = wide ? NULL : (vexp8_fn)p[0];
+    sleef_expf16 = wide ? (vexp16_fn)p[0] : NULL;
     vms_tanh = (vml_fn)p[1];
     vector_block = block;
     Py_RETURN_TRUE;
@@ -189,7 +214,7 @@ static PyObject *race(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 
 static PyMethodDef methods[] = {
     {"bind", (PyCFunction)(void (*)(void))bind, METH_FASTCALL,
-     "Take torch's expf8 and vmsTanh; False where this CPU cannot run the kernels."},
+     "Take torch's expf and vmsTanh; False where this CPU cannot run the kernels."},
     {"lstm_cell", (PyCFunction)(void (*)(void))lstm_cell, METH_FASTCALL,
      "One LSTM layer's gates and cell update, in place."},
     {"add", (PyCFunction)(void (*)(void))add, METH_FASTCALL, "a += b."},

@@ -20,8 +20,10 @@ from typing import Any
 import torch
 
 _MKLDNN_OPS = ("_reorder_linear_weight", "_linear_pointwise")
-# torch's AVX2 sigmoid calls SLEEF's 8-wide expf (1.0 ULP) and its tanh MKL's vmsTanh.
-GATE_SYMBOLS = ("Sleef_expf8_u10", "vmsTanh")
+# torch's sigmoid calls SLEEF's expf (1.0 ULP), 8 floats wide in its AVX2 kernels and 16 in its
+# AVX-512 ones, and its tanh MKL's vmsTanh.
+EXPF_SYMBOLS = {"AVX2": "Sleef_expf8_u10", "AVX512": "Sleef_expf16_u10"}
+TANH_SYMBOL = "vmsTanh"
 # MKL, linked into libtorch_cpu, exports its service functions under these names.
 MKL_FREE_BUFFERS = "mkl_serv_free_buffers"
 MKL_BUFFERED = "mkl_serv_mem_stat"
@@ -113,21 +115,23 @@ def int8_product(x: torch.Tensor, packed: torch.ScriptObject) -> torch.Tensor:
 
 
 # -- libtorch's own expf and tanh, for charrnn's C gate kernels ---------------------------------
-def gate_function_addresses() -> tuple[int, int]:
-    """The addresses of ``Sleef_expf8_u10`` and ``vmsTanh`` in libtorch_cpu: the functions torch's
-    AVX2 sigmoid and tanh compute with, bound through ctypes so that ``charrnn.model.gate_kernel``'s
-    C kernels compute what torch's calls compute, bit for bit (1.35-1.44x the characters per second
-    of a batch-1 2x512 LSTM on a 2-core Zen 3 EPYC, see ``charrnn.model.single_row``).
+def gate_function_addresses(capability: str) -> tuple[int, int]:
+    """The addresses of SLEEF's expf for torch's ``capability`` kernels (``EXPF_SYMBOLS``) and of
+    ``vmsTanh`` in libtorch_cpu: the functions torch's sigmoid and tanh compute with there, bound
+    through ctypes so that ``charrnn.model.gate_kernel``'s C kernels compute what torch's calls
+    compute, bit for bit (1.35-1.44x the characters per second of a batch-1 2x512 LSTM on a
+    2-core Zen 3 EPYC, see ``charrnn.model.single_row``).
 
     Raises ``LookupError`` saying why where the library or a symbol is not found."""
+    names = (EXPF_SYMBOLS[capability], TANH_SYMBOL)
     try:
         lib = ctypes.CDLL(str(_LIBTORCH_CPU))
-        expf8, tanh = (ctypes.cast(getattr(lib, name), ctypes.c_void_p).value for name in GATE_SYMBOLS)
+        expf, tanh = (ctypes.cast(getattr(lib, name), ctypes.c_void_p).value for name in names)
     except (OSError, AttributeError) as e:
         raise LookupError(f"torch's expf/tanh are not found in {_LIBTORCH_CPU.name} ({e})") from None
-    if not (expf8 and tanh):
+    if not (expf and tanh):
         raise LookupError(f"torch's expf/tanh are at a null address in {_LIBTORCH_CPU.name}")
-    return expf8, tanh
+    return expf, tanh
 
 
 # -- MKL's buffer pool, given back by an idle server ---------------------------------------------

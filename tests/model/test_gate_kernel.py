@@ -105,3 +105,20 @@ def test_charrnn_sample_writes_the_same_bytes_with_the_kernels_or_without(traine
         assert r.returncode == 0, r.stderr
         outs.append(r.stdout)
     assert outs[0] == outs[1] and len(outs[0]) >= 500
+
+
+def test_where_torch_runs_other_kernels_its_calls_stay(monkeypatch, fresh_checks):
+    """Only torch's AVX2 and AVX-512 loops are known to the kernels (their expf and loop block)."""
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "DEFAULT")
+    assert gate_kernel.why_not(40) == "torch runs its DEFAULT kernels here, not AVX2 or AVX-512"
+    assert _row(40).kernels is None
+
+
+@needs_kernels
+def test_bind_refuses_a_loop_block_it_has_no_vectors_for(fresh_checks):
+    """16 floats a loop is two AVX2 vectors, 32 two AVX-512 ones; anything else is refused and
+    leaves the kernels bound as they were."""
+    ext = gate_kernel._lstm_row
+    assert not ext.bind(1, 1, 24) and not ext.bind(1, 1, 8)
+    gate_kernel._agrees.cache_clear()
+    assert gate_kernel._agrees(40)

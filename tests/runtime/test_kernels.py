@@ -87,18 +87,19 @@ def test_cpu_feature_checks_answer(feature):
 
 
 @pytest.mark.skipif(
-    torch.backends.cpu.get_cpu_capability() != "AVX2",
+    torch.backends.cpu.get_cpu_capability() not in kernels.EXPF_SYMBOLS,
     reason=f"torch runs its {torch.backends.cpu.get_cpu_capability()} kernels here, and charrnn binds "
-    "its gate kernels to torch's expf and tanh only where they are the AVX2 ones",
+    "its gate kernels to torch's expf and tanh only where they are the AVX2 or AVX-512 ones",
 )
 def test_gate_function_symbols_resolve():
-    """libtorch_cpu's ``Sleef_expf8_u10`` and ``vmsTanh`` (``kernels.gate_function_addresses``).
-    That the kernels bound to them give torch's sigmoid and tanh bit for bit is
-    tests/model/test_gate_kernel.py's to check."""
+    """libtorch_cpu's ``Sleef_expf8_u10`` (AVX2) or ``Sleef_expf16_u10`` (AVX-512) and ``vmsTanh``
+    (``kernels.gate_function_addresses``). That the kernels bound to them give torch's sigmoid
+    and tanh bit for bit is tests/model/test_gate_kernel.py's to check."""
+    capability = torch.backends.cpu.get_cpu_capability()
     try:
-        addresses = kernels.gate_function_addresses()
+        addresses = kernels.gate_function_addresses(capability)
     except LookupError as e:
-        pytest.fail(f"{' and '.join(kernels.GATE_SYMBOLS)}: {e}")
+        pytest.fail(f"{kernels.EXPF_SYMBOLS[capability]} and {kernels.TANH_SYMBOL}: {e}")
     assert len(addresses) == 2 and all(isinstance(a, int) and a for a in addresses), addresses
 
 
