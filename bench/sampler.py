@@ -22,6 +22,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from unittest import mock
 
@@ -54,11 +55,27 @@ def plain_loop(model: CharRNN, n: int) -> float:
     return n / (time.perf_counter() - start)
 
 
+# Seconds each measurement first runs untimed: the precisions multiply through different libraries
+# (numpy's OpenBLAS, torch's OpenMP threads for oneDNN and fbgemm, onnxruntime's pool), and each
+# library's idle threads spin for up to ~0.1 s after its last call, holding a core from the next
+# one (see charrnn.sampling.precision.time_precisions).
+HAND_OVER = 0.15
+
+
+def settle(work: Callable[[], object]) -> None:
+    """Run ``work`` untimed for ``HAND_OVER`` seconds, so what is timed next has the cores."""
+    end = time.perf_counter() + HAND_OVER
+    while time.perf_counter() < end:
+        work()
+
+
 def ours(model: CharRNN, vocab, n: int, batch: int, precision: str = "float32", extension: bool = True) -> float:
     """charrnn's generate; ``extension=False`` keeps the batch-1 gate arithmetic in torch's
     calls (``CHARRNN_FUSED=0``, see charrnn.model.gate_kernel), to compare in the same run."""
     opts = SampleOptions(length=n, temp=0.8, seed=0, precision=precision)
+    short = SampleOptions(length=max(1, n // 20), temp=0.8, seed=0, precision=precision)
     with mock.patch.dict(os.environ, {"CHARRNN_FUSED": "1" if extension else "0"}):
+        settle(lambda: sum(1 for _ in generate(model, vocab, short, [0], batch)))
         start = time.perf_counter()
         chars = sum(len(piece) for _, piece in generate(model, vocab, opts, [0], batch))
         return chars / (time.perf_counter() - start)
@@ -84,6 +101,7 @@ def onnx_loop(session, cfg: ModelConfig, n: int, batch: int, temp: float = 0.8) 
     names = [i.name for i in session.get_inputs()][1:]
     state = {k: np.zeros((cfg.layers, batch, cfg.hidden), np.float32) for k in names}
     tokens = np.zeros((batch, 1), np.int64)
+    settle(lambda: session.run(None, {"ids": tokens, **state}))
     start = time.perf_counter()
     for _ in range(n):
         logits, *new = session.run(None, {"ids": tokens, **state})
@@ -104,8 +122,7 @@ def matvec_bandwidth(total_bytes: int, rows: int, library: str, repeat: int = 50
     x = torch.randn(1, rows)
     if library == "numpy":
         mats, x = [m.numpy() for m in mats], x.numpy()
-    for m in mats:
-        x @ m
+    settle(lambda: [x @ m for m in mats])
     start = time.perf_counter()
     for _ in range(repeat):
         for m in mats:
@@ -122,8 +139,7 @@ def matmul_flops(batch: int, shapes: list[tuple[int, int]], library: str, repeat
     mats = [torch.randn(k, n) for k, n in shapes]
     if library == "numpy":
         xs, mats = [x.numpy() for x in xs], [m.numpy() for m in mats]
-    for x, m in zip(xs, mats):
-        x @ m
+    settle(lambda: [x @ m for x, m in zip(xs, mats)])
     start = time.perf_counter()
     for _ in range(repeat):
         for x, m in zip(xs, mats):

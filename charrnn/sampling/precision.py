@@ -5,16 +5,17 @@ faster, but only where the CPU multiplies those bytes at full speed, and no flag
 2-core Xeon with AMX sampled a 2x512 LSTM in bfloat16 at 0.94x float32 (bench/sampler.py), and on
 a 2-core Zen 3 EPYC (AVX2) fbgemm's int8 product ran at 0.9-1.1x numpy's float32 one at batch 1.
 So ``auto`` times the step of each precision this machine can compute, for this model's shapes
-at one row and at 64, in interleaved rounds (about half a second, once), keeps the timings per
-machine, torch, threads and shape in ``~/.cache/charrnn/step-precision.json``, and steps in
-float32 unless a reduced precision ran at least ``MARGIN`` times as fast at both. One verdict
-for every batch keeps a seed's text the same wherever it is sampled (``sample``, its
-``--num-samples`` rows, the API, a server's request), though it leaves speed behind where the
-batches disagree: on the Zen 3 EPYC int8 ran a 2x512 LSTM at 0.62x float32 at one row and 1.78x
-at 64 (``--precision int8`` takes it there). A reduced precision must also keep the model's predictions: its bits per
-token on text the model itself writes in float32 (so the check needs no corpus and measures the
-distribution a sample draws from) may rise by at most ``MAX_BPC_CHANGE``; that verdict is kept
-per model.
+at one row and at 64, in interleaved rounds (under a second, once; see ``time_precisions``),
+keeps the timings per machine, torch, threads and shape in
+``~/.cache/charrnn/step-precision.json``, and steps in float32 unless a reduced precision ran at
+least ``MARGIN`` times as fast at both: on a 2-core Zen 4 EPYC (AVX-512) that is int8 (1.4x
+float32 at one row, 4x at 64). One verdict for every batch keeps a seed's text the same wherever
+it is sampled (``sample``, its ``--num-samples`` rows, the API, a server's request), though it
+leaves speed behind where the batches disagree: on the Zen 3 EPYC int8 ran a 2x512 LSTM at 0.62x
+float32 at one row and 1.78x at 64 (``--precision int8`` takes it there). A reduced precision
+must also keep the model's predictions: its bits per token on text the model itself writes in
+float32 (so the check needs no corpus and measures the distribution a sample draws from) may
+rise by at most ``MAX_BPC_CHANGE``; that verdict is kept per model.
 """
 
 from __future__ import annotations
@@ -134,21 +135,31 @@ _DIGESTS: weakref.WeakKeyDictionary[CharRNN, tuple[tuple[tuple[int, int], ...], 
 
 @torch.no_grad()
 def time_precisions(model: CharRNN, names: list[str], batch: int) -> dict[str, float]:
-    """Tokens per second of each precision's step at ``batch`` rows (the median of interleaved
-    rounds, after one untimed step each), the way ``generate`` steps: one row of an LSTM through
-    ``SingleRow``, anything else through ``Stepper.step``."""
+    """Tokens per second of each precision's step at ``batch`` rows, the way ``generate`` steps:
+    one row of an LSTM through ``SingleRow``, anything else through ``Stepper.step``.
+
+    The precisions take turns for ``ROUND_SECONDS`` each, ``ROUNDS`` times, every step timed on
+    its own; a precision's speed is ``batch`` over the median of all its steps. The median step,
+    not a round's total: the precisions multiply through different libraries (numpy's OpenBLAS
+    for float32, oneDNN or fbgemm on torch's OpenMP threads for the others), and each library's
+    idle threads spin for up to ~0.1 s after its last product. On a 2-core Zen 4 EPYC the first
+    steps after a switch took 1-16 ms against ~0.1 ms, so rounds' totals measured the hand-over
+    (int8 at 0.01-1.0x float32 at one row) rather than what a sample, which steps in one
+    precision throughout, runs at (int8 1.5x float32, each alone); the median step read 1.3-1.6x."""
     steps = {p: _step_function(Stepper(model, p), model, batch) for p in names}
-    runs: dict[str, list[float]] = {p: [] for p in names}
+    times: dict[str, list[float]] = {p: [] for p in names}
     for step in steps.values():
         step()
+    clock = time.perf_counter
     for _ in range(ROUNDS):
         for p, step in steps.items():
-            start, n = time.perf_counter(), 0
-            while n < 3 or time.perf_counter() - start < ROUND_SECONDS:
+            start, n = clock(), 0
+            while n < 3 or clock() - start < ROUND_SECONDS:
+                before = clock()
                 step()
+                times[p].append(clock() - before)
                 n += 1
-            runs[p].append(batch * n / (time.perf_counter() - start))
-    return {p: statistics.median(v) for p, v in runs.items()}
+    return {p: batch / max(statistics.median(t), 1e-9) for p, t in times.items()}
 
 
 def _step_function(stepper: Stepper, model: CharRNN, batch: int) -> Callable[[], object]:

@@ -3,6 +3,8 @@ faster (at one row and at 64) and it keeps the model's predictions; the timings 
 and shape, so a second sample pays nothing."""
 
 import json
+import time
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -136,3 +138,38 @@ def test_a_quality_verdict_belongs_to_the_weights(cache, monkeypatch):
         model.head.bias.add_(1.0)  # the same tensors, changed in place: checked again
     precision.choose(model, "auto")
     assert checked == ["int8", "int8"]
+
+
+def _busy(seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+def _library_steps(monkeypatch, cost: dict[str, float], hand_over: dict[str, float]) -> None:
+    """Steps that take ``cost[p]`` seconds each, and ``hand_over[p]`` more on the first step after
+    another precision's: the other library's threads still spinning on the cores."""
+    last: list[str] = [""]
+
+    def step_function(stepper, model, batch):
+        name = stepper.dtype_name
+
+        def step():
+            if last[0] != name:
+                time.sleep(hand_over.get(name, 0.0))
+                last[0] = name
+            _busy(cost[name])
+
+        return step
+
+    monkeypatch.setattr(precision, "_step_function", step_function)
+    monkeypatch.setattr(precision, "Stepper", lambda model, p: SimpleNamespace(dtype_name=p))
+
+
+def test_timing_measures_the_steps_not_the_hand_over_between_libraries(monkeypatch):
+    """int8 as fast as float32 but paying 20 ms each time float32's library hands it the cores,
+    and a precision twice as slow: the first measures as fast, the second as slow."""
+    _library_steps(monkeypatch, {"float32": 2e-4, "int8": 2e-4, "slow": 4e-4}, hand_over={"int8": 0.02})
+    speeds = precision.time_precisions(_model(), ["float32", "int8", "slow"], 1)
+    assert 0.8 < speeds["int8"] / speeds["float32"] < 1.25, speeds
+    assert 0.4 < speeds["slow"] / speeds["float32"] < 0.65, speeds
