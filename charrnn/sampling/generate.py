@@ -12,6 +12,7 @@ from charrnn.data.vocab import Vocab
 from charrnn.model.network import CharRNN, State, map_state
 from charrnn.model.single_row import SingleRow
 from charrnn.model.stepper import Stepper
+from charrnn.runtime.kernels import let_mkl_choose_threads
 from charrnn.sampling import precision
 from charrnn.sampling.batch import Batch, Row, RowsFailed
 from charrnn.sampling.options import SampleOptions
@@ -91,6 +92,8 @@ def generate(
     """
     opts.check()
     model.eval()
+    # A caller's torch.set_num_threads leaves MKL running a one-row step's tanh on every thread.
+    let_mkl_choose_threads()
     stepper = Stepper(model, precision.choose(model, opts.precision, model.embed.weight.device).name)
     logits, state = warm_up(model, start_ids(vocab, prime_ids), num_samples)
     pieces = vocab.token_bytes()

@@ -28,6 +28,7 @@ from charrnn.data.vocab import Vocab
 from charrnn.errors import ServerFailed, one_line
 from charrnn.model.network import CharRNN, State
 from charrnn.model.stepper import Stepper
+from charrnn.runtime.kernels import let_mkl_choose_threads
 from charrnn.sampling.batch import Batch, Row, RowsFailed
 from charrnn.sampling.batch import Event as BatchEvent
 from charrnn.sampling.generate import PROMPT_CHUNK, copies, read_chunks, start_ids
@@ -189,8 +190,10 @@ class Engine:
 
     def _serve(self) -> None:
         if self.threads is not None:
-            # torch's thread count is per calling thread: this one is the model's.
+            # torch's thread count is per calling thread: this one is the model's. Setting it
+            # stops MKL choosing its threads per call, which a one-row step needs back.
             torch.set_num_threads(self.threads)
+            let_mkl_choose_threads()
         with torch.no_grad():
             while True:
                 with self._wake:

@@ -138,3 +138,17 @@ def test_mkl_buffer_pool_symbols_resolve():
     assert kernels.blas_buffered_bytes() is not None, kernels.MKL_BUFFERED
     assert kernels.free_blas_buffers(), kernels.MKL_FREE_BUFFERS
     assert kernels.blas_buffered_bytes() == 0
+
+
+@pytest.mark.skipif(not torch.backends.mkl.is_available(), reason="this torch has no MKL")
+def test_mkl_chooses_its_threads_again_after_torch_set_num_threads():
+    """``mkl_serv_set_dynamic`` / ``mkl_serv_get_dynamic``: ``torch.set_num_threads`` switches
+    MKL's choice of threads per call off, and ``let_mkl_choose_threads`` switches it back on."""
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        assert kernels.mkl_chooses_threads() is False, "torch.set_num_threads no longer turns MKL_DYNAMIC off"
+        assert kernels.let_mkl_choose_threads(), kernels.MKL_SET_DYNAMIC
+        assert kernels.mkl_chooses_threads() is True, kernels.MKL_GET_DYNAMIC
+    finally:
+        kernels.let_mkl_choose_threads()
