@@ -165,7 +165,7 @@ def let_mkl_choose_threads() -> bool:
     MKL's calls and torch's), and MKL then runs even a 512-element tanh (``vmsTanh``, torch's
     tanh and the gate kernels') on a team of every thread. At batch 1 that team waits for a core
     that numpy's OpenBLAS threads, spinning between a step's products, are holding: on a 2-core
-    Zen 4 EPYC a 2x512 LSTM sampled 48 characters a second in float32 after
+    Zen 5 EPYC a 2x512 LSTM sampled 48 characters a second in float32 after
     ``torch.set_num_threads(2)``, against 6,500 before it and after this."""
     set_dynamic = _mkl(MKL_SET_DYNAMIC)
     if set_dynamic is None:

@@ -8,7 +8,7 @@ So ``auto`` times the step of each precision this machine can compute, for this 
 at one row and at 64, in interleaved rounds (under a second, once; see ``time_precisions``),
 keeps the timings per machine, torch, threads and shape in
 ``~/.cache/charrnn/step-precision.json``, and steps in float32 unless a reduced precision ran at
-least ``MARGIN`` times as fast at both: on a 2-core Zen 4 EPYC (AVX-512) that is int8 (1.4x
+least ``MARGIN`` times as fast at both: on a 2-core Zen 5 EPYC (AVX-512) that is int8 (1.4x
 float32 at one row, 4x at 64). One verdict for every batch keeps a seed's text the same wherever
 it is sampled (``sample``, its ``--num-samples`` rows, the API, a server's request), though it
 leaves speed behind where the batches disagree: on the Zen 3 EPYC int8 ran a 2x512 LSTM at 0.62x
@@ -142,7 +142,7 @@ def time_precisions(model: CharRNN, names: list[str], batch: int) -> dict[str, f
     its own; a precision's speed is ``batch`` over the median of all its steps. The median step,
     not a round's total: the precisions multiply through different libraries (numpy's OpenBLAS
     for float32, oneDNN or fbgemm on torch's OpenMP threads for the others), and each library's
-    idle threads spin for up to ~0.1 s after its last product. On a 2-core Zen 4 EPYC the first
+    idle threads spin for up to ~0.1 s after its last product. On a 2-core Zen 5 EPYC the first
     steps after a switch took 1-16 ms against ~0.1 ms, so rounds' totals measured the hand-over
     (int8 at 0.01-1.0x float32 at one row) rather than what a sample, which steps in one
     precision throughout, runs at (int8 1.5x float32, each alone); the median step read 1.3-1.6x."""

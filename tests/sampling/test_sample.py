@@ -162,7 +162,7 @@ def test_closed_pipe_ends_quietly(trained_run):
 def test_a_callers_torch_set_num_threads_does_not_stall_one_row_sampling(monkeypatch):
     """After ``torch.set_num_threads`` MKL ran every one-row tanh on a team of all threads, which
     waited on numpy's spinning OpenBLAS threads: a 2x512 LSTM sampled 48 chars/s instead of
-    ~6,500 on a 2-core Zen 4 EPYC. ``generate`` lets MKL choose its threads again."""
+    ~6,500 on a 2-core Zen 5 EPYC. ``generate`` lets MKL choose its threads again."""
     torch.manual_seed(0)
     vocab = CharVocab.build("abcdefghij klmnop\n")
     model = CharRNN(ModelConfig(vocab_size=vocab.size, layers=2, hidden=512, embed=64, dropout=0.0)).eval()
