@@ -443,7 +443,7 @@ def goals(results: list[dict], rss: tuple[float, float, float, float], errors: l
     speeds: dict[str, list[float]] = {}
     for r in results:
         speeds.setdefault(r["phase"], []).append(r["good_chars_per_s"])
-    quiet = statistics.mean(speeds.pop("quiet"))
+    quiet = max(statistics.mean(speeds.pop("quiet")), 1)
     pooled = {name: round(statistics.mean(v) / quiet, 3) for name, v in speeds.items()}
     start_rss, end_rss, idle_start_rss, idle_end_rss = rss
     return dict(
@@ -481,6 +481,8 @@ def main() -> None:
         "--phases", default=",".join(PHASES), help="the hostile phases to run after the quiet one, in order"
     )
     args = ap.parse_args()
+    if args.rounds < 1:
+        ap.error("--rounds must be 1 or more")
     chosen = args.phases.split(",")
     if unknown := set(chosen) - set(PHASES):
         ap.error(f"unknown phase(s) {', '.join(sorted(unknown))}; choose from {', '.join(PHASES)}")
@@ -513,7 +515,7 @@ def main() -> None:
             base = None
             for name, action in phases:
                 row = run_phase(server, goods, health, name, action, args.seconds)
-                base = base or row["good_chars_per_s"]
+                base = base or max(row["good_chars_per_s"], 1)  # a silent quiet phase: ratios stay finite
                 row = {"round": round_, **row, "ratio_to_quiet": round(row["good_chars_per_s"] / base, 3)}
                 emit(**row)
                 results.append(row)

@@ -1,5 +1,5 @@
 /* One LSTM row's gate arithmetic, and the temperature sampling's arithmetic around torch's softmax,
-   each in one call (charrnn.fused).
+   each in one call (charrnn.model.gate_kernel).
 
    At batch 1 a character costs three matrix-vector products and, around them, a dozen small
    torch calls whose argument parsing and dispatch (2.5-4.5 us each on a 2-core Zen 3 EPYC) cost
@@ -7,10 +7,10 @@
    the same buffers, with the very functions torch computes it with: torch's own copies of
    SLEEF's vectorised expf (its sigmoid: 8 floats wide in its AVX2 kernels, 16 in its AVX-512
    ones) and MKL's vmsTanh (its tanh), whose addresses the caller takes from libtorch_cpu and
-   passes to bind().  The rest is IEEE arithmetic, rounded exactly
-   whoever computes it: this file is compiled without floating-point contraction, and fmaf
-   stands where torch's own build fused a multiply and an add (addcmul).  charrnn.fused checks
-   every result against torch's, bit for bit, before it is used.
+   passes to bind().  The rest is IEEE arithmetic, rounded exactly whoever computes it: this file
+   is compiled without floating-point contraction, and fmaf stands where torch's own build fused
+   a multiply and an add (addcmul).  charrnn.model.gate_kernel checks every result against
+   torch's, bit for bit, before it is used.
 
    Pointers arrive as Python ints (tensor data pointers) to contiguous float32 buffers, which the
    caller keeps alive: this module is charrnn's own, not an API. */

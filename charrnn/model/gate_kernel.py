@@ -75,7 +75,8 @@ def _unbound() -> str | None:
     except LookupError as e:
         return str(e)
     if not _lstm_row.bind(expf, tanh, _VECTOR_BLOCK[capability]):
-        return f"no {capability} and FMA here (the CPU, or an extension built for another architecture)"
+        needs = "AVX-512F, AVX2 and FMA" if capability == "AVX512" else "AVX2 and FMA"
+        return f"no {needs} here (the CPU, or an extension built for another architecture)"
     return None
 
 

@@ -3,8 +3,9 @@ one guard for a torch that lacks it, and what public behaviour it stands for.
 
 charrnn calls a private op only where the public one is measurably slower (oneDNN's packed
 bfloat16 product, fbgemm's packed int8 one), where torch has no public call (its CPU feature
-checks), or where a sample's text must be torch's to the bit (the C gate kernels' expf and
-tanh are libtorch's own). A torch release may rename or drop any of them:
+checks; MKL's choice of threads and its buffer pool), or where a sample's text must be torch's to
+the bit (the C gate kernels' expf and tanh are libtorch's own). A torch release may rename or drop
+any of them:
 ``tests/runtime/test_kernels.py`` checks each against its public counterpart, so an upgrade that
 breaks one fails there, by name, rather than somewhere in a sample's text.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -136,11 +138,11 @@ def gate_function_addresses(capability: str) -> tuple[int, int]:
     return expf, tanh
 
 
-# -- MKL's buffer pool, given back by an idle server ---------------------------------------------
+# -- MKL's service functions -------------------------------------------------------------------
 @functools.cache
 def _mkl(name: str) -> Any:
-    """An MKL service function of libtorch_cpu, typed (bound once: a server calls it every few
-    seconds); None where this torch has no MKL."""
+    """An MKL service function of libtorch_cpu, typed (bound once: a server calls them every tick
+    or every few seconds); None where this torch has no MKL."""
     try:
         function = getattr(ctypes.CDLL(str(_LIBTORCH_CPU)), name)
     except (OSError, AttributeError):
@@ -156,20 +158,24 @@ def _mkl(name: str) -> Any:
     return function
 
 
-# -- MKL's threads per call ------------------------------------------------------------------------
+# -- MKL's threads per call --------------------------------------------------------------------
 def let_mkl_choose_threads() -> bool:
     """Let MKL choose how many threads each of its calls takes (``mkl_set_dynamic(1)``), as it
-    does in a fresh process; False where this torch has no MKL.
+    does in a fresh process; False where this torch has no MKL or ``MKL_DYNAMIC=FALSE`` is set.
 
     ``torch.set_num_threads`` turns that choice off (so that OpenMP teams are not rebuilt between
-    MKL's calls and torch's), and MKL then runs even a 512-element tanh (``vmsTanh``, torch's
-    tanh and the gate kernels') on a team of every thread. At batch 1 that team waits for a core
-    that numpy's OpenBLAS threads, spinning between a step's products, are holding: on a 2-core
-    Zen 5 EPYC a 2x512 LSTM sampled 48 characters a second in float32 after
-    ``torch.set_num_threads(2)``, against 6,500 before it and after this."""
+    MKL's calls and torch's), for the whole process, and so does every thread's first torch call
+    after it (torch sets each thread up lazily by calling it again). MKL then runs even a
+    512-element tanh (``vmsTanh``, torch's tanh and the gate kernels') on a team of every thread,
+    and at batch 1 that team waits for a core that numpy's OpenBLAS threads, spinning between a
+    step's products, are holding: on a 2-core Zen 5 EPYC a 2x512 LSTM sampled 48 characters a
+    second in float32 after ``torch.set_num_threads(2)``, against 6,500 before it and after this.
+    So this sets the calling thread up first (``torch.get_num_threads``), then gives MKL its
+    choice back; another thread's first torch call can still take it away again."""
     set_dynamic = _mkl(MKL_SET_DYNAMIC)
-    if set_dynamic is None:
+    if set_dynamic is None or os.environ.get("MKL_DYNAMIC", "").strip().upper() == "FALSE":
         return False
+    torch.get_num_threads()
     set_dynamic(1)
     return True
 
@@ -180,6 +186,7 @@ def mkl_chooses_threads() -> bool | None:
     return None if get_dynamic is None else bool(get_dynamic())
 
 
+# -- MKL's buffer pool, given back by an idle server -------------------------------------------
 def free_blas_buffers() -> bool:
     """Give back the buffers MKL keeps for its products (``mkl_free_buffers``); False where this
     torch has no MKL.

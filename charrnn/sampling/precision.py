@@ -5,11 +5,11 @@ faster, but only where the CPU multiplies those bytes at full speed, and no flag
 2-core Xeon with AMX sampled a 2x512 LSTM in bfloat16 at 0.94x float32 (bench/sampler.py), and on
 a 2-core Zen 3 EPYC (AVX2) fbgemm's int8 product ran at 0.9-1.1x numpy's float32 one at batch 1.
 So ``auto`` times the step of each precision this machine can compute, for this model's shapes
-at one row and at 64, in interleaved rounds (under a second, once; see ``time_precisions``),
+at one row and at 64, in interleaved rounds (about a second, once; see ``time_precisions``),
 keeps the timings per machine, torch, threads and shape in
 ``~/.cache/charrnn/step-precision.json``, and steps in float32 unless a reduced precision ran at
-least ``MARGIN`` times as fast at both: on a 2-core Zen 5 EPYC (AVX-512) that is int8 (1.4x
-float32 at one row, 4x at 64). One verdict for every batch keeps a seed's text the same wherever
+least ``MARGIN`` times as fast at both: on a 2-core Zen 5 EPYC (AVX-512) that is int8 (1.3-1.7x
+float32 at one row and ~3x at 64 in bench/sampler.py). One verdict for every batch keeps a seed's text the same wherever
 it is sampled (``sample``, its ``--num-samples`` rows, the API, a server's request), though it
 leaves speed behind where the batches disagree: on the Zen 3 EPYC int8 ran a 2x512 LSTM at 0.62x
 float32 at one row and 1.78x at 64 (``--precision int8`` takes it there). A reduced precision
@@ -145,7 +145,7 @@ def time_precisions(model: CharRNN, names: list[str], batch: int) -> dict[str, f
     idle threads spin for up to ~0.1 s after its last product. On a 2-core Zen 5 EPYC the first
     steps after a switch took 1-16 ms against ~0.1 ms, so rounds' totals measured the hand-over
     (int8 at 0.01-1.0x float32 at one row) rather than what a sample, which steps in one
-    precision throughout, runs at (int8 1.5x float32, each alone); the median step read 1.3-1.6x."""
+    precision throughout, runs at (int8 1.5x float32, each alone); the median step read 1.2-1.65x."""
     steps = {p: _step_function(Stepper(model, p), model, batch) for p in names}
     times: dict[str, list[float]] = {p: [] for p in names}
     for step in steps.values():

@@ -190,10 +190,8 @@ class Engine:
 
     def _serve(self) -> None:
         if self.threads is not None:
-            # torch's thread count is per calling thread: this one is the model's. Setting it
-            # stops MKL choosing its threads per call, which a one-row step needs back.
+            # torch's thread count is per calling thread: this one is the model's.
             torch.set_num_threads(self.threads)
-            let_mkl_choose_threads()
         with torch.no_grad():
             while True:
                 with self._wake:
@@ -214,6 +212,10 @@ class Engine:
                     if not running:
                         return
                     continue
+                # Setting any thread's torch threads, this one's or a thread's first torch call
+                # after another's set_num_threads, stops MKL choosing its threads per call, which a
+                # one-row step needs (a ctypes call, ~1 us a tick).
+                let_mkl_choose_threads()
                 try:
                     self._advance(groups)
                 except ServerFailed:

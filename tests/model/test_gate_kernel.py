@@ -1,9 +1,12 @@
 """charrnn.model.gate_kernel: the batch-1 LSTM step's gate arithmetic in one C call per layer, used only where
 it is torch's to the bit, else torch's own calls; a seed's text is the same either way."""
 
+import ctypes
 import os
 import subprocess
 import sys
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -13,6 +16,7 @@ from charrnn.model import gate_kernel
 from charrnn.model.network import CharRNN, ModelConfig
 from charrnn.model.single_row import SingleRow
 from charrnn.model.stepper import Stepper
+from charrnn.runtime import kernels
 from charrnn.sampling.generate import generate, warm_up
 from charrnn.sampling.options import SampleOptions
 
@@ -107,11 +111,30 @@ def test_charrnn_sample_writes_the_same_bytes_with_the_kernels_or_without(traine
     assert outs[0] == outs[1] and len(outs[0]) >= 500
 
 
+@pytest.mark.skipif(gate_kernel._lstm_row is None, reason="charrnn was installed without its C extension")
 def test_where_torch_runs_other_kernels_its_calls_stay(monkeypatch, fresh_checks):
     """Only torch's AVX2 and AVX-512 loops are known to the kernels (their expf and loop block)."""
+    monkeypatch.delenv("CHARRNN_FUSED", raising=False)
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "DEFAULT")
     assert gate_kernel.why_not(40) == "torch runs its DEFAULT kernels here, not AVX2 or AVX-512"
     assert _row(40).kernels is None
+
+
+@pytest.mark.parametrize(
+    "capability, symbol, block", [("AVX2", "Sleef_expf8_u10", 16), ("AVX512", "Sleef_expf16_u10", 32)]
+)
+def test_each_capability_binds_its_own_expf_and_loop_block(monkeypatch, fresh_checks, capability, symbol, block):
+    """Where torch runs its AVX2 kernels the kernels take SLEEF's 8-wide expf and a 16-float loop
+    block, where it runs its AVX-512 ones the 16-wide expf and 32 floats (checked on any CPU with
+    a stand-in extension that records what it is bound to)."""
+    bound = []
+    fake = SimpleNamespace(bind=lambda expf, tanh, vector_block: bound.append((expf, tanh, vector_block)) or True)
+    monkeypatch.setattr(gate_kernel, "_lstm_row", fake)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    assert gate_kernel._unbound() is None
+    lib = ctypes.CDLL(str(Path(torch.__file__).parent / "lib" / "libtorch_cpu.so"))
+    expf, tanh = (ctypes.cast(getattr(lib, name), ctypes.c_void_p).value for name in (symbol, "vmsTanh"))
+    assert bound == [(expf, tanh, block)]
 
 
 @needs_kernels
@@ -119,6 +142,8 @@ def test_bind_refuses_a_loop_block_it_has_no_vectors_for(fresh_checks):
     """16 floats a loop is two AVX2 vectors, 32 two AVX-512 ones; anything else is refused and
     leaves the kernels bound as they were."""
     ext = gate_kernel._lstm_row
-    assert not ext.bind(1, 1, 24) and not ext.bind(1, 1, 8)
+    capability = torch.backends.cpu.get_cpu_capability()
+    expf, tanh = kernels.gate_function_addresses(capability)
+    assert not ext.bind(expf, tanh, 24) and not ext.bind(expf, tanh, 8)
     gate_kernel._agrees.cache_clear()
     assert gate_kernel._agrees(40)

@@ -2,6 +2,8 @@
 its public counterpart gives, so a torch upgrade that changed or removed one fails here, naming
 it, rather than somewhere in a sample's text."""
 
+import threading
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -141,14 +143,32 @@ def test_mkl_buffer_pool_symbols_resolve():
 
 
 @pytest.mark.skipif(not torch.backends.mkl.is_available(), reason="this torch has no MKL")
-def test_mkl_chooses_its_threads_again_after_torch_set_num_threads():
+def test_mkl_chooses_its_threads_again_after_torch_set_num_threads(monkeypatch):
     """``mkl_serv_set_dynamic`` / ``mkl_serv_get_dynamic``: ``torch.set_num_threads`` switches
-    MKL's choice of threads per call off, and ``let_mkl_choose_threads`` switches it back on."""
+    MKL's choice of threads per call off, and so does a new thread's first torch call after it
+    (torch sets a thread up lazily by calling it again); ``let_mkl_choose_threads`` sets the
+    calling thread up first, so its choice holds through that thread's torch calls after it."""
+    monkeypatch.delenv("MKL_DYNAMIC", raising=False)
     threads = torch.get_num_threads()
-    try:
+    seen: dict[str, object] = {}
+
+    def fresh_thread() -> None:
         torch.set_num_threads(threads)
-        assert kernels.mkl_chooses_threads() is False, "torch.set_num_threads no longer turns MKL_DYNAMIC off"
-        assert kernels.let_mkl_choose_threads(), kernels.MKL_SET_DYNAMIC
-        assert kernels.mkl_chooses_threads() is True, kernels.MKL_GET_DYNAMIC
+        seen["set"] = kernels.mkl_chooses_threads()
+        seen["let"] = kernels.let_mkl_choose_threads()
+        torch.randn(64, 4096).tanh()  # a torch call split across the thread's team
+        seen["after"] = kernels.mkl_chooses_threads()
+
+    try:
+        worker = threading.Thread(target=fresh_thread)
+        worker.start()
+        worker.join()
+        assert seen["set"] is False, "torch.set_num_threads no longer turns MKL_DYNAMIC off"
+        assert seen["let"] is True, kernels.MKL_SET_DYNAMIC
+        assert seen["after"] is True, "MKL's choice did not hold through the thread's first torch calls"
+        monkeypatch.setenv("MKL_DYNAMIC", "FALSE")  # the user's own choice stands
+        torch.set_num_threads(threads)
+        assert kernels.let_mkl_choose_threads() is False and kernels.mkl_chooses_threads() is False
     finally:
+        monkeypatch.delenv("MKL_DYNAMIC", raising=False)
         kernels.let_mkl_choose_threads()

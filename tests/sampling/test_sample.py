@@ -159,7 +159,7 @@ def test_closed_pipe_ends_quietly(trained_run):
     assert p.returncode == 0 and p.stderr == b""
 
 
-def test_a_callers_torch_set_num_threads_does_not_stall_one_row_sampling(monkeypatch):
+def test_a_callers_torch_set_num_threads_does_not_stall_one_row_sampling():
     """After ``torch.set_num_threads`` MKL ran every one-row tanh on a team of all threads, which
     waited on numpy's spinning OpenBLAS threads: a 2x512 LSTM sampled 48 chars/s instead of
     ~6,500 on a 2-core Zen 5 EPYC. ``generate`` lets MKL choose its threads again."""
@@ -179,6 +179,8 @@ def test_a_callers_torch_set_num_threads_does_not_stall_one_row_sampling(monkeyp
     try:
         torch.set_num_threads(torch.get_num_threads())
         after = min(seconds() for _ in range(2))
+        chooses = kernels.mkl_chooses_threads()
     finally:
         kernels.let_mkl_choose_threads()
+    assert chooses in (True, None), "MKL left without its choice of threads after generate"
     assert after < 3 * before + 0.05, f"{after:.3f} s after torch.set_num_threads against {before:.3f} s"

@@ -9,6 +9,7 @@ import torch
 
 from charrnn.data.vocab import CharVocab
 from charrnn.model.network import CharRNN, ModelConfig
+from charrnn.runtime import kernels
 from charrnn.sampling.generate import generate
 from charrnn.sampling.options import SampleOptions
 from charrnn.serving import engine as engine_module
@@ -314,3 +315,25 @@ def test_a_prompt_whose_read_raises_fails_its_own_jobs_alone(tiny, monkeypatch):
     engine.close()
     assert sink.finish == {0: "length", 1: "error", 2: "error"} and engine.dead is None
     assert sink.texts[0] == _sampled(model, vocab, "ab", 3000, 31, 0.8, None, None, [])
+
+
+def test_the_worker_gives_mkl_its_choice_of_threads_back(tiny):
+    """The worker sets its torch threads, which stops MKL choosing its threads per call (a
+    one-row step then stalls on numpy's spinning OpenBLAS threads: ``kernels.let_mkl_choose_threads``);
+    every tick gives the choice back, whatever a thread set meanwhile."""
+    if kernels.mkl_chooses_threads() is None:
+        pytest.skip("this torch has no MKL")
+    model, vocab = tiny
+    sink = Collector([])
+    engine = Engine(model, vocab, sink, threads=torch.get_num_threads())
+    try:
+        engine.submit([Job(vocab.encode("ab").tolist(), 20, 1, index=0)])
+        sink.wait([0])
+        torch.set_num_threads(torch.get_num_threads())  # another thread's, meanwhile
+        assert kernels.mkl_chooses_threads() is False
+        engine.submit([Job(vocab.encode("ab").tolist(), 20, 2, index=1)])
+        sink.wait([1])
+        assert kernels.mkl_chooses_threads() is True
+    finally:
+        engine.close()
+        kernels.let_mkl_choose_threads()
