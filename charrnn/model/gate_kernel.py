@@ -9,7 +9,8 @@ own code: SLEEF's vectorised expf (torch's sigmoid) and MKL's vmsTanh (torch's t
 libtorch_cpu. So the text of a seed stays what torch's calls give, and this module makes sure of
 it: before a hidden size is used, the kernel runs beside torch on random and extreme gates and
 must agree with it in every bit, else the sampler keeps torch's calls. Where the extension, the
-symbols or torch's AVX2 or AVX-512 kernels are missing, likewise. ``CHARRNN_FUSED=0`` turns it off (to compare).
+symbols or torch's AVX2 or AVX-512 kernels are missing, likewise. ``CHARRNN_FUSED=0`` turns it
+off (to compare).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from charrnn.runtime.kernels import EXPF_SYMBOLS, gate_function_addresses
+from charrnn.runtime.kernels import gate_function_addresses
 
 
 class Kernels(Protocol):
@@ -41,7 +42,8 @@ except ImportError:  # installed without a C compiler: the sampler keeps torch's
     _lstm_row = None
 
 # torch's vectorised loops take two vectors per iteration (16 floats in its AVX2 kernels, 32 in
-# its AVX-512 ones) and the rest element by element.
+# its AVX-512 ones) and the rest element by element; the same capabilities as
+# kernels.EXPF_SYMBOLS, whose expf each binds.
 _VECTOR_BLOCK = {"AVX2": 16, "AVX512": 32}
 # Up to this hidden size torch computes a layer's sigmoid and tanh in one piece; above it, with
 # several threads, it splits them into chunks with remainders of their own.
@@ -68,7 +70,7 @@ def _unbound() -> str | None:
     capability = torch.backends.cpu.get_cpu_capability()
     if _lstm_row is None:
         return "charrnn was installed without its C extension (no C compiler?)"
-    if capability not in _VECTOR_BLOCK or capability not in EXPF_SYMBOLS:
+    if capability not in _VECTOR_BLOCK:
         return f"torch runs its {capability} kernels here, not AVX2 or AVX-512"
     try:
         expf, tanh = gate_function_addresses(capability)

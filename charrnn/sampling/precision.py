@@ -9,9 +9,9 @@ at one row and at 64, in interleaved rounds (about a second, once; see ``time_pr
 keeps the timings per machine, torch, threads and shape in
 ``~/.cache/charrnn/step-precision.json``, and steps in float32 unless a reduced precision ran at
 least ``MARGIN`` times as fast at both: on a 2-core Zen 5 EPYC (AVX-512) that is int8 (1.3-1.7x
-float32 at one row and ~3x at 64 in bench/sampler.py). One verdict for every batch keeps a seed's text the same wherever
-it is sampled (``sample``, its ``--num-samples`` rows, the API, a server's request), though it
-leaves speed behind where the batches disagree: on the Zen 3 EPYC int8 ran a 2x512 LSTM at 0.62x
+float32 at one row and ~3x at 64 in bench/sampler.py). One verdict for every batch keeps a seed's
+text the same wherever it is sampled (``sample``, its ``--num-samples`` rows, the API, a server's
+request), though it leaves speed behind where the batches disagree: on the Zen 3 EPYC int8 ran a 2x512 LSTM at 0.62x
 float32 at one row and 1.78x at 64 (``--precision int8`` takes it there). A reduced precision
 must also keep the model's predictions: its bits per token on text the model itself writes in
 float32 (so the check needs no corpus and measures the distribution a sample draws from) may
@@ -36,6 +36,7 @@ from charrnn.model.network import CharRNN, State
 from charrnn.model.single_row import SingleRow
 from charrnn.model.stepper import Stepper
 from charrnn.runtime import measured
+from charrnn.runtime.kernels import let_mkl_choose_threads
 from charrnn.runtime.precision import STEP_DTYPES, step_unavailable
 
 # A reduced precision is picked where it stepped at least this much faster than float32: timings
@@ -146,6 +147,8 @@ def time_precisions(model: CharRNN, names: list[str], batch: int) -> dict[str, f
     steps after a switch took 1-16 ms against ~0.1 ms, so rounds' totals measured the hand-over
     (int8 at 0.01-1.0x float32 at one row) rather than what a sample, which steps in one
     precision throughout, runs at (int8 1.5x float32, each alone); the median step read 1.2-1.65x."""
+    # Timed as a sample steps, whatever thread asks and whatever set its torch threads before.
+    let_mkl_choose_threads()
     steps = {p: _step_function(Stepper(model, p), model, batch) for p in names}
     times: dict[str, list[float]] = {p: [] for p in names}
     for step in steps.values():

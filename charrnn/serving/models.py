@@ -13,7 +13,6 @@ from charrnn.data.vocab import Vocab, encode_prime
 from charrnn.errors import CharrnnError
 from charrnn.model import checkpoint
 from charrnn.model.network import CharRNN
-from charrnn.runtime.kernels import let_mkl_choose_threads
 from charrnn.serving.engine import Engine, Job
 
 
@@ -82,10 +81,8 @@ def load_models(paths: list[str]) -> dict[str, Served]:
 
     This (the event loop's) thread then computes on one torch thread, before it runs any torch
     operation: once it has run one on an OpenMP team of its own, every step of a worker's team
-    took 1.7-2.3x as long (2-core Xeon, one process, same minute). Setting it stops MKL choosing
-    its threads per call (see ``kernels.let_mkl_choose_threads``), so that is given back."""
+    took 1.7-2.3x as long (2-core Xeon, one process, same minute)."""
     torch.set_num_threads(1)
-    let_mkl_choose_threads()
     files = [checkpoint.resolve(p) for p in paths]
     served: dict[str, Served] = {}
     for f in files:
